@@ -1,0 +1,77 @@
+"""Generate a reply from a chat model with its chat template (greedy by default)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from .errors import ExplorerError
+
+MAX_PROMPT_CHARS = 8000
+MAX_NEW_TOKENS_LIMIT = 1024
+
+
+@dataclass
+class Generation:
+    model: str
+    prompt: str
+    completion: str
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_prompt(prompt: str) -> str:
+    if prompt is None or not str(prompt).strip():
+        raise ExplorerError("The prompt is empty: type a question or instruction first.")
+    prompt = str(prompt)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ExplorerError(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
+    return prompt
+
+
+def check_max_new_tokens(value) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ExplorerError(f"max new tokens must be a whole number, got {value!r}.") from None
+    if number != number or number in (float("inf"), float("-inf")) or number != int(number):
+        raise ExplorerError(f"max new tokens must be a whole number, got {value!r}.")
+    if not 1 <= number <= MAX_NEW_TOKENS_LIMIT:
+        raise ExplorerError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {int(number)}.")
+    return int(number)
+
+
+def chat_input_ids(tokenizer, prompt: str):
+    """Token ids of one user turn, rendered with the model's chat template."""
+    messages = [{"role": "user", "content": prompt}]
+    if tokenizer.chat_template:
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True)
+        return encoded["input_ids"]
+    return tokenizer(prompt, return_tensors="pt")["input_ids"]  # base models without a template
+
+
+def generate(loaded, prompt: str, max_new_tokens: int = 64) -> Generation:
+    """Greedy generation from a loaded model; times only the generate call."""
+    import torch
+
+    prompt = check_prompt(prompt)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    tokenizer, model = loaded.tokenizer, loaded.model
+    input_ids = chat_input_ids(tokenizer, prompt).to(loaded.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    seconds = time.perf_counter() - start
+    new_ids = output[0, input_ids.shape[1]:]
+    completion = tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+    return Generation(loaded.entry.name, prompt, completion, int(new_ids.shape[0]), round(seconds, 4))

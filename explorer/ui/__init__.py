@@ -1,0 +1,1 @@
+"""The web UI: the only part of PEFT Explorer that imports gradio. One file per tab."""

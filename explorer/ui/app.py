@@ -1,0 +1,25 @@
+"""Assemble the tabs into one Gradio Blocks app."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .models_tab import create_models_tab
+from .placeholder_tabs import create_placeholder_tab
+
+CSS = """
+#gen-stats { min-height: 2em; }
+"""
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="PEFT Explorer") as demo:
+        gr.Markdown("# PEFT Explorer\nExplore the tradeoffs of parameter-efficient fine-tuning: "
+                    "what each method costs, how it trains, and what merging changes.")
+        with gr.Tabs():
+            with gr.Tab("Models", id="models"):
+                create_models_tab()
+            for name in ("Calculator", "Fine-tune", "Compare", "Learn"):
+                with gr.Tab(name, id=name.lower()):
+                    create_placeholder_tab(name)
+    return demo

@@ -1,0 +1,61 @@
+"""Models tab: the runnable models, and a prompt box that generates from the chosen one."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from .. import generate, models, provision
+from .common import error_message
+
+COLUMNS = ["name", "architecture", "parameters", "layers", "hidden_size", "vocab_size", "stored_at", "loaded"]
+
+
+def models_table() -> pd.DataFrame:
+    rows = [models.describe(entry) for entry in models.registry().values()]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["parameters"] = table["parameters"].map(lambda n: f"{int(n):,}" if pd.notna(n) and n else "?")
+    table["loaded"] = table["loaded"].map(lambda loaded: "yes" if loaded else "no")
+    return table
+
+
+def run_generation(model_name: str, prompt: str, max_new_tokens: float):
+    """Returns (reply, stats markdown, refreshed table)."""
+    try:
+        generate.check_prompt(prompt)
+        loaded = models.load(model_name)
+        result = generate.generate(loaded, prompt, max_new_tokens)
+    except Exception as error:  # every failure becomes a message on the page
+        return "", error_message(error), models_table()
+    stats = (f"**{result.new_tokens} new tokens in {result.seconds:.2f} s: "
+             f"{result.tokens_per_second:.1f} tokens/s** (greedy decoding, measured on {loaded.device}, "
+             f"{str(loaded.dtype).replace('torch.', '')})")
+    return result.completion or "(the model produced no text)", stats, models_table()
+
+
+def create_models_tab() -> dict:
+    gr.Markdown(
+        "Runnable models: the bundled **SmolLM2-135M-Instruct** (real weights, shipped with the app), a tiny "
+        "random model for fast tests, and any Hugging Face model folder with safetensors placed in `models_cache/`. "
+        "Models load on first use, so the first answer takes a few seconds longer.")
+    table = gr.Dataframe(value=models_table, label="Runnable models", interactive=False, elem_id="models-table")
+    refresh = gr.Button("Refresh list", size="sm")
+    with gr.Row():
+        with gr.Column(scale=2):
+            model = gr.Dropdown(choices=list(models.registry()), value=provision.BUNDLED_NAME,
+                                allow_custom_value=True, label="Model",
+                                info="A name from the table, or the path of a model folder with safetensors",
+                                elem_id="gen-model")
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What is the capital of France?",
+                                elem_id="gen-prompt")
+            max_new = gr.Slider(1, 256, value=64, step=1, label="Max new tokens", elem_id="gen-max-new")
+            button = gr.Button("Generate", variant="primary", elem_id="gen-button")
+        with gr.Column(scale=3):
+            reply = gr.Textbox(label="Reply", lines=6, interactive=False, elem_id="gen-reply")
+            stats = gr.Markdown(elem_id="gen-stats")
+
+    refresh.click(models_table, outputs=table, api_name="models_table")
+    inputs = [model, prompt, max_new]
+    button.click(run_generation, inputs=inputs, outputs=[reply, stats, table], api_name="generate")
+    prompt.submit(run_generation, inputs=inputs, outputs=[reply, stats, table], api_visibility="private")
+    return {"table": table, "model": model, "prompt": prompt, "reply": reply, "stats": stats}

@@ -1,0 +1,44 @@
+"""The bundled model converts once, atomically, and answers like the real SmolLM2."""
+
+import pytest
+
+from explorer import generate, models, provision
+from explorer.errors import ExplorerError
+
+
+def test_interrupted_conversion_leaves_nothing_loadable_then_converts_cleanly(tmp_path, monkeypatch):
+    def crash_midway(tokenizer, folder):
+        assert (folder / "model.safetensors").exists()  # the weights were already written
+        raise RuntimeError("simulated crash during conversion")
+
+    monkeypatch.setattr(provision, "_save_tokenizer", crash_midway)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        provision.ensure_bundled(tmp_path)
+    assert not (tmp_path / provision.BUNDLED_NAME).exists()
+    assert list(tmp_path.iterdir()) == []
+
+    # A process killed with SIGKILL cannot clean up: it leaves its temporary folder behind.
+    stale = tmp_path / f".tmp-{provision.BUNDLED_NAME}-killed"
+    stale.mkdir()
+    (stale / "config.json").write_text('{"model_type": "llama"}')
+    (stale / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")  # truncated
+    assert stale.name not in models.registry(tmp_path)
+    with pytest.raises(ExplorerError):
+        models.resolve(stale.name, tmp_path)
+
+    monkeypatch.undo()
+    folder = provision.ensure_bundled(tmp_path)
+    assert not stale.exists(), "the next conversion removes what a killed one left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [provision.BUNDLED_NAME]
+    for name in ("model.safetensors", "tokenizer.json", "chat_template.jinja", "config.json"):
+        assert (folder / name).is_file()
+    assert "quantization_config" not in (folder / "config.json").read_text()
+
+
+def test_bundled_model_reloads_from_cache_and_knows_paris(cache):
+    loaded = models.load(provision.BUNDLED_NAME, cache)
+    assert loaded.entry.location == str(cache / provision.BUNDLED_NAME)
+    assert sum(p.numel() for p in loaded.model.parameters()) == 134_515_008  # SmolLM2-135M's published size
+    result = generate.generate(loaded, "What is the capital of France?", max_new_tokens=24)
+    assert "Paris" in result.completion
+    assert result.new_tokens > 0 and result.seconds > 0

@@ -1,0 +1,130 @@
+"""The calculator: one call turns (model, method, options, training settings) into every number.
+
+Formulas answer at once; the exact meta-device count is computed at most once per combination
+(explorer.exact caches it) and reported beside the formula with whether the two agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from . import exact, memory
+from .errors import ExplorerError
+from .flops import FlopReport, flop_report
+from .methods import METHODS, get as get_method
+from .methods.base import Term, coerce
+from .specs import ModelSpec
+
+
+@dataclass
+class CalcResult:
+    spec: ModelSpec
+    method: str
+    options: object
+    settings: memory.TrainSettings
+    terms: list[Term]
+    trainable_formula: int
+    total_params: int
+    exact_counts: tuple[int, int] | None       # (trainable, total) from the meta-device model
+    training: memory.Memory
+    inference_bytes: float                     # weights (+ adapter) + KV cache
+    kv_cache_bytes: float
+    flops: FlopReport
+    adapter_file_bytes: int
+
+    @property
+    def method_obj(self):
+        return METHODS[self.method]
+
+    @property
+    def trainable(self) -> int:
+        return self.exact_counts[0] if self.exact_counts else self.trainable_formula
+
+    @property
+    def agrees(self) -> bool | None:
+        if self.exact_counts is None:
+            return None
+        return self.exact_counts == (self.trainable_formula, self.total_params_with_method)
+
+    @property
+    def total_params_with_method(self) -> int:
+        """Base parameters plus what the method adds (full and head add nothing new)."""
+        if self.method == "full" or (self.method == "head" and self.options.head_type == "lm"
+                                     and not self.spec.arch.tied):
+            return self.total_params
+        return self.total_params + self.trainable_formula
+
+    def as_json(self) -> dict:
+        m = self.method_obj
+        f = self.flops
+        return {
+            "model": self.spec.name, "method": self.method, "options": dataclasses.asdict(self.options),
+            "settings": dataclasses.asdict(self.settings),
+            "trainable_params": self.trainable, "total_params": self.total_params_with_method,
+            "trainable_percent": 100.0 * self.trainable / self.total_params_with_method,
+            "trainable_formula": self.trainable_formula,
+            "formula": [{"module": t.module, "count": t.count, "expression": t.expression} for t in self.terms],
+            "exact": self.exact_counts is not None and bool(self.agrees),
+            "exact_trainable_params": self.exact_counts[0] if self.exact_counts else None,
+            "mergeable": m.mergeable, "merge_reason": m.merge_reason,
+            "adapter_file_bytes": self.adapter_file_bytes,
+            "memory": self.training.as_dict(),
+            "inference_memory": {"weights_and_adapter_bytes": self.inference_bytes - self.kv_cache_bytes,
+                                 "kv_cache_bytes": self.kv_cache_bytes, "total_bytes": self.inference_bytes},
+            "fits": {f"{gb}GiB": ok for gb, ok in memory.fits(self.training.total_bytes).items()},
+            "flops": {"base_forward_per_token": f.base_forward_per_token,
+                      "forward_per_token": f.forward_per_token,
+                      "train_per_token": f.train_per_token,
+                      "train_per_token_with_checkpointing": f.train_per_token_checkpointing,
+                      "inference_overhead_per_token_unmerged": f.inference_overhead_per_token_unmerged,
+                      "inference_overhead_per_token_merged": f.inference_overhead_per_token_merged,
+                      "elementwise_overhead_per_token": f.elementwise_overhead_per_token},
+        }
+
+
+def parse_settings(values: dict | None) -> memory.TrainSettings:
+    fields = {f.name: f for f in dataclasses.fields(memory.TrainSettings)}
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ExplorerError(f"Unknown setting {', '.join(unknown)}; settings are: {', '.join(fields)}.")
+    return memory.TrainSettings(**{k: coerce(fields[k], v) for k, v in values.items()})
+
+
+def calculate(spec: ModelSpec, method_name: str, options=None, settings=None, exact_mode: str = "compute") -> CalcResult:
+    """exact_mode: "compute" (build on meta if not cached), "cached" (only if cached), "skip"."""
+    method = get_method(method_name)
+    options = options if options is not None else method.parse_options({})
+    settings = settings or memory.TrainSettings()
+    method.validate(spec, options)
+    arch = spec.arch
+    terms = method.terms(spec, options)
+    trainable = sum(t.count for t in terms)
+    adaptation = method.adaptation(spec, options)
+    counts = None
+    if exact_mode == "compute":
+        counts = exact.exact_counts(spec, method_name, options)
+    elif exact_mode == "cached":
+        counts = exact.cached(spec, method_name, options)
+    is_qlora = method_name == "qlora"
+    training = memory.training_memory(arch, adaptation, trainable, settings, qlora=is_qlora,
+                                      double_quant=getattr(options, "bnb_4bit_use_double_quant", True))
+    kv = memory.kv_cache_bytes(arch, adaptation, settings)
+    inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
+    flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
+    file_bytes = trainable * (memory.BYTES["bf16"] if method_name == "full" else 4)
+    return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), counts,
+                      training, inference_weights + kv, kv, flops, file_bytes)
+
+
+def compare_all(spec: ModelSpec, settings=None, chosen: tuple[str, object] | None = None) -> list[CalcResult]:
+    """Every method at its default options (the chosen method at the user's options), formulas only."""
+    results = []
+    for name, method in METHODS.items():
+        options = chosen[1] if chosen and chosen[0] == name else method.parse_options({})
+        try:
+            results.append(calculate(spec, name, options, settings, exact_mode="cached"))
+        except ExplorerError:
+            continue  # e.g. IA³ on a model with no default targets: left out of the overview
+    return results

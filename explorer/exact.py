@@ -1,0 +1,56 @@
+"""Exact parameter counts: build the architecture on the meta device and apply the method for real.
+
+No weights are allocated (meta tensors carry shapes only), so even a 405B model takes a second or
+two. Results are cached per (model, method, options): each combination is built at most once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import warnings
+
+from .methods import get as get_method
+from .specs import ModelSpec, meta_model
+
+_build_lock = threading.Lock()  # PEFT and transformers are not built for concurrent model surgery
+_cache: dict[tuple, tuple[int, int]] = {}
+MAX_CACHED = 2048
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total), every tensor once (tied weights are one tensor)."""
+    unique = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in unique.values())
+    trainable = sum(p.numel() for p in unique.values() if p.requires_grad)
+    return trainable, total
+
+
+def build_on_meta(spec: ModelSpec, method_name: str, options, attn_implementation: str = "eager"):
+    method = get_method(method_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = meta_model(spec, attn_implementation)
+        return method.apply(model, spec, options)
+
+
+def cache_key(spec: ModelSpec, method_name: str, options) -> tuple:
+    return (spec.name, spec.source, repr(sorted(spec.raw.items())), method_name,
+            tuple(sorted(dataclasses.asdict(options).items())))
+
+
+def cached(spec: ModelSpec, method_name: str, options) -> tuple[int, int] | None:
+    """The exact counts if they were computed before, without computing them."""
+    return _cache.get(cache_key(spec, method_name, options))
+
+
+def exact_counts(spec: ModelSpec, method_name: str, options) -> tuple[int, int]:
+    key = cache_key(spec, method_name, options)
+    if key in _cache:
+        return _cache[key]
+    with _build_lock:
+        if key not in _cache:
+            if len(_cache) >= MAX_CACHED:
+                _cache.clear()
+            _cache[key] = count_parameters(build_on_meta(spec, method_name, options))
+    return _cache[key]

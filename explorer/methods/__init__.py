@@ -1,0 +1,28 @@
+"""The method registry: one module per method, registered in one explicit dict.
+
+Adding a method: write ``explorer/methods/<name>.py`` with a ``METHOD`` and add one line here.
+Tests parametrize over this dict, so a new method is tested automatically.
+"""
+
+from . import adapter, dora, full, head, ia3, lora, prefix, prompt, qlora
+from .base import Method
+
+METHODS: dict[str, Method] = {
+    "full": full.METHOD,
+    "head": head.METHOD,
+    "lora": lora.METHOD,
+    "dora": dora.METHOD,
+    "qlora": qlora.METHOD,
+    "ia3": ia3.METHOD,
+    "prompt": prompt.METHOD,
+    "prefix": prefix.METHOD,
+    "adapter": adapter.METHOD,
+}
+
+
+def get(name: str) -> Method:
+    from ..errors import ExplorerError
+
+    if name not in METHODS:
+        raise ExplorerError(f"Unknown method '{name}'. Methods: {', '.join(METHODS)}.")
+    return METHODS[name]

@@ -1,0 +1,29 @@
+"""DoRA (Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation"), PEFT's use_dora.
+
+LoRA's r·(in+out) per layer plus a trainable magnitude vector of `out` entries: W' = m·(W+BA)/‖W+BA‖.
+"""
+
+from dataclasses import dataclass
+
+from .base import Method
+from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_targets
+
+
+@dataclass
+class DoraOptions(LoraOptions):
+    pass
+
+
+METHOD = Method(
+    name="dora", title="DoRA", where="linear weights (direction by low-rank update, plus a learned magnitude)",
+    explanation="Splits each adapted weight into a magnitude and a direction; LoRA updates the direction and "
+                "a small vector learns the magnitude of each output row.",
+    when_to_use="When LoRA at low rank underfits: DoRA often closes part of the gap to full fine-tuning "
+                "for a few more parameters and slower training steps.",
+    default_lr=2e-4, options_type=DoraOptions, mergeable=True,
+    merge_reason="m·(W+BA)/‖W+BA‖ is again a plain weight matrix once training ends, so it folds into W.",
+    uses_peft=True,
+    terms=lambda spec, options: lora_terms(spec, options, dora=True),
+    adaptation=lambda spec, options: lora_adaptation(spec, options, dora=True),
+    apply=lambda model, spec, options: apply_lora(model, spec, options, dora=True),
+    validate=lambda spec, options: resolve_targets(spec.arch, options))

@@ -1,0 +1,41 @@
+"""QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs").
+
+LoRA on a base whose linear layers are stored in 4-bit NormalFloat (bitsandbytes). Trainable
+parameters are LoRA's; what changes is the memory of the frozen base (see explorer.memory).
+"""
+
+from dataclasses import dataclass
+
+from .base import Method, option
+from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_targets
+
+
+@dataclass
+class QLoraOptions(LoraOptions):
+    bnb_4bit_use_double_quant: bool = option(True, "Double quantization: quantize the per-block scales too "
+                                             "(saves about 0.37 bits per parameter).")
+    bnb_4bit_compute_dtype: str = option("bfloat16", "Precision the 4-bit weights are de-quantized to for "
+                                         "each matmul.", choices=("bfloat16", "float16", "float32"))
+
+
+def quantization_config(options):
+    """The bitsandbytes settings a real QLoRA load uses (NF4, as in the paper)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=options.bnb_4bit_use_double_quant,
+                              bnb_4bit_compute_dtype=getattr(torch, options.bnb_4bit_compute_dtype))
+
+
+METHOD = Method(
+    name="qlora", title="QLoRA", where="linear weights (LoRA) on a 4-bit quantized frozen base",
+    explanation="LoRA, with the frozen base stored in 4-bit NF4 and de-quantized on the fly for each "
+                "matmul: the base takes about a quarter of its bf16 memory.",
+    when_to_use="When the model does not fit in memory for LoRA: a 70B model fine-tunes on one 48 GB GPU.",
+    default_lr=2e-4, options_type=QLoraOptions, mergeable=True,
+    merge_reason="Merges like LoRA into the de-quantized base; merging into the 4-bit weights themselves "
+                 "re-rounds them (the Compare tab shows the difference).",
+    uses_peft=True, terms=lora_terms, adaptation=lora_adaptation,
+    apply=lambda model, spec, options: apply_lora(model, spec, options),
+    validate=lambda spec, options: resolve_targets(spec.arch, options))

@@ -1,0 +1,48 @@
+"""The seed chapter's figures for Llama-2-7B, as claims to check against exact numbers.
+
+Source: shared/seed/peft-family-chapter.txt (Section 19.3). Each claim names the method and
+options it describes, the figure the chapter gives, and why the exact value differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TEXTBOOK_MODEL = "llama-2-7b"
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    what: str
+    method: str
+    options: dict
+    claimed: float
+    quantity: str          # "params" or "adapter_flops"
+    reason: str
+
+
+CLAIMS = (
+    Claim("prompt", "Prompt tuning, 20 tokens", "prompt", {"num_virtual_tokens": 20}, 80e3, "params",
+          "Right: 20·4096 = 81,920; the chapter rounds it."),
+    Claim("prefix_164k", "Prefix tuning, 20 tokens (\"164K\")", "prefix", {"num_virtual_tokens": 20}, 164e3, "params",
+          "Counts one head's keys and values (d_k = 128); every layer stores keys and values for all 32 heads: "
+          "2·4096 per virtual token per layer."),
+    Claim("prefix_2.5m", "Prefix tuning, 20 tokens (\"2.5M\")", "prefix", {"num_virtual_tokens": 20}, 2.5e6, "params",
+          "Counts 20·4096 per layer: keys or values, not both (×2)."),
+    Claim("ia3", "IA³ on keys, values and the FFN", "ia3", {}, 650e3, "params",
+          "Uses 5·d_model per layer; the exact sum is 4096 + 4096 + 11008 (the FFN width is 2.69·d_model)."),
+    Claim("lora", "LoRA r=8 on all 7 linear layers", "lora", {"r": 8, "target_preset": "all-linear"}, 5e6, "params",
+          "Treats every matrix as 4096×4096 and still undercounts: gate, up and down are 4096×11008, so the "
+          "update costs 8·(4096+11008) each; 32 layers of 7 updates make ~20M."),
+    Claim("adapter", "Houlsby adapters, d_a=64, two per block", "adapter", {"bottleneck_dim": 64}, 1e6, "params",
+          "2·2·4096·64 ≈ 1M is one block's two adapters; there are 32 blocks (and biases)."),
+    Claim("adapter_flops", "Houlsby adapters' extra FLOPs per token", "adapter", {"bottleneck_dim": 64}, 33e6,
+          "adapter_flops",
+          "Counts 2·d·d_a per adapter: a multiply-add is 2 FLOPs and each adapter has two projections, "
+          "so each costs 4·d·d_a."),
+)
+
+
+def claims_for(method: str) -> list[Claim]:
+    return [c for c in CLAIMS if c.method == method]

@@ -128,3 +128,30 @@ def compare_all(spec: ModelSpec, settings=None, chosen: tuple[str, object] | Non
         except ExplorerError:
             continue  # e.g. IA³ on a model with no default targets: left out of the overview
     return results
+
+
+SETTING_KEYS = {f.name for f in dataclasses.fields(memory.TrainSettings)}
+
+
+def from_request(model: str, method_name: str, values: dict | None = None, exact_mode: str = "compute",
+                 config_text: str | None = None) -> CalcResult:
+    """One entry point for the CLI and the API: loose key=value pairs, PEFT's option names where they exist.
+
+    Settings keys (batch_size, seq_len, precision, optimizer, gradient_checkpointing) are split from the
+    method's options; ``use_dora=true`` turns LoRA into DoRA; a ``target_modules`` list selects the custom
+    preset.
+    """
+    from . import specs
+
+    values = dict(values or {})
+    spec = specs.parse_config_text(config_text) if config_text else specs.resolve(model)
+    use_dora = values.pop("use_dora", None)
+    if use_dora is not None and method_name in ("lora", "dora"):
+        method_name = "dora" if str(use_dora).strip().lower() in ("true", "1", "yes", "on") else "lora"
+    elif use_dora is not None:
+        raise ExplorerError(f"use_dora applies to LoRA only, not to {method_name}.")
+    if values.get("target_modules") and method_name in ("lora", "dora", "qlora"):
+        values.setdefault("target_preset", "custom")
+    settings = parse_settings({k: v for k, v in values.items() if k in SETTING_KEYS})
+    options = get_method(method_name).parse_options({k: v for k, v in values.items() if k not in SETTING_KEYS})
+    return calculate(spec, method_name, options, settings, exact_mode=exact_mode)

@@ -88,37 +88,17 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
         count.matmul(2 * n * t * e, True, True)
         count.matmul(2 * n * e * arch.layers * 2 * t, True, True)
     rg = a.full or a.prompt_tokens > 0
+    # Every layer costs the same given whether its input requires grad, so at most two distinct
+    # layers need counting (this keeps a 126-layer model as fast as a 2-layer one).
+    per_state: dict[bool, tuple[int, int, bool]] = {}
     for _ in range(arch.layers):
-        rg_x = rg
-        rg_attn = {}
-        for lin in arch.linears:
-            if lin.reads == "attn_in":
-                rg_attn[lin.name] = _linear(count, a, tokens, lin.name, lin.in_features, lin.out_features, rg_x, training)
-        rg_q, rg_k, rg_v = _qkv_requires_grad(arch, rg_attn)
-        rg_k = rg_k or a.prefix_tokens > 0
-        rg_v = rg_v or a.prefix_tokens > 0
-        rg_p = rg_q or rg_k
-        core = 2 * batch * s * keys * arch.q_dim
-        count.forward += 2 * core
-        count.backward += core * (int(rg_q) + int(rg_k) + int(rg_p) + int(rg_v))
-        rg_core = rg_p or rg_v
-        o = next(lin for lin in arch.linears if lin.reads == "attn_core")
-        rg_out = _linear(count, a, tokens, o.name, o.in_features, o.out_features, rg_core, training)
-        if a.adapter_dim and a.adapter_after_attention:
-            rg_out = _adapter(count, a, tokens, arch.hidden, rg_out)
-        rg_h = rg_x or rg_out
-        if arch.experts:
-            rg_mlp = _moe(count, arch, a, tokens, rg_h)
-        else:
-            rg_mid = False
-            for lin in arch.linears:
-                if lin.reads == "mlp_in":
-                    rg_mid |= _linear(count, a, tokens, lin.name, lin.in_features, lin.out_features, rg_h, training)
-            down = next(lin for lin in arch.linears if lin.reads == "mlp_mid")
-            rg_mlp = _linear(count, a, tokens, down.name, down.in_features, down.out_features, rg_mid, training)
-        if a.adapter_dim and a.adapter_after_ffn:
-            rg_mlp = _adapter(count, a, tokens, arch.hidden, rg_mlp)
-        rg = rg_h or rg_mlp
+        if rg not in per_state:
+            layer = _Counter()
+            per_state[rg] = (*_count_layer(layer, arch, a, batch, s, keys, tokens, rg, training),)
+        forward, backward, rg_next = per_state[rg]
+        count.forward += forward
+        count.backward += backward
+        rg = rg_next
     if a.head == "classifier":  # mean-pooled hidden state -> linear, once per sequence
         count.matmul(2 * batch * arch.hidden * a.num_classes, False, True)
     else:
@@ -129,6 +109,41 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
             count.matmul(2 * tokens * arch.hidden * r, rg, True)
             count.matmul(2 * tokens * r * arch.vocab, True, True)
     return count.forward, count.backward
+
+
+def _count_layer(count: _Counter, arch: Arch, a: Adaptation, batch: int, s: int, keys: int, tokens: int,
+                 rg: bool, training: bool) -> tuple[int, int, bool]:
+    """(forward, backward, output requires grad) of one decoder block."""
+    rg_x = rg
+    rg_attn = {}
+    for lin in arch.linears:
+        if lin.reads == "attn_in":
+            rg_attn[lin.name] = _linear(count, a, tokens, lin.name, lin.in_features, lin.out_features, rg_x, training)
+    rg_q, rg_k, rg_v = _qkv_requires_grad(arch, rg_attn)
+    rg_k = rg_k or a.prefix_tokens > 0
+    rg_v = rg_v or a.prefix_tokens > 0
+    rg_p = rg_q or rg_k
+    core = 2 * batch * s * keys * arch.q_dim
+    count.forward += 2 * core
+    count.backward += core * (int(rg_q) + int(rg_k) + int(rg_p) + int(rg_v))
+    rg_core = rg_p or rg_v
+    o = next(lin for lin in arch.linears if lin.reads == "attn_core")
+    rg_out = _linear(count, a, tokens, o.name, o.in_features, o.out_features, rg_core, training)
+    if a.adapter_dim and a.adapter_after_attention:
+        rg_out = _adapter(count, a, tokens, arch.hidden, rg_out)
+    rg_h = rg_x or rg_out
+    if arch.experts:
+        rg_mlp = _moe(count, arch, a, tokens, rg_h)
+    else:
+        rg_mid = False
+        for lin in arch.linears:
+            if lin.reads == "mlp_in":
+                rg_mid |= _linear(count, a, tokens, lin.name, lin.in_features, lin.out_features, rg_h, training)
+        down = next(lin for lin in arch.linears if lin.reads == "mlp_mid")
+        rg_mlp = _linear(count, a, tokens, down.name, down.in_features, down.out_features, rg_mid, training)
+    if a.adapter_dim and a.adapter_after_ffn:
+        rg_mlp = _adapter(count, a, tokens, arch.hidden, rg_mlp)
+    return count.forward, count.backward, rg_h or rg_mlp
 
 
 def _qkv_requires_grad(arch: Arch, rg: dict) -> tuple[bool, bool, bool]:

@@ -170,21 +170,26 @@ def spec_from_dict(data: dict, name: str, source: str, notes: str = "") -> Model
     try:
         config = AutoConfig.for_model(model_type, **data)
         arch = _arch_from_config(config)
-    except (TypeError, ValueError, AttributeError, KeyError) as error:
-        raise ExplorerError(f"config.json could not be read as a '{model_type}' config: {error}") from None
+    except Exception as error:  # transformers and huggingface_hub raise many kinds for a bad config
+        reason = getattr(error, "__cause__", None) or error
+        raise ExplorerError(f"config.json could not be read as a '{model_type}' config: {reason}") from None
     _check_sizes(arch)
     return ModelSpec(name, source, config, arch, notes, raw={"model_type": model_type, **data})
 
 
+def catalog_names() -> list[str]:
+    return sorted(path.stem for path in CATALOG_DIR.glob("*.json"))
+
+
 @lru_cache(maxsize=None)
+def catalog_spec(name: str) -> ModelSpec:
+    data = json.loads((CATALOG_DIR / f"{name}.json").read_text())
+    return spec_from_dict(data, name, "catalog", data.get("_catalog", {}).get("notes", ""))
+
+
 def catalog() -> dict[str, ModelSpec]:
     """The catalog of real configs (explorer/catalog/*.json), by file name."""
-    specs = {}
-    for path in sorted(CATALOG_DIR.glob("*.json")):
-        data = json.loads(path.read_text())
-        meta = data.get("_catalog", {})
-        specs[path.stem] = spec_from_dict(data, path.stem, "catalog", meta.get("notes", ""))
-    return specs
+    return {name: catalog_spec(name) for name in catalog_names()}
 
 
 def catalog_title(name: str) -> str:
@@ -203,8 +208,8 @@ def parse_config_text(text: str, name: str = "uploaded config") -> ModelSpec:
 def resolve(name: str) -> ModelSpec:
     """A catalog name, a runnable model's name, or the path of a config.json (or its folder)."""
     name = (name or "").strip()
-    if name in catalog():
-        return catalog()[name]
+    if name in catalog_names():
+        return catalog_spec(name)
     from . import models
 
     if name in models.registry():
@@ -220,7 +225,7 @@ def resolve(name: str) -> ModelSpec:
             return parse_config_text(path.read_text(encoding="utf-8"), path.parent.name)
         except UnicodeDecodeError:
             raise ExplorerError(f"{path} is not UTF-8 text.") from None
-    raise ExplorerError(f"Unknown model '{name}'. Use a catalog name ({', '.join(catalog())}), "
+    raise ExplorerError(f"Unknown model '{name}'. Use a catalog name ({', '.join(catalog_names())}), "
                         "a runnable model, or the path of a config.json.")
 
 

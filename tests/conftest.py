@@ -75,3 +75,11 @@ def screenshot(page):
 def copy_model(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def wait_for_text(page, selector: str, text: str, timeout: int = 60_000) -> None:
+    """Wait until the element exists and its visible text (or a textarea's value) contains ``text``."""
+    page.wait_for_function(
+        """([selector, text]) => { const e = document.querySelector(selector);
+             return !!e && ((e.value !== undefined && e.value.includes(text)) || e.innerText.includes(text)); }""",
+        arg=[selector, text], timeout=timeout)

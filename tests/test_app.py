@@ -18,6 +18,7 @@ def test_api_generate_and_models_table(app_url):
 
 def test_browser_prompt_gets_an_answer_from_the_bundled_model(app_url, page, screenshot):
     page.goto(app_url)
+    page.get_by_role("tab", name="Models").click()
     page.locator("#gen-prompt textarea").fill("What is the capital of France?")
     page.locator("#gen-button").click()
     reply = page.locator("#gen-reply textarea")

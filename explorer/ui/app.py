@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .calculator_tab import create_calculator_tab
 from .models_tab import create_models_tab
 from .placeholder_tabs import create_placeholder_tab
 
 CSS = """
 #gen-stats { min-height: 2em; }
+.method-card p { margin: 0.3em 0; }
 """
 
 
@@ -17,9 +19,14 @@ def build_app() -> gr.Blocks:
         gr.Markdown("# PEFT Explorer\nExplore the tradeoffs of parameter-efficient fine-tuning: "
                     "what each method costs, how it trains, and what merging changes.")
         with gr.Tabs():
+            with gr.Tab("Calculator", id="calculator"):
+                calc = create_calculator_tab()
             with gr.Tab("Models", id="models"):
                 create_models_tab()
-            for name in ("Calculator", "Fine-tune", "Compare", "Learn"):
+            for name in ("Fine-tune", "Compare", "Learn"):
                 with gr.Tab(name, id=name.lower()):
                     create_placeholder_tab(name)
+        # Fill the calculator once the page is there (formulas first, then the exact count).
+        demo.load(calc["update"], calc["inputs"], calc["outputs"], api_visibility="private").then(
+            calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private")
     return demo

@@ -14,6 +14,6 @@ def error_message(error: BaseException) -> str:
     """A one-paragraph message for the page. Unexpected errors are logged with their traceback
     on the server, and the page says what happened without showing it."""
     if isinstance(error, ExplorerError):
-        return f"⚠️ {html.escape(str(error))}"
+        return f"**Error:** {html.escape(str(error))}"
     log.exception("unexpected error in a UI handler")
-    return f"⚠️ Something went wrong ({type(error).__name__}: {html.escape(str(error))[:300]}). The server keeps running; the details are in its log."
+    return f"**Error:** something went wrong ({type(error).__name__}: {html.escape(str(error))[:300]}). The server keeps running; the details are in its log."

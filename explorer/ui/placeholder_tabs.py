@@ -3,8 +3,6 @@
 import gradio as gr
 
 PLANNED = {
-    "Calculator": "Compute the exact trainable parameters, training memory and FLOP overhead of every "
-                  "method on any model.",
     "Fine-tune": "Run a short, real fine-tune of any method on the bundled model, with a live loss curve, "
                  "a stop button and saved adapters.",
     "Compare": "Put the base, adapted and merged models side by side, with merge fidelity and measured "

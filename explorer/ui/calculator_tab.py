@@ -1,0 +1,162 @@
+"""Calculator tab: exact trainable parameters, memory and FLOPs of every method, live.
+
+Every control change recomputes the analytical formulas at once; a follow-up event builds the
+method for real on the meta device (once per combination, cached) and marks the headline when the
+exact count agrees with the formula.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import gradio as gr
+
+from .. import calculator, memory, models, specs
+from ..errors import ExplorerError
+from ..methods import METHODS
+from . import calculator_view as view
+from .common import error_message
+
+PASTE = "__pasted__"
+SLIDERS = {"r": (1, 256), "num_virtual_tokens": (1, 200), "bottleneck_dim": (1, 512), "batch_size": (1, 64),
+           "encoder_hidden_size": (1, 4096), "lora_alpha": (1, 512)}
+
+
+def model_choices() -> list[tuple[str, str]]:
+    choices = [(f"{specs.catalog_title(n)}  ·  catalog", n) for n in specs.catalog_names()]
+    choices += [(f"{n}  ·  runnable", n) for n in models.registry()]
+    return choices + [("Pasted or uploaded config.json", PASTE)]
+
+
+def widget_for(f: dataclasses.Field, elem_id: str):
+    """A widget for one option field; its help text becomes the tooltip-style info line."""
+    meta, label, default = f.metadata, f.name, f.default
+    info = meta.get("help", "")
+    if isinstance(default, bool):
+        return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
+    if isinstance(default, int) and f.name in SLIDERS:
+        lo, hi = SLIDERS[f.name]
+        return gr.Slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
+    if isinstance(default, (int, float)):
+        return gr.Number(value=default, label=label, info=info, elem_id=elem_id)
+    if meta.get("choices"):
+        return gr.Dropdown(list(meta["choices"]), value=default, label=label, info=info, elem_id=elem_id)
+    return gr.Textbox(value=default, label=label, info=info, elem_id=elem_id)
+
+
+def _option_values(method_name: str, widget_keys: list[tuple[str, str]], values: list) -> dict:
+    return {field: value for (method, field), value in zip(widget_keys, values) if method == method_name}
+
+
+def compute(model_name, config_text, method_name, widget_keys, values, settings_values, exact_mode):
+    options = _option_values(method_name, widget_keys, values)
+    settings = dict(zip([f.name for f in dataclasses.fields(memory.TrainSettings)], settings_values))
+    if model_name == PASTE and not (config_text or "").strip():
+        raise ExplorerError("Paste a config.json (or upload one) to use a custom model.")
+    return calculator.from_request(model_name, method_name, {**options, **settings}, exact_mode=exact_mode,
+                                   config_text=config_text if model_name == PASTE else None)
+
+
+def create_calculator_tab() -> dict:
+    gr.Markdown("Pick a model and a method: every number below is computed for that exact architecture. "
+                "Formulas answer instantly; PEFT then builds the method on a weightless (meta-device) copy "
+                "of the model to confirm the count.")
+    with gr.Row():
+        model = gr.Dropdown(model_choices(), value="llama-2-7b", label="Base model", scale=2, elem_id="calc-model",
+                            info="Real published configs; runnable models; or your own config.json")
+        method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value="lora", label="Method",
+                             scale=1, elem_id="calc-method")
+    with gr.Accordion("Custom config.json", open=False):
+        config_text = gr.Code(language="json", label="Paste a config.json, then choose 'Pasted or uploaded "
+                              "config.json' as the base model", elem_id="calc-config")
+        upload = gr.File(label="…or upload one", file_types=[".json"], type="filepath")
+    widget_keys, widgets, groups = [], [], {}
+    for name, m in METHODS.items():
+        with gr.Group(visible=(name == "lora")) as group:
+            fields = dataclasses.fields(m.options_type)
+            if not fields:
+                gr.Markdown(f"{m.title} has no options.")
+            with gr.Row():
+                for f in fields:
+                    widgets.append(widget_for(f, f"calc-{name}-{f.name}"))
+                    widget_keys.append((name, f.name))
+        groups[name] = group
+    with gr.Row():
+        settings_widgets = [widget_for(f, f"calc-setting-{f.name}") for f in dataclasses.fields(memory.TrainSettings)]
+
+    headline = gr.Markdown(elem_id="calc-headline")
+    with gr.Row():
+        with gr.Column(scale=3):
+            formula = gr.Dataframe(label="Trainable parameters: the formula, module by module",
+                                   interactive=False, elem_id="calc-formula", wrap=True)
+            flops = gr.Dataframe(label="FLOPs per token", interactive=False, elem_id="calc-flops", wrap=True)
+        with gr.Column(scale=2):
+            card = gr.HTML(elem_id="calc-card")
+    with gr.Row():
+        memory_plot = gr.Plot(label="Training and inference memory", elem_id="calc-memory")
+        fits = gr.Dataframe(label="Fits on", interactive=False, elem_id="calc-fits")
+    family_plot = gr.Plot(label="All methods at these settings", elem_id="calc-family-plot")
+    family = gr.Dataframe(label="All methods at these settings (defaults for the others)", interactive=False,
+                          elem_id="calc-family", wrap=True)
+    with gr.Accordion("Textbook check: the chapter's Llama-2-7B figures against exact values", open=True):
+        gr.Dataframe(value=view.textbook_table, interactive=False, wrap=True, elem_id="calc-textbook")
+
+    outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family]
+    inputs = [model, config_text, method, *widgets, *settings_widgets]
+    n = len(widgets)
+
+    def update(model_name, text, method_name, *values):
+        try:
+            r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "cached")
+            family_results = calculator.compare_all(r.spec, r.settings, (r.method, r.options))
+            return (view.headline(r), view.formula_table(r), view.flops_table(r), view.method_card(r),
+                    view.memory_figure(r), view.fits_table(r), view.family_figure(family_results),
+                    view.family_table(family_results))
+        except Exception as error:  # bad input: one clear message, the rest of the page stays as it was
+            return (error_message(error),) + tuple(gr.skip() for _ in outputs[1:])
+
+    def confirm_exact(model_name, text, method_name, *values):
+        try:
+            r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "compute")
+            return view.headline(r)
+        except Exception as error:
+            return error_message(error)
+
+    def show_group(method_name):
+        return [gr.Group(visible=(name == method_name)) for name in groups]
+
+    def load_upload(path):
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(1_000_000)
+            json.loads(text)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return gr.skip(), f"// not a valid config.json: {error}"
+        return PASTE, text
+
+    method.change(show_group, method, list(groups.values()), api_visibility="private")
+    upload.upload(load_upload, upload, [model, config_text], api_visibility="private")
+    for i, component in enumerate(inputs):
+        event = component.change(update, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
+                                 api_visibility="private")
+        event.then(confirm_exact, inputs, headline, trigger_mode="always_last", show_progress="hidden",
+                   api_visibility="private")
+
+    def calc(model: str, method: str, options_json: str = "{}", config_json: str = "") -> dict:
+        """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": ...})."""
+        try:
+            values = json.loads(options_json or "{}")
+            if not isinstance(values, dict):
+                raise ExplorerError("options must be a JSON object of option and setting names.")
+            return calculator.from_request(model, method, values, exact_mode="compute",
+                                           config_text=config_json or None).as_json()
+        except json.JSONDecodeError as error:
+            return {"error": f"options are not valid JSON: {error}"}
+        except Exception as error:
+            return {"error": str(error) if isinstance(error, ExplorerError) else error_message(error)}
+
+    gr.api(calc, api_name="calc")
+    return {"update": update, "confirm": confirm_exact, "inputs": inputs, "outputs": outputs, "headline": headline}

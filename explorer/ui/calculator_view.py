@@ -1,0 +1,140 @@
+"""Turn a CalcResult into what the Calculator tab shows: text, tables and plotly charts."""
+
+from __future__ import annotations
+
+from html import escape
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .. import calculator, memory, specs
+from ..diagram import block_svg
+from ..methods import METHODS
+from ..textbook import CLAIMS, TEXTBOOK_MODEL
+
+MEMORY_PARTS = [("weights_bytes", "base weights"), ("trainable_bytes", "trainable weights"),
+                ("gradients_bytes", "gradients"), ("optimizer_bytes", "optimizer states"),
+                ("activations_bytes", "activations")]
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def human_number(n: float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def headline(r: calculator.CalcResult) -> str:
+    total = r.total_params_with_method
+    if r.exact_counts is None:
+        check = "Exact count (the method built for real on the meta device): running…"
+    elif r.agrees:
+        check = "**Verified:** formula = exact count (the method was built for real on the meta device and counted)"
+    else:
+        check = f"**Mismatch:** the exact count is {r.exact_counts[0]:,} trainable of {r.exact_counts[1]:,}"
+    return (f"### {escape(r.method_obj.title)} on {escape(r.spec.name)}\n"
+            f"**{r.trainable:,} trainable parameters** of {total:,} "
+            f"(**{100 * r.trainable / total:.4g}%**) · adapter file ≈ {human_bytes(r.adapter_file_bytes)}\n\n{check}")
+
+
+def formula_table(r: calculator.CalcResult) -> pd.DataFrame:
+    rows = [[t.module, f"{t.count:,}", t.expression] for t in r.terms]
+    rows.append(["total", f"{r.trainable_formula:,}", ""])
+    return pd.DataFrame(rows, columns=["module", "parameters", "formula"])
+
+
+def method_card(r: calculator.CalcResult) -> str:
+    m = r.method_obj
+    merge = ("<b>Merges</b> into the base weights. " if m.mergeable else "<b>Cannot merge.</b> ") + escape(m.merge_reason)
+    svg = block_svg(r.spec.arch, m.adaptation(r.spec, r.options), m.title)
+    return (f"<div class='method-card'><p><b>Where it adapts:</b> {escape(m.where)}</p>"
+            f"<p>{escape(m.explanation)}</p><p><b>When to use:</b> {escape(m.when_to_use)}</p>"
+            f"<p>{merge}</p><div style='max-width:560px'>{svg}</div></div>")
+
+
+def flops_table(r: calculator.CalcResult) -> pd.DataFrame:
+    f = r.flops
+    s = r.settings.seq_len
+    rows = [
+        ["base model forward", human_number(f.base_forward_per_token), "2·(linear weights) + 4·layers·s·q_dim"],
+        ["adapted model forward (unmerged)", human_number(f.forward_per_token), "the method's extra matmuls included"],
+        ["training step (forward + backward)", human_number(f.train_per_token),
+         f"{f.train_per_token / f.base_forward_per_token:.2f}× a base forward"],
+        ["training with gradient checkpointing", human_number(f.train_per_token_checkpointing), "one more forward"],
+        ["inference overhead, unmerged", human_number(f.inference_overhead_per_token_unmerged),
+         f"{100 * f.inference_overhead_per_token_unmerged / f.base_forward_per_token:+.2f}% of a base forward"],
+        ["inference overhead, merged", human_number(f.inference_overhead_per_token_merged),
+         "merged: no extra work" if r.method_obj.mergeable else "cannot merge: same as unmerged"],
+    ]
+    if f.elementwise_overhead_per_token:
+        rows.append(["IA³ element-wise multiplies", human_number(f.elementwise_overhead_per_token),
+                     "not matmul FLOPs; vanish when merged"])
+    return pd.DataFrame(rows, columns=[f"FLOPs per token (sequence {s})", "value", "note"])
+
+
+def memory_figure(r: calculator.CalcResult) -> go.Figure:
+    with_ckpt = calculator.calculate(r.spec, r.method, r.options,
+                                     memory.TrainSettings(**{**r.settings.__dict__, "gradient_checkpointing":
+                                                             not r.settings.gradient_checkpointing}),
+                                     exact_mode="skip").training
+    bars = {"training (as set)": r.training.as_dict(),
+            ("training, checkpointing on" if not r.settings.gradient_checkpointing
+             else "training, checkpointing off"): with_ckpt.as_dict()}
+    fig = go.Figure()
+    for key, label in MEMORY_PARTS:
+        fig.add_bar(name=label, x=list(bars), y=[b[key] / memory.GIB for b in bars.values()])
+    fig.add_bar(name="inference: weights", x=["inference"], y=[(r.inference_bytes - r.kv_cache_bytes) / memory.GIB])
+    fig.add_bar(name="inference: KV cache", x=["inference"], y=[r.kv_cache_bytes / memory.GIB])
+    fig.update_layout(barmode="stack", yaxis_title="GiB", height=360, margin=dict(l=40, r=10, t=30, b=30),
+                      title=f"Memory, batch {r.settings.batch_size} × {r.settings.seq_len} tokens")
+    return fig
+
+
+def fits_table(r: calculator.CalcResult) -> pd.DataFrame:
+    train, infer = memory.fits(r.training.total_bytes), memory.fits(r.inference_bytes)
+    return pd.DataFrame([[f"{gb} GiB", "yes" if train[gb] else "no", "yes" if infer[gb] else "no"]
+                         for gb in memory.ACCELERATORS_GB], columns=["accelerator", "training fits", "inference fits"])
+
+
+def family_table(results: list[calculator.CalcResult]) -> pd.DataFrame:
+    rows = [[METHODS[x.method].title, f"{x.trainable:,}", f"{100 * x.trainable / x.total_params_with_method:.3g}%",
+             human_bytes(x.training.total_bytes), human_number(x.flops.inference_overhead_per_token_unmerged),
+             "yes" if METHODS[x.method].mergeable else "no"] for x in results]
+    return pd.DataFrame(rows, columns=["method", "trainable", "% of model", "training memory",
+                                       "inference FLOPs overhead/token (unmerged)", "merges"])
+
+
+def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
+    fig = go.Figure()
+    for x in results:
+        overhead = max(x.flops.inference_overhead_per_token_unmerged, 0)
+        fig.add_scatter(x=[max(x.trainable, 1)], y=[x.training.total_bytes / memory.GIB], mode="markers+text",
+                        text=[METHODS[x.method].title], textposition="top center", name=METHODS[x.method].title,
+                        marker=dict(size=10 + 30 * overhead / max(x.flops.base_forward_per_token, 1)),
+                        hovertemplate=(f"{METHODS[x.method].title}<br>trainable %{{x:,}}<br>memory %{{y:.2f}} GiB"
+                                       f"<br>inference overhead {human_number(overhead)} FLOPs/token<extra></extra>"))
+    fig.update_layout(xaxis_type="log", yaxis_type="log", xaxis_title="trainable parameters (log)",
+                      yaxis_title="training memory, GiB (log)", showlegend=False, height=380,
+                      margin=dict(l=40, r=10, t=30, b=40),
+                      title="The whole family at these settings (marker size: inference overhead)")
+    return fig
+
+
+def textbook_table() -> pd.DataFrame:
+    """The chapter's Llama-2-7B figures beside exact values (computed, not copied)."""
+    spec = specs.catalog()[TEXTBOOK_MODEL]
+    rows = []
+    for c in CLAIMS:
+        r = calculator.calculate(spec, c.method, METHODS[c.method].parse_options(c.options), exact_mode="skip")
+        value = r.trainable_formula if c.quantity == "params" else r.flops.inference_overhead_per_token_unmerged
+        unit = "parameters" if c.quantity == "params" else "FLOPs/token"
+        rows.append([c.what, f"≈{human_number(c.claimed)} (claim)", f"{value:,.0f} {unit}",
+                     f"{c.claimed / value:.3g}", c.reason])
+    return pd.DataFrame(rows, columns=["chapter's figure (Llama-2-7B)", "textbook says", "exact", "claim ÷ exact", "why"])

@@ -1,0 +1,118 @@
+"""The calculator through its CLI, its API and the browser; bad input never escapes as a traceback."""
+
+import json
+import math
+
+import pytest
+from gradio_client import Client
+from hypothesis import given, settings, strategies as st
+
+from explorer import calculator
+from explorer.errors import ExplorerError
+from explorer.methods import METHODS
+from conftest import wait_for_text
+from test_cli import run_cli
+
+LLAMA2_LORA_R8_ALL = 19_988_480
+
+
+def test_cli_calc_json_has_the_documented_fields():
+    result = run_cli("calc", "--model", "llama-2-7b", "--method", "lora", "--set", "r=8", "--set", "seq_len=256",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key in ("model", "method", "options", "trainable_params", "total_params", "trainable_percent", "exact",
+                "mergeable", "adapter_file_bytes", "memory", "flops"):
+        assert key in out
+    assert set(out["memory"]) >= {"weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes",
+                                  "total_bytes"}
+    assert set(out["flops"]) >= {"base_forward_per_token", "train_per_token",
+                                 "inference_overhead_per_token_unmerged", "inference_overhead_per_token_merged"}
+    assert out["trainable_params"] == LLAMA2_LORA_R8_ALL and out["exact"] is True
+    assert out["flops"]["inference_overhead_per_token_merged"] == 0
+
+
+def test_cli_peft_option_names(tmp_path):
+    out = json.loads(run_cli("calc", "--model", "llama-2-7b", "--method", "lora", "--set", "target_modules=q_proj,v_proj",
+                             "--set", "use_dora=true", "--json").stdout)
+    assert out["method"] == "dora" and out["trainable_params"] == 32 * (2 * 8 * 8192 + 2 * 4096)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                  "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}))
+    out = json.loads(run_cli("calc", "--model", str(config), "--method", "prompt", "--json").stdout)
+    assert out["trainable_params"] == 20 * 64 and out["exact"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama-2-7b", "--method", "lora", "--set", "r=0"], "r must be between"),
+    (["--model", "llama-2-7b", "--method", "lora", "--set", "r=nan"], "whole number"),
+    (["--model", "llama-2-7b", "--method", "lora", "--set", "target_modules=c_attn"], "no linear layer named c_attn"),
+    (["--model", "llama-2-7b", "--method", "magic"], "Unknown method"),
+    (["--model", "llama-2-7b", "--method", "prompt", "--set", "seq_len=-5"], "seq_len"),
+    (["--model", "no-such-model", "--method", "lora"], "Unknown model"),
+])
+def test_cli_calc_errors(args, message):
+    result = run_cli("calc", *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    ('{"hidden_size": 8}', "model_type"),
+    ('{"model_type": "definitely-not-a-model"}', "does not know"),
+    ('{"model_type": "llama", "hidden_size": -4}', "hidden size"),
+    ('{"model_type": "llama", "hidden_size": 1000000, "intermediate_size": 4000000, "num_hidden_layers": 1000, '
+     '"num_attention_heads": 8}', "calculator stops"),
+    ('{"model_type": "llama", "auto_map": {"AutoModel": "x.Y"}}', "remote code"),
+])
+def test_bad_configs_get_clear_messages(text, message):
+    with pytest.raises(ExplorerError, match=message):
+        calculator.from_request("", "lora", {}, exact_mode="skip", config_text=text)
+
+
+numbers = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
+                    st.text(max_size=8), st.sampled_from(["", "1e3", "0", "-1", "NaN", "inf", "2.5"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(method=st.sampled_from(list(METHODS)), key=st.sampled_from(
+    ["r", "lora_alpha", "lora_dropout", "num_virtual_tokens", "bottleneck_dim", "num_classes", "encoder_hidden_size",
+     "batch_size", "seq_len"]), value=numbers)
+def test_any_numeric_input_gives_a_result_or_a_clear_error(method, key, value):
+    fields = {f for f in METHODS[method].options_type.__dataclass_fields__} | calculator.SETTING_KEYS
+    if key not in fields:
+        return
+    try:
+        r = calculator.from_request("smollm2-135m", method, {key: value}, exact_mode="skip")
+    except ExplorerError as error:
+        assert str(error)
+        return
+    out = r.as_json()
+    assert out["trainable_params"] > 0
+    assert all(math.isfinite(v) and v >= 0 for v in out["memory"].values())
+    assert math.isfinite(out["flops"]["train_per_token"]) and out["flops"]["train_per_token"] > 0
+
+
+def test_api_calc(app_url):
+    client = Client(app_url, verbose=False)
+    out = client.predict("llama-2-7b", "lora", '{"r": 8}', "", api_name="/calc")
+    assert out["trainable_params"] == LLAMA2_LORA_R8_ALL and out["exact"] is True
+    assert "error" in client.predict("llama-2-7b", "lora", '{"r": -1}', "", api_name="/calc")
+    assert "error" in client.predict("llama-2-7b", "lora", "{oops", "", api_name="/calc")
+    pasted = client.predict("", "adapter", '{"bottleneck_dim": 4}',
+                            json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2,
+                                        "vocab_size": 50}), api_name="/calc")
+    assert pasted["trainable_params"] == 2 * 2 * (2 * 32 * 4 + 4 + 32)
+
+
+def test_browser_rank_slider_changes_the_count(app_url, page, screenshot):
+    page.goto(app_url)
+    wait_for_text(page, "#calc-headline", "Verified")
+    assert f"{LLAMA2_LORA_R8_ALL:,} trainable" in page.locator("#calc-headline").inner_text()
+    page.locator("#calc-lora-r input[type=range]").fill("16")
+    wait_for_text(page, "#calc-headline", f"{2 * LLAMA2_LORA_R8_ALL:,} trainable", timeout=30_000)
+    wait_for_text(page, "#calc-headline", "Verified")
+    assert page.locator("#calc-memory .js-plotly-plot").count() == 1
+    assert "q_proj" in page.locator("#calc-formula").inner_text()
+    screenshot("calculator_tab")

@@ -5,6 +5,7 @@ Usage:
     python -m explorer models [--json]           # list runnable models
     python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
     python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
+    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N [--json]
 
 Errors print one line to stderr and exit with status 2; never a traceback.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import settings
@@ -53,16 +55,64 @@ def cmd_generate(args) -> None:
               f"{result.tokens_per_second:.1f} tokens/s]", file=sys.stderr)
 
 
-def cmd_calc(args) -> None:
-    from . import calculator
-
+def parse_sets(items) -> dict:
     values = {}
-    for item in args.set or []:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ExplorerError(f"--set takes KEY=VALUE, got {item!r}.")
         values[key.strip()] = value
-    result = calculator.from_request(args.model, args.method, values)
+    return values
+
+
+def cmd_train(args) -> None:
+    import dataclasses
+
+    from . import runs, training
+
+    values = parse_sets(args.set)
+    config_keys = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    config = training.TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
+                                         "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
+    options = {k: v for k, v in values.items() if k not in config_keys}
+    from .methods import METHODS
+
+    METHODS[config.method].parse_options(options)  # fail before any model loads
+    run_dir = runs.create_run(config, options)
+    runs.set_status(run_dir, "running", pid=os.getpid())
+
+    def on_event(event):
+        runs.append_log(run_dir, event)
+        if event["event"] == "step":
+            extra = f", held-out loss {event['eval_loss']:.4f}" if "eval_loss" in event else ""
+            print(f"step {event['step']}/{config.steps}: loss {event['loss']:.4f}{extra}, "
+                  f"{event['tokens_per_second']:.0f} tokens/s, eta {event['eta']:.0f} s", file=sys.stderr)
+        elif event["event"] == "score":
+            print(f"task score ({event['which']}): {event['score']:.3f}", file=sys.stderr)
+        elif event["event"] == "start":
+            print(f"training {event['trainable_params']:,} parameters on {event['device']}", file=sys.stderr)
+
+    try:
+        summary = training.train(config, options, run_dir, on_event=on_event)
+    except BaseException as error:
+        runs.set_status(run_dir, "failed", error=str(error))
+        raise
+    runs.append_log(run_dir, {"event": "done", **summary})
+    runs.set_status(run_dir, "done")
+    keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
+            "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
+            "peak_memory_bytes", "stopped"]
+    if args.json:
+        print(json.dumps({k: summary[k] for k in keys}))
+    else:
+        print(f"run {summary['run_id']}: loss {summary['train_loss_first']:.3f} -> {summary['train_loss_last']:.3f}, "
+              f"task score {summary['task_score_base']} -> {summary['task_score_adapted']}; saved in {summary['run_dir']}")
+
+
+def cmd_calc(args) -> None:
+    from . import calculator
+
+    result = calculator.from_request(args.model, args.method, parse_sets(args.set))
     out = result.as_json()
     if args.json:
         print(json.dumps(out, indent=2))
@@ -108,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "optimizer, gradient_checkpointing)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_calc)
+
+    p = sub.add_parser("train", help="a short real fine-tune; saves the run in models_cache/runs/")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", required=True, help="pirate, french, json_extract, sentiment, or a JSONL/CSV path")
+    p.add_argument("--steps", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a method option (r, num_virtual_tokens, ...) or a training setting (learning_rate, "
+                        "batch_size, grad_accum, seq_len, seed, precision, optimizer, gradient_checkpointing, ...)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_train)
     return parser
 
 

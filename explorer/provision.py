@@ -110,11 +110,13 @@ def _save_tiny(tmp: Path, tokenizer_source: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     # Small enough to load and train in well under a second, large enough to have every
-    # part a real Llama has (grouped-query attention, gated MLP, tied embeddings).
+    # part a real Llama has (grouped-query attention, gated MLP, tied embeddings). The large
+    # initializer_range gives its logits a real spread: with the usual 0.02 a 32-wide model's
+    # output is nearly uniform whatever its hidden state, and no adapter could lower the loss.
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True, initializer_range=0.5, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)  # deterministic weights: the same tiny model on every machine
@@ -123,7 +125,7 @@ def _save_tiny(tmp: Path, tokenizer_source: Path) -> None:
     _save_tokenizer(tokenizer, tmp)
     (tmp / PROVENANCE_FILE).write_text(json.dumps({
         "name": TINY_NAME,
-        "source": "random LlamaForCausalLM (seed 0) with SmolLM2's tokenizer, for fast tests",
+        "source": "random LlamaForCausalLM (seed 0, initializer_range 0.5) with SmolLM2's tokenizer, for fast tests",
     }, indent=2))
 
 

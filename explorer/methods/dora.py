@@ -20,7 +20,7 @@ METHOD = Method(
                 "a small vector learns the magnitude of each output row.",
     when_to_use="When LoRA at low rank underfits: DoRA often closes part of the gap to full fine-tuning "
                 "for a few more parameters and slower training steps.",
-    default_lr=2e-4, options_type=DoraOptions, mergeable=True,
+    default_lr=1e-3, options_type=DoraOptions, mergeable=True,
     merge_reason="m·(W+BA)/‖W+BA‖ is again a plain weight matrix once training ends, so it folds into W.",
     uses_peft=True,
     terms=lambda spec, options: lora_terms(spec, options, dora=True),

@@ -98,7 +98,7 @@ METHOD = Method(
                 "the frozen weight W. Only A and B train.",
     when_to_use="The default for almost any custom fine-tune: cheap to train, and merges into the weights "
                 "so serving costs nothing extra.",
-    default_lr=2e-4, options_type=LoraOptions, mergeable=True,
+    default_lr=1e-3, options_type=LoraOptions, mergeable=True,
     merge_reason="B·A has the shape of W, so W + (alpha/r)·B·A is an ordinary weight: zero inference overhead.",
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_lora,
     validate=lambda spec, options: resolve_targets(spec.arch, options), textbook="lora")

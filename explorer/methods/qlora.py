@@ -33,7 +33,7 @@ METHOD = Method(
     explanation="LoRA, with the frozen base stored in 4-bit NF4 and de-quantized on the fly for each "
                 "matmul: the base takes about a quarter of its bf16 memory.",
     when_to_use="When the model does not fit in memory for LoRA: a 70B model fine-tunes on one 48 GB GPU.",
-    default_lr=2e-4, options_type=QLoraOptions, mergeable=True,
+    default_lr=1e-3, options_type=QLoraOptions, mergeable=True,
     merge_reason="Merges like LoRA into the de-quantized base; merging into the 4-bit weights themselves "
                  "re-rounds them (the Compare tab shows the difference).",
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .calculator_tab import create_calculator_tab
+from .finetune_tab import create_finetune_tab
 from .models_tab import create_models_tab
 from .placeholder_tabs import create_placeholder_tab
 
@@ -21,9 +22,11 @@ def build_app() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Calculator", id="calculator"):
                 calc = create_calculator_tab()
+            with gr.Tab("Fine-tune", id="finetune"):
+                create_finetune_tab()
             with gr.Tab("Models", id="models"):
                 create_models_tab()
-            for name in ("Fine-tune", "Compare", "Learn"):
+            for name in ("Compare", "Learn"):
                 with gr.Tab(name, id=name.lower()):
                     create_placeholder_tab(name)
         # Fill the calculator once the page is there (formulas first, then the exact count).

@@ -17,10 +17,9 @@ from ..errors import ExplorerError
 from ..methods import METHODS
 from . import calculator_view as view
 from .common import error_message
+from .widgets import method_option_groups, options_of, show_only, widget_for
 
 PASTE = "__pasted__"
-SLIDERS = {"r": (1, 256), "num_virtual_tokens": (1, 200), "bottleneck_dim": (1, 512), "batch_size": (1, 64),
-           "encoder_hidden_size": (1, 4096), "lora_alpha": (1, 512)}
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -29,28 +28,8 @@ def model_choices() -> list[tuple[str, str]]:
     return choices + [("Pasted or uploaded config.json", PASTE)]
 
 
-def widget_for(f: dataclasses.Field, elem_id: str):
-    """A widget for one option field; its help text becomes the tooltip-style info line."""
-    meta, label, default = f.metadata, f.name, f.default
-    info = meta.get("help", "")
-    if isinstance(default, bool):
-        return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
-    if isinstance(default, int) and f.name in SLIDERS:
-        lo, hi = SLIDERS[f.name]
-        return gr.Slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
-    if isinstance(default, (int, float)):
-        return gr.Number(value=default, label=label, info=info, elem_id=elem_id)
-    if meta.get("choices"):
-        return gr.Dropdown(list(meta["choices"]), value=default, label=label, info=info, elem_id=elem_id)
-    return gr.Textbox(value=default, label=label, info=info, elem_id=elem_id)
-
-
-def _option_values(method_name: str, widget_keys: list[tuple[str, str]], values: list) -> dict:
-    return {field: value for (method, field), value in zip(widget_keys, values) if method == method_name}
-
-
 def compute(model_name, config_text, method_name, widget_keys, values, settings_values, exact_mode):
-    options = _option_values(method_name, widget_keys, values)
+    options = options_of(method_name, widget_keys, values)
     settings = dict(zip([f.name for f in dataclasses.fields(memory.TrainSettings)], settings_values))
     if model_name == PASTE and not (config_text or "").strip():
         raise ExplorerError("Paste a config.json (or upload one) to use a custom model.")
@@ -71,17 +50,7 @@ def create_calculator_tab() -> dict:
         config_text = gr.Code(language="json", label="Paste a config.json, then choose 'Pasted or uploaded "
                               "config.json' as the base model", elem_id="calc-config")
         upload = gr.File(label="…or upload one", file_types=[".json"], type="filepath")
-    widget_keys, widgets, groups = [], [], {}
-    for name, m in METHODS.items():
-        with gr.Group(visible=(name == "lora")) as group:
-            fields = dataclasses.fields(m.options_type)
-            if not fields:
-                gr.Markdown(f"{m.title} has no options.")
-            with gr.Row():
-                for f in fields:
-                    widgets.append(widget_for(f, f"calc-{name}-{f.name}"))
-                    widget_keys.append((name, f.name))
-        groups[name] = group
+    widget_keys, widgets, groups = method_option_groups("calc")
     with gr.Row():
         settings_widgets = [widget_for(f, f"calc-setting-{f.name}") for f in dataclasses.fields(memory.TrainSettings)]
 
@@ -123,9 +92,6 @@ def create_calculator_tab() -> dict:
         except Exception as error:
             return error_message(error)
 
-    def show_group(method_name):
-        return [gr.Group(visible=(name == method_name)) for name in groups]
-
     def load_upload(path):
         if not path:
             return gr.skip(), gr.skip()
@@ -137,7 +103,7 @@ def create_calculator_tab() -> dict:
             return gr.skip(), f"// not a valid config.json: {error}"
         return PASTE, text
 
-    method.change(show_group, method, list(groups.values()), api_visibility="private")
+    method.change(lambda m: show_only(groups, m), method, list(groups.values()), api_visibility="private")
     upload.upload(load_upload, upload, [model, config_text], api_visibility="private")
     for i, component in enumerate(inputs):
         event = component.change(update, inputs, outputs, trigger_mode="always_last", show_progress="hidden",

@@ -1,0 +1,54 @@
+"""Widgets built from option dataclasses, shared by the Calculator and Fine-tune tabs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from ..methods import METHODS
+
+SLIDERS = {"r": (1, 256), "num_virtual_tokens": (1, 200), "bottleneck_dim": (1, 512), "batch_size": (1, 64),
+           "encoder_hidden_size": (1, 4096), "lora_alpha": (1, 512), "steps": (1, 500)}
+
+
+def widget_for(f: dataclasses.Field, elem_id: str):
+    """A widget for one option field; its help text is shown as the widget's info line."""
+    meta, label, default = f.metadata, f.name, f.default
+    info = meta.get("help", "")
+    if isinstance(default, bool):
+        return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
+    if isinstance(default, int) and f.name in SLIDERS:
+        lo, hi = SLIDERS[f.name]
+        return gr.Slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
+    if isinstance(default, (int, float)):
+        return gr.Number(value=default, label=label, info=info, elem_id=elem_id)
+    if meta.get("choices"):
+        return gr.Dropdown(list(meta["choices"]), value=default, label=label, info=info, elem_id=elem_id)
+    return gr.Textbox(value=default, label=label, info=info, elem_id=elem_id)
+
+
+def method_option_groups(prefix: str, selected: str = "lora"):
+    """One group of option widgets per method, only the selected one visible.
+
+    Returns (keys, widgets, groups): keys[i] = (method, field) of widgets[i]."""
+    keys, widgets, groups = [], [], {}
+    for name, m in METHODS.items():
+        with gr.Group(visible=(name == selected)) as group:
+            fields = dataclasses.fields(m.options_type)
+            if not fields:
+                gr.Markdown(f"{m.title} has no options.")
+            with gr.Row():
+                for f in fields:
+                    widgets.append(widget_for(f, f"{prefix}-{name}-{f.name}"))
+                    keys.append((name, f.name))
+        groups[name] = group
+    return keys, widgets, groups
+
+
+def options_of(method: str, keys: list[tuple[str, str]], values) -> dict:
+    return {field: value for (m, field), value in zip(keys, values) if m == method}
+
+
+def show_only(groups: dict, method: str):
+    return [gr.Group(visible=(name == method)) for name in groups]

@@ -1,0 +1,90 @@
+"""Training in a worker process: the server survives crashes and kills, the queue moves on,
+and the Fine-tune tab works in a browser."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from explorer import runs, training
+from explorer.jobs import JobManager
+from conftest import wait_for_text
+
+TINY = "tiny-random-llama"
+
+
+def wait_state(run_dir, states, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = runs.status(run_dir).get("state")
+        if state in states:
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"run stayed {runs.status(run_dir)} instead of {states}")
+
+
+def tiny_config(**overrides):
+    values = dict(model=TINY, method="lora", dataset="pirate", steps=3, eval_examples=0, batch_size=2, seq_len=64)
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+@pytest.fixture
+def manager(cache):
+    return JobManager()
+
+
+def test_worker_killed_mid_run_is_reported_and_the_queue_moves_on(manager):
+    doomed = manager.submit(tiny_config(steps=10_000), {})
+    following = manager.submit(tiny_config(), {})
+    assert manager.position(following) in (1, 2)  # behind the doomed run, whether it started yet or not
+    wait_state(doomed, {"running"})
+    while not any(e.get("event") == "step" for e in runs.read_log(doomed)):
+        time.sleep(0.2)
+    os.kill(runs.status(doomed)["pid"], signal.SIGKILL)
+    assert wait_state(doomed, {"failed"}) == "failed"
+    assert "signal 9" in runs.status(doomed)["error"]
+    assert wait_state(following, {"done"}) == "done"
+    assert not (doomed / "adapter").exists(), "a killed run leaves no adapter that would load"
+
+
+def test_a_crashing_run_reports_its_error(manager, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "hi", "response": "hello"}) + "\n")  # one row: nothing to hold out
+    run_dir = manager.submit(tiny_config(dataset=str(bad)), {})
+    assert wait_state(run_dir, {"failed"}) == "failed"
+    assert "at least 2 valid rows" in runs.status(run_dir)["error"]
+
+
+def test_stop_keeps_what_was_trained(manager):
+    run_dir = manager.submit(tiny_config(steps=10_000), {})
+    wait_state(run_dir, {"running"})
+    while not any(e.get("event") == "step" for e in runs.read_log(run_dir)):
+        time.sleep(0.2)
+    manager.stop(run_dir)
+    assert wait_state(run_dir, {"stopped"}) == "stopped"
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_restart_marks_unfinished_runs_interrupted(cache):
+    run_dir = runs.create_run(tiny_config(), {})
+    runs.set_status(run_dir, "running", pid=999999)
+    JobManager()  # a new server
+    assert runs.status(run_dir)["state"] == "interrupted"
+
+
+def test_browser_short_run_shows_the_loss_curve_and_the_run(app_url, page, screenshot):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_role("combobox", name="Model").first.click()
+    page.get_by_role("option", name=TINY).click()
+    page.locator("#ft-steps input[type=range]").fill("4")
+    page.locator("#ft-eval_examples input").fill("2")
+    page.locator("#ft-start").click()
+    wait_for_text(page, "#ft-progress", "Finished", timeout=240_000)
+    assert page.locator("#ft-plot .js-plotly-plot").count() == 1
+    assert "trainable parameters: measured" in page.locator("#ft-metrics").inner_text()
+    wait_for_text(page, "#ft-runs", TINY, timeout=30_000)
+    screenshot("finetune_tab")

@@ -14,7 +14,8 @@ Sources:
   block's shapes: 4h + q_dim + 2·kv_dim + heads·keys (eager attention probabilities) for
   attention, 2h + 4·I (gated MLP) or 2h + 2·I (GELU MLP), per token; plus fp32 logits and their
   gradient (2·vocab·4 bytes per token). With gradient checkpointing only each layer's input (h) is
-  kept, and one layer's activations are rebuilt at a time.
+  kept, and one layer's activations are rebuilt at a time. LoRA with dropout keeps a dropped-out copy
+  of each adapted layer's input and its mask (PEFT applies a separate dropout per layer).
 - KV cache: 2 (keys and values)·layers·kv_dim per cached token; prefix tuning adds its virtual
   tokens to every sequence's cache.
 """
@@ -83,7 +84,14 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     if arch.experts:
         mlp = 2 * arch.hidden + arch.experts_per_token * 4 * arch.intermediate + arch.experts
     per_token = 4 * arch.hidden + arch.q_dim + 2 * arch.kv_dim + arch.heads * keys + mlp
-    per_token += sum(r + 0 for r in a.lora.values())                 # LoRA: A's output per adapted layer
+    per_token += sum(a.lora.values())                                 # LoRA: A's output per adapted layer
+    for name in a.lora:
+        if name == "lm_head" or a.lora_dropout <= 0:
+            continue
+        lin = arch.linear(name)
+        # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's
+        # weight gradient) and a one-byte mask; DoRA also keeps the base and LoRA outputs.
+        per_token += lin.in_features * (1 + 1 / act) + (2 * lin.out_features if a.dora else 0)
     if a.adapter_dim:
         per_token += (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (2 * a.adapter_dim + arch.hidden)
     if s.gradient_checkpointing:

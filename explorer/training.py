@@ -158,12 +158,43 @@ def heldout_loss(model, encoded: list, pad_id: int, device: str, batch_size: int
     return total / max(count, 1)
 
 
+def reset_peak_memory(device: str) -> None:
+    """Start measuring the peak from here: loading a model (QLoRA quantizes a float copy) peaks higher
+    than training, and the Calculator predicts training."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:  # hand memory freed while loading back to the system, so the peak reflects training
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:  # Linux: "5" resets the peak RSS (VmHWM)
+            handle.write("5")
+    except OSError:
+        pass
+
+
 def peak_memory_bytes(device: str) -> int:
-    """CUDA: max allocated; CPU: this process's peak resident set size."""
+    """CUDA: max allocated; CPU: this process's peak resident memory since the last reset (libraries
+    included), or its lifetime peak where the kernel offers no reset."""
     import torch
 
     if device == "cuda":
         return int(torch.cuda.max_memory_allocated())
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
@@ -229,6 +260,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
               "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
               "device": prep.device})
     optimizer = make_optimizer(config.optimizer, trainable, lr)
+    reset_peak_memory(prep.device)
     stream = batches(train_enc, config.batch_size, pad_id, config.seed)
     losses, eval_losses, stopped, tokens_seen = [], [], False, 0
     eval_losses.append((0, heldout_loss(model, heldout_enc, pad_id, prep.device)))

@@ -25,7 +25,7 @@ ADAPTER_DIR = "adapter"
 
 
 def runs_dir() -> Path:
-    folder = settings.models_cache() / "runs"
+    folder = settings.runs_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -132,10 +132,23 @@ def mark_interrupted() -> int:
     """After a server restart no worker is alive: runs left queued or running were interrupted."""
     count = 0
     for folder in runs_dir().iterdir():
-        if RUN_ID.match(folder.name) and status(folder).get("state") in ("queued", "running"):
+        state = status(folder) if RUN_ID.match(folder.name) else {}
+        if state.get("state") == "queued" or (state.get("state") == "running" and not _alive(state.get("pid"))):
             set_status(folder, "interrupted", error="The server stopped while this run was queued or running.")
             count += 1
     return count
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def delete_run(run_id: str) -> None:

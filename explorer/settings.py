@@ -29,3 +29,9 @@ def port() -> int:
 def models_cache() -> Path:
     """EXPLORER_MODELS_CACHE: folder for converted models and training runs (default ./models_cache)."""
     return Path(os.environ.get("EXPLORER_MODELS_CACHE", REPO_ROOT / "models_cache")).resolve()
+
+
+def runs_dir() -> Path:
+    """EXPLORER_RUNS_DIR: where training runs are saved (default: models_cache/runs)."""
+    override = os.environ.get("EXPLORER_RUNS_DIR")
+    return Path(override).resolve() if override else models_cache() / "runs"

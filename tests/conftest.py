@@ -8,6 +8,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
+import tempfile  # noqa: E402
+
+# Each test process keeps its training runs apart (parallel workers, and the user's own runs).
+os.environ["EXPLORER_RUNS_DIR"] = tempfile.mkdtemp(prefix="explorer-test-runs-")
+
 import shutil  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -11,7 +11,7 @@ from explorer import calculator
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
 from conftest import wait_for_text
-from test_cli import run_cli
+from test_cli import run_cli, run_cli_in_process
 
 LLAMA2_LORA_R8_ALL = 19_988_480
 
@@ -51,9 +51,9 @@ def test_cli_peft_option_names(tmp_path):
     (["--model", "llama-2-7b", "--method", "prompt", "--set", "seq_len=-5"], "seq_len"),
     (["--model", "no-such-model", "--method", "lora"], "Unknown model"),
 ])
-def test_cli_calc_errors(args, message):
-    result = run_cli("calc", *args)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+def test_cli_calc_errors(capsys, args, message):
+    code, err = run_cli_in_process(capsys, "calc", *args)
+    assert code == 2 and message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("text, message", [

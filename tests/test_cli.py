@@ -18,6 +18,14 @@ def run_cli(*args):
                           text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+def run_cli_in_process(capsys, *args) -> tuple[int, str]:
+    """The same entry point without a new interpreter (imports cost ~10 s per process)."""
+    from explorer.__main__ import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
 def test_models_json(cache):
     result = run_cli("models", "--json")
     assert result.returncode == 0, result.stderr
@@ -41,9 +49,13 @@ def test_generate_json_on_bundled_model(cache):
     (["--model", provision.TINY_NAME, "--prompt", "hi", "--max-new-tokens", "-1"], "max new tokens"),
     (["--model", "/", "--prompt", "hi"], "no config.json"),
 ])
-def test_generate_errors_are_one_line(cache, args, message):
-    result = run_cli("generate", *args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def test_generate_errors_are_one_line(cache, capsys, args, message):
+    code, err = run_cli_in_process(capsys, "generate", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_error_in_a_real_process_is_one_line_and_exit_2(cache):
+    result = run_cli("generate", "--model", "nope", "--prompt", "hi")
+    assert result.returncode == 2 and "Unknown model 'nope'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

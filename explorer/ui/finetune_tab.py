@@ -233,7 +233,15 @@ def create_finetune_tab() -> dict:
         except Exception as error:
             return None, error_message(error)
 
-    method.change(lambda m: show_only(groups, m), method, list(groups.values()), api_visibility="private")
+    lr_widget = train_widgets[[f.name for f in TRAIN_FIELDS].index("learning_rate")]
+
+    def on_method(method_name):
+        default = METHODS[method_name].default_lr
+        return [*show_only(groups, method_name),
+                gr.Number(info=f"0 = the default for {METHODS[method_name].title}: {default:g} (prompt, prefix "
+                               "and IA³ need far higher rates than LoRA)")]
+
+    method.change(on_method, method, [*groups.values(), lr_widget], api_visibility="private")
     dataset.change(describe_dataset, dataset, [task_info, upload_group], api_visibility="private")
     check.click(check_data, [upload, pasted], [preview, problems, task_info], api_visibility="private")
     start.click(start_run, [model, method, dataset, upload, pasted, *option_widgets, *train_widgets],

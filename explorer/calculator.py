@@ -107,15 +107,21 @@ def calculate(spec: ModelSpec, method_name: str, options=None, settings=None, ex
         counts = exact.exact_counts(spec, method_name, options)
     elif exact_mode == "cached":
         counts = exact.cached(spec, method_name, options)
-    is_qlora = method_name == "qlora"
-    training = memory.training_memory(arch, adaptation, trainable, settings, qlora=is_qlora,
-                                      double_quant=getattr(options, "bnb_4bit_use_double_quant", True))
+    training = training_memory(spec, method_name, options, trainable, settings)
     kv = memory.kv_cache_bytes(arch, adaptation, settings)
     inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
     flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
     file_bytes = trainable * (memory.BYTES["bf16"] if method_name == "full" else 4)
     return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), counts,
                       training, inference_weights + kv, kv, flops, file_bytes)
+
+
+def training_memory(spec: ModelSpec, method_name: str, options, trainable: int,
+                    settings: memory.TrainSettings) -> memory.Memory:
+    """Training memory of a method on a model: QLoRA's 4-bit base and its double-quant switch included."""
+    return memory.training_memory(spec.arch, get_method(method_name).adaptation(spec, options), trainable, settings,
+                                  qlora=method_name == "qlora",
+                                  double_quant=getattr(options, "bnb_4bit_use_double_quant", True))
 
 
 def compare_all(spec: ModelSpec, settings=None, chosen: tuple[str, object] | None = None) -> list[CalcResult]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import ExplorerError
 from ..flops import Adaptation
-from .base import Method, freeze, option, per_layer_term
+from .base import Method, option, per_layer_term
 
 FALLBACK = {"phi3": (["qkv_proj", "down_proj"], ["down_proj"])}
 

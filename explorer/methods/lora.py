@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..errors import ExplorerError
 from ..flops import Adaptation
 from ..specs import Arch
-from .base import Method, Term, freeze, option, per_layer_term
+from .base import Method, Term, option, per_layer_term
 
 PRESETS = ("q,v", "attention", "all-linear", "custom")
 

@@ -80,10 +80,10 @@ def flops_table(r: calculator.CalcResult) -> pd.DataFrame:
 
 
 def memory_figure(r: calculator.CalcResult) -> go.Figure:
-    with_ckpt = calculator.calculate(r.spec, r.method, r.options,
-                                     memory.TrainSettings(**{**r.settings.__dict__, "gradient_checkpointing":
-                                                             not r.settings.gradient_checkpointing}),
-                                     exact_mode="skip").training
+    # The other checkpointing choice: only the memory terms, not a whole second calculation.
+    toggled = memory.TrainSettings(**{**r.settings.__dict__,
+                                      "gradient_checkpointing": not r.settings.gradient_checkpointing})
+    with_ckpt = calculator.training_memory(r.spec, r.method, r.options, r.trainable_formula, toggled)
     bars = {"training (as set)": r.training.as_dict(),
             ("training, checkpointing on" if not r.settings.gradient_checkpointing
              else "training, checkpointing off"): with_ckpt.as_dict()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -120,16 +121,14 @@ def metrics_text(events: list[dict]) -> str:
 def save_upload(path: str | None, pasted: str) -> tuple[str, data.ParsedData]:
     """Check the upload (or pasted rows) and keep a copy in models_cache/uploads/ for the worker."""
     if path:
-        raw = Path(path).read_bytes() if Path(path).stat().st_size <= data.MAX_UPLOAD_BYTES else None
-        if raw is None:
+        if Path(path).stat().st_size > data.MAX_UPLOAD_BYTES:
             raise ExplorerError(f"The file is larger than {data.MAX_UPLOAD_BYTES:,} bytes.")
-        parsed, suffix = data.parse_upload(raw, Path(path).name), Path(path).suffix.lower() or ".jsonl"
+        parsed = data.parse_upload(Path(path).read_bytes(), Path(path).name)
     elif (pasted or "").strip():
-        parsed, suffix, raw = data.parse_pasted(pasted), ".jsonl", None
+        parsed = data.parse_pasted(pasted)
     else:
         raise ExplorerError("Upload a JSONL or CSV file, or paste rows, or pick a bundled dataset.")
-    import json
-
+    # Valid rows only, as JSONL: the worker reads one format whatever was uploaded.
     content = "\n".join(json.dumps(row, ensure_ascii=False) for row in parsed.rows).encode("utf-8")
     folder = settings.models_cache() / "uploads"
     folder.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,14 @@ def compare_all(spec: ModelSpec, settings=None, chosen: tuple[str, object] | Non
 SETTING_KEYS = {f.name for f in dataclasses.fields(memory.TrainSettings)}
 
 
+@dataclass
+class _PeftSwitches:
+    use_dora: bool = False
+
+
+_USE_DORA = dataclasses.fields(_PeftSwitches)[0]
+
+
 def from_request(model: str, method_name: str, values: dict | None = None, exact_mode: str = "compute",
                  config_text: str | None = None) -> CalcResult:
     """One entry point for the CLI and the API: loose key=value pairs, PEFT's option names where they exist.
@@ -153,7 +161,7 @@ def from_request(model: str, method_name: str, values: dict | None = None, exact
     spec = specs.parse_config_text(config_text) if config_text else specs.resolve(model)
     use_dora = values.pop("use_dora", None)
     if use_dora is not None and method_name in ("lora", "dora"):
-        method_name = "dora" if str(use_dora).strip().lower() in ("true", "1", "yes", "on") else "lora"
+        method_name = "dora" if coerce(_USE_DORA, use_dora) else "lora"  # "maybe" or 10**5000: a clear error
     elif use_dora is not None:
         raise ExplorerError(f"use_dora applies to LoRA only, not to {method_name}.")
     if values.get("target_modules") and method_name in ("lora", "dora", "qlora"):

@@ -62,6 +62,11 @@ def _check_messages(messages: object) -> list[dict]:
             raise ValueError(f"message {i} ({role}) has empty content")
         if len(content) > MAX_FIELD_CHARS:
             raise ValueError(f"message {i} content is {len(content):,} characters (limit {MAX_FIELD_CHARS:,})")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON "\ud800" escape: tokenizers reject it
+            raise ValueError(f"message {i} content has an invalid character at position {exc.start} "
+                             "(a lone surrogate)") from None
         if role == "system" and i != 1:
             raise ValueError(f"message {i}: a system message may only come first")
         clean.append({"role": role, "content": content})
@@ -88,6 +93,10 @@ def _json_row(line: str) -> list[dict]:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:  # e.g. "[[[[…" thousands deep: json recurses once per level
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError:  # not a decode error: Python's limit on an integer's digits
+        raise ValueError("not valid JSON (a number has too many digits)") from None
     if not isinstance(obj, dict):
         raise ValueError(f"not a JSON object (got {type(obj).__name__})")
     if "messages" in obj:
@@ -136,9 +145,14 @@ def _csv_records(text: str):
         if not (get("messages") or "").strip():
             raise ValueError('missing field "messages"')
         try:
-            return _check_messages(json.loads(get("messages")))
+            messages = json.loads(get("messages"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"messages cell is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError("messages cell is JSON nested too deeply") from None
+        except ValueError:  # Python's limit on an integer's digits
+            raise ValueError("messages cell is not valid JSON (a number has too many digits)") from None
+        return _check_messages(messages)
 
     return records, make
 
@@ -176,6 +190,8 @@ def parse_upload(data: bytes, filename: str) -> ParsedData:
         raise ExplorerError(f"{name} is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}.")
     if not data.strip():
         raise ExplorerError(f"{name} is empty.")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows "Unicode" (UTF-16) text: NUL-riddled, not binary
+        raise ExplorerError(f"{name} is UTF-16 text; save it as UTF-8 and upload again.")
     if data.startswith(b"PK\x03\x04") or b"\x00" in data:
         raise ExplorerError(f"{name} looks like a zip or binary file; upload plain-text JSONL or CSV.")
     try:

@@ -33,16 +33,23 @@ def check_prompt(prompt: str) -> str:
     prompt = str(prompt)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ExplorerError(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (possible in JSON): tokenizers raise TypeError
+        raise ExplorerError(f"The prompt holds an invalid character at position {error.start} "
+                            "(a lone surrogate); remove it and try again.") from None
     return prompt
 
 
 def check_max_new_tokens(value) -> int:
+    from .methods.base import _shown
+
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ExplorerError(f"max new tokens must be a whole number, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+        raise ExplorerError(f"max new tokens must be a whole number, got {_shown(value)}.") from None
     if number != number or number in (float("inf"), float("-inf")) or number != int(number):
-        raise ExplorerError(f"max new tokens must be a whole number, got {value!r}.")
+        raise ExplorerError(f"max new tokens must be a whole number, got {_shown(value)}.")
     if not 1 <= number <= MAX_NEW_TOKENS_LIMIT:
         raise ExplorerError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {int(number)}.")
     return int(number)
@@ -50,6 +57,11 @@ def check_max_new_tokens(value) -> int:
 
 def chat_input_ids(tokenizer, prompt: str):
     """Token ids of one user turn, rendered with the model's chat template."""
+    from .data import _neutralise
+
+    # Special-token strings typed by the user stay text: "<|im_end|><|im_start|>assistant" must not
+    # end the user turn early (as data.prompt_ids and training do).
+    prompt = _neutralise(tokenizer, prompt)
     messages = [{"role": "user", "content": prompt}]
     if tokenizer.chat_template:
         encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True,

@@ -120,8 +120,8 @@ def list_runs() -> list[dict]:
     """Every run, newest first, with its settings, status and summary (missing parts tolerated)."""
     rows = []
     for folder in sorted(runs_dir().iterdir(), reverse=True):
-        if not RUN_ID.match(folder.name) or not folder.is_dir():
-            continue
+        if not RUN_ID.match(folder.name) or not folder.is_dir() or folder.is_symlink():
+            continue  # a symlink is never a run the app made: never read or write through it
         rows.append({"run_id": folder.name, "settings": read_json(folder / "settings.json", {}),
                      "status": status(folder), "summary": read_json(folder / "summary.json", {}),
                      "has_adapter": (folder / ADAPTER_DIR).is_dir()})
@@ -132,7 +132,7 @@ def mark_interrupted() -> int:
     """After a server restart no worker is alive: runs left queued or running were interrupted."""
     count = 0
     for folder in runs_dir().iterdir():
-        state = status(folder) if RUN_ID.match(folder.name) else {}
+        state = status(folder) if RUN_ID.match(folder.name) and not folder.is_symlink() else {}
         if state.get("state") == "queued" or (state.get("state") == "running" and not _alive(state.get("pid"))):
             set_status(folder, "interrupted", error="The server stopped while this run was queued or running.")
             count += 1

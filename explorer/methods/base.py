@@ -77,16 +77,16 @@ def coerce(f: dataclasses.Field, value):
         if isinstance(value, str):
             lowered = value.strip().lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise ExplorerError(f"{label} must be true or false, got {value!r}.")
+                raise ExplorerError(f"{label} must be true or false, got {_shown(value)}.")
             return lowered in ("true", "1", "yes", "on")
         return bool(value)
     if isinstance(default, int):
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ExplorerError(f"{label} must be a whole number, got {value!r}.") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+            raise ExplorerError(f"{label} must be a whole number, got {_shown(value)}.") from None
         if not math.isfinite(number) or number != int(number):
-            raise ExplorerError(f"{label} must be a whole number, got {value!r}.")
+            raise ExplorerError(f"{label} must be a whole number, got {_shown(value)}.")
         number = int(number)
         lo, hi = meta.get("min"), meta.get("max")
         if (lo is not None and number < lo) or (hi is not None and number > hi):
@@ -95,17 +95,29 @@ def coerce(f: dataclasses.Field, value):
     if isinstance(default, float):
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ExplorerError(f"{label} must be a number, got {value!r}.") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ExplorerError(f"{label} must be a number, got {_shown(value)}.") from None
         lo, hi = meta.get("min"), meta.get("max")
         if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
-            raise ExplorerError(f"{label} must be a finite number between {lo} and {hi}, got {value!r}.")
+            raise ExplorerError(f"{label} must be a finite number between {lo} and {hi}, got {_shown(value)}.")
         return number
-    text = "" if value is None else str(value).strip()
+    try:
+        text = "" if value is None else str(value).strip()
+    except ValueError:  # e.g. an int too long for str() (Python's 4300-digit limit)
+        raise ExplorerError(f"{label} must be text, got {_shown(value)}.") from None
     choices = meta.get("choices")
     if choices and text not in choices:
-        raise ExplorerError(f"{label} must be one of {', '.join(choices)}, got {value!r}.")
+        raise ExplorerError(f"{label} must be one of {', '.join(choices)}, got {_shown(value)}.")
     return text
+
+
+def _shown(value, limit: int = 60) -> str:
+    """A short repr of a user's value for a message: never huge, never raising (ints over 4300 digits do)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "a number too large to show"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def option_help(options_type) -> dict[str, str]:

@@ -6,6 +6,7 @@ Usage:
     python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
     python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
     python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N [--json]
+    python -m explorer compare --run RUN_ID [--prompt TEXT ...] [--max-new-tokens N] [--heldout N] [--export] [--json]
 
 Errors print one line to stderr and exit with status 2; never a traceback.
 """
@@ -132,6 +133,47 @@ def cmd_calc(args) -> None:
     print(f"merges: {'yes' if out['mergeable'] else 'no'} ({out['merge_reason']})")
 
 
+def cmd_compare(args) -> None:
+    from . import compare
+
+    prompts = args.prompt or compare.heldout_prompts(args.run_id, 3)
+    result = compare.run_comparison(args.run_id, prompts, args.max_new_tokens, temperature=float(args.temperature),
+                                    seed=int(args.seed), measure_latency=not args.no_latency,
+                                    heldout_examples=int(args.heldout))
+    if args.export:
+        from . import export
+
+        result["exported_to"] = str(export.export_merged(args.run_id))
+    if args.json:
+        keys = ["run_id", "method", "model", "mergeable", "not_mergeable_reason", "prompts", "decoding", "outputs",
+                "max_abs_logit_diff_adapted_vs_merged", "greedy_match", "fidelity", "latency_ms_per_token",
+                "latency_overhead_percent", "flop_overhead_percent", "task_score", "heldout_loss", "heldout_examples",
+                "exported_to"]
+        print(json.dumps({k: result.get(k) for k in keys}, indent=2))
+        return
+    print(f"run {result['run_id']}: {result['method']} on {result['model']} ({result['decoding']})")
+    for i, prompt in enumerate(result["prompts"]):
+        print(f"\nprompt: {prompt}")
+        for variant, texts in result["outputs_per_prompt"].items():
+            print(f"  {variant:>8}: {texts[i] if texts is not None else '(cannot merge)'}")
+    if result["not_mergeable_reason"]:
+        print(f"\nmerged: {result['not_mergeable_reason']}")
+    else:
+        print(f"\nmerge fidelity: max |adapted - merged| logit {result['max_abs_logit_diff_adapted_vs_merged']:.3g}, "
+              f"greedy outputs match: {result['greedy_match']}")
+        if "merge_into_4bit" in result["fidelity"]:
+            print(result["fidelity"]["merge_into_4bit"]["explanation"])
+    if result["latency_ms_per_token"]:
+        lat, over = result["latency_ms_per_token"], result["latency_overhead_percent"]
+        print("latency (ms/token): " + ", ".join(f"{k} {v:.2f}" for k, v in lat.items() if v is not None) +
+              "; overhead vs base: " + ", ".join(f"{k} {v:+.1f}%" for k, v in over.items() if v is not None))
+    if result["task_score"]:
+        print("held-out task score: " + ", ".join(f"{k} {v:.2f}" for k, v in result["task_score"].items()
+                                                   if v is not None))
+    if result.get("exported_to"):
+        print(f"merged model saved in {result['exported_to']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description="PEFT Explorer command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch_size, grad_accum, seq_len, seed, precision, optimizer, gradient_checkpointing, ...)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("compare", help="base, adapted and merged outputs of a saved run, merge fidelity, latency")
+    p.add_argument("--run", dest="run_id", required=True, help="a run id (python -m explorer train prints it; the Fine-tune tab lists them)")
+    p.add_argument("--prompt", action="append", help="a prompt (repeat for several); default: 3 held-out prompts. "
+                   "With one prompt, outputs are strings; with several, lists in prompt order")
+    p.add_argument("--max-new-tokens", default="32")
+    p.add_argument("--temperature", default="0", help="0 = greedy (default); above 0 samples with --seed")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--heldout", default="8", help="held-out examples for task score and loss (0 = skip)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--export", action="store_true", help="also save the merged model into models_cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_compare)
     return parser
 
 
@@ -183,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, TypeError) as error:  # e.g. --heldout abc: a bad value, said plainly
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # never a traceback for users; EXPLORER_DEBUG=1 shows it
+        if os.environ.get("EXPLORER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(error).__name__}: {str(error)[:500]} (set EXPLORER_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,15 +11,20 @@ def task_for(dataset: str) -> Task | None:
     return TASKS.get(dataset)
 
 
-def generate_replies(model, tokenizer, prompts: list[str], max_new_tokens: int, device: str,
-                     batch_size: int = 16) -> list[str]:
-    """Greedy replies to single user turns, left-padded batches (decoder-only models pad on the left)."""
+def generate_token_ids(model, tokenizer, prompts: list[str], max_new_tokens: int, device: str,
+                       batch_size: int = 16, temperature: float = 0.0, seed: int = 0) -> list[list[int]]:
+    """New token ids for single user turns, in left-padded batches (decoder-only models pad on the left).
+    Greedy by default; with temperature > 0 it samples, seeded so a rerun gives the same text."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = {pad, tokenizer.eos_token_id}
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
     replies = []
     was_training = model.training
     model.eval()
+    if temperature > 0:
+        torch.manual_seed(seed)
     for start in range(0, len(prompts), batch_size):
         chunk = [data.prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
         width = max(len(ids) for ids in chunk)
@@ -27,11 +32,20 @@ def generate_replies(model, tokenizer, prompts: list[str], max_new_tokens: int, 
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk], device=device)
         with torch.no_grad():
             out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=pad)
-        for row in out[:, width:]:
-            replies.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+                                 pad_token_id=pad, **sampling)
+        for row in out[:, width:].tolist():
+            while row and row[-1] in stops:  # padding after an early end, and the end token itself
+                row.pop()
+            replies.append(row)
     model.train(was_training)
     return replies
+
+
+def generate_replies(model, tokenizer, prompts: list[str], max_new_tokens: int, device: str,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy replies to single user turns."""
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip()
+            for ids in generate_token_ids(model, tokenizer, prompts, max_new_tokens, device, batch_size)]
 
 
 def user_and_reference(row: dict) -> tuple[str, str]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import provision, settings
 from .errors import ExplorerError
+from .loaded_models import LOADED, tensor_bytes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -94,13 +94,18 @@ def check_folder(folder: Path) -> None:
         if "auto_map" in data:
             raise ExplorerError(f"{folder / file_name} asks for remote code (auto_map); "
                                 "PEFT Explorer never runs code that ships with a model.")
-    if not list(folder.glob("*.safetensors")):
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
             raise ExplorerError(f"{folder} holds only pickle weights ({', '.join(pickles)}). "
                                 "Pickles can run arbitrary code, so PEFT Explorer loads safetensors only; "
                                 "convert the weights to safetensors first.")
         raise ExplorerError(f"{folder} has no .safetensors weights.")
+    from .safe_files import check_safetensors
+
+    for file in weights:  # headers only: a truncated or lying file is refused before any library maps it
+        check_safetensors(file)
 
 
 def _read_json(path: Path) -> dict:
@@ -187,34 +192,30 @@ class LoadedModel:
     dtype: object
 
 
-_loaded: dict[str, LoadedModel] = {}
-_load_lock = threading.Lock()
-
-
 def is_loaded(entry: ModelEntry) -> bool:
-    return entry.location in _loaded
+    return LOADED.peek("model:" + entry.location)
 
 
 def load(name: str, cache: Path | None = None) -> LoadedModel:
-    """Load a model and its tokenizer once per process (later calls return the same objects)."""
+    """Load a model and its tokenizer; it stays loaded while the memory budget allows
+    (explorer.loaded_models), so later calls return the same objects."""
     entry = resolve(name, cache)
-    key = entry.location
-    with _load_lock:
-        if key in _loaded:
-            return _loaded[key]
-        ensure_files(entry, cache)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+    return LOADED.get("model:" + entry.location, lambda: _load_entry(entry, cache),
+                      lambda loaded: tensor_bytes(loaded.model))
 
-        hf_logging.disable_progress_bar()
-        device, dtype = device_and_dtype()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
-            model = AutoModelForCausalLM.from_pretrained(
-                entry.location, dtype=dtype, use_safetensors=True, trust_remote_code=False)
-        except (OSError, ValueError, KeyError) as error:
-            raise ExplorerError(f"Could not load '{entry.name}': {error}") from None
-        model.to(device).eval()
-        loaded = LoadedModel(entry, model, tokenizer, device, dtype)
-        _loaded[key] = loaded
-        return loaded
+
+def _load_entry(entry: ModelEntry, cache: Path | None) -> LoadedModel:
+    ensure_files(entry, cache)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    device, dtype = device_and_dtype()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            entry.location, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+    except Exception as error:  # any loader error (shapes, config types) means the folder is not loadable
+        raise ExplorerError(f"Could not load '{entry.name}': {type(error).__name__}: {str(error)[:400]}") from None
+    model.to(device).eval()
+    return LoadedModel(entry, model, tokenizer, device, dtype)

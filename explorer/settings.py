@@ -35,3 +35,16 @@ def runs_dir() -> Path:
     """EXPLORER_RUNS_DIR: where training runs are saved (default: models_cache/runs)."""
     override = os.environ.get("EXPLORER_RUNS_DIR")
     return Path(override).resolve() if override else models_cache() / "runs"
+
+
+def model_memory_budget_bytes() -> int:
+    """EXPLORER_MODEL_MEMORY_GB: memory for loaded models (base models and Compare's adapted and merged
+    copies); past it the least recently used are dropped (default 6 GB). One model is always kept."""
+    raw = os.environ.get("EXPLORER_MODEL_MEMORY_GB", "6")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"EXPLORER_MODEL_MEMORY_GB must be a number of gigabytes, got {raw!r}")
+    if not 0 < value < 1e6:
+        raise SystemExit(f"EXPLORER_MODEL_MEMORY_GB must be a positive number of gigabytes, got {raw!r}")
+    return int(value * 1e9)

@@ -89,7 +89,11 @@ def load_base(model_name: str, method: str, options, precision: str):
         kwargs["device_map"] = {"": device}
     tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(entry.location, **kwargs)
-    if method != "qlora":
+    if method == "qlora":
+        from .methods.qlora import use_portable_cpu_kernels
+
+        use_portable_cpu_kernels(model)
+    else:
         model.to(device)
     spec = specs.spec_from_dict(json.loads((Path(entry.location) / "config.json").read_text()), entry.name, "runnable")
     return model, tokenizer, spec, device
@@ -146,6 +150,7 @@ def batches(encoded: list, batch_size: int, pad_id: int, seed: int):
 def heldout_loss(model, encoded: list, pad_id: int, device: str, batch_size: int = 8, limit: int = 16) -> float:
     import torch
 
+    was_training = model.training
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -154,7 +159,7 @@ def heldout_loss(model, encoded: list, pad_id: int, device: str, batch_size: int
             tokens = int((batch["labels"][:, 1:] != -100).sum())
             total += float(model(**batch).loss) * tokens
             count += tokens
-    model.train()
+    model.train(was_training)
     return total / max(count, 1)
 
 

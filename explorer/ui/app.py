@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .calculator_tab import create_calculator_tab
+from .compare_tab import create_compare_tab
 from .finetune_tab import create_finetune_tab
 from .models_tab import create_models_tab
 from .placeholder_tabs import create_placeholder_tab
@@ -12,6 +13,11 @@ from .placeholder_tabs import create_placeholder_tab
 CSS = """
 #gen-stats { min-height: 2em; }
 .method-card p { margin: 0.3em 0; }
+.cmp-table { width: 100%; border-collapse: collapse; table-layout: fixed; }
+.cmp-table th, .cmp-table td { border: 1px solid #ddd; padding: 6px; vertical-align: top; white-space: pre-wrap; }
+.cmp-table .cmp-prompt { background: #f4f4f5; font-style: italic; }
+.cmp-table .cmp-none { color: #777; }
+.cmp-table mark, .cmp-legend mark { background: #ffe08a; padding: 0; }
 """
 
 
@@ -26,9 +32,12 @@ def build_app() -> gr.Blocks:
                 create_finetune_tab()
             with gr.Tab("Models", id="models"):
                 create_models_tab()
-            for name in ("Compare", "Learn"):
-                with gr.Tab(name, id=name.lower()):
-                    create_placeholder_tab(name)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                comp = create_compare_tab()
+            # Opening the tab lists runs finished since the page loaded, newest first.
+            compare_tab.select(comp["refresh"], comp["run"], [comp["run"], comp["info"]], api_visibility="private")
+            with gr.Tab("Learn", id="learn"):
+                create_placeholder_tab("Learn")
         # Fill the calculator once the page is there (formulas first, then the exact count).
         demo.load(calc["update"], calc["inputs"], calc["outputs"], api_visibility="private").then(
             calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private")

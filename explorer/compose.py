@@ -1,0 +1,356 @@
+"""Composition experiment: do two adapters trained for different tasks still work when combined?
+
+LoRA adapters are combined with PEFT's ``add_weighted_adapter`` into a third adapter "combined":
+  - "cat":    A = cat_i(w_i·s_i·A_i) (rows), B = cat_i(B_i) (columns), rank Σr_i, scaling 1, so
+              B·A = Σ w_i·s_i·B_i·A_i exactly: the weighted sum of the two updates (s_i = alpha_i/r_i).
+  - "linear": A = Σ sign(w_i)·√|w_i·s_i|·A_i, B = Σ √|w_i·s_i|·B_i, same rank, scaling 1. B·A then holds
+              cross terms B_1·A_2 + B_2·A_1 besides the two updates: a rough approximation (equal ranks).
+  - "ties":   TIES on the A and on the B factors separately (keep the largest half of each, elect a sign
+              per entry, average the agreeing entries), same rank, density 0.5.
+Soft prompts compose by concatenation: the combined prompt is [P_A ; P_B] (n_A + n_B virtual tokens).
+
+Each variant (A alone, B alone, combined) is scored on both runs' held-out data from real greedy
+generations; "interference" is the combined score minus the score of that task's own adapter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass, replace
+
+from . import runs
+from .errors import ExplorerError
+
+BUNDLED = "smollm2-135m-instruct"
+HOWS = {"lora": ("linear", "cat", "ties"), "prompt": ("concat",)}
+METHOD_TITLES = {"lora": "LoRA", "prompt": "prompt tuning"}
+VARIANTS = ("A", "B", "combined")
+TIES_DENSITY = 0.5
+DEMO_RUNS = {"lora-pirate": ("lora", "pirate"), "lora-french": ("lora", "french"),
+             "prompt-pirate": ("prompt", "pirate"), "prompt-french": ("prompt", "french")}
+_DEMO_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_pair(run_a: str, run_b: str, how: str, weights=(1.0, 1.0)):
+    """Both runs opened and checked, the combination and weights validated: (RunInfo A, RunInfo B, weights)."""
+    from .compare import open_run
+
+    a, b = open_run(run_a), open_run(run_b)
+    if a.folder == b.folder:
+        raise ExplorerError(f"Run A and run B are the same run ({a.folder.name}): choose two different runs.")
+    for label, run in (("A", a), ("B", b)):
+        if run.method.name not in HOWS:
+            raise ExplorerError(f"Run {label} ({run.run_id}) uses {run.method.title} ({run.method.name}); "
+                                "composition supports LoRA (lora) and prompt tuning (prompt) runs only.")
+    if a.method.name != b.method.name:
+        raise ExplorerError(f"Run A is {METHOD_TITLES[a.method.name]} and run B is {METHOD_TITLES[b.method.name]}: "
+                            "compose two LoRA runs or two prompt-tuning runs.")
+    if a.config.model != b.config.model:
+        raise ExplorerError(f"Runs {a.run_id} and {b.run_id} were trained on different base models "
+                            f"({a.config.model} and {b.config.model}); adapters compose only on one base model.")
+    method = a.method.name
+    if how not in HOWS[method]:
+        raise ExplorerError(f"'{how}' does not combine {METHOD_TITLES[method]} runs: choose "
+                            f"{', '.join(HOWS[method])}.")
+    if how in ("linear", "ties"):
+        ra, rb = (run.method.parse_options(run.options).r for run in (a, b))
+        if ra != rb:
+            raise ExplorerError(f"'{how}' needs adapters of equal rank, but run A has r={ra} and run B has "
+                                f"r={rb}: use 'cat' (rank {ra + rb}), or runs trained with the same r.")
+    for run in (a, b):
+        _adapter_dir(run)
+    return a, b, check_weights(weights)
+
+
+def check_weights(weights) -> tuple[float, float]:
+    try:
+        values = list(weights)
+    except TypeError:
+        values = None
+    if values is None or len(values) != 2:
+        raise ExplorerError(f"weights must be two numbers (one for run A, one for run B), got {weights!r}.")
+    checked = []
+    for label, value in zip("AB", values):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not -2 <= value <= 2:
+            raise ExplorerError(f"The weight of run {label} must be a finite number from -2 to 2, got {value!r}.")
+        checked.append(float(value))
+    return checked[0], checked[1]
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ExplorerError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    return value
+
+
+# --------------------------------------------------------------------------- building the combination
+
+
+@dataclass
+class Combination:
+    """One PeftModel on a fresh base holding adapters "a", "b" and "combined"."""
+
+    model: object
+    tokenizer: object
+    device: str
+    method: str
+    how: str
+    weights: tuple[float, float]
+    runs: tuple
+    info: dict
+
+    def select(self, variant: str):
+        """The model with this variant's adapter ("A", "B" or "combined") active, in eval mode."""
+        self.model.set_adapter({"A": "a", "B": "b", "combined": "combined"}[variant], inference_mode=True)
+        return self.model.eval()
+
+
+def _adapter_dir(run) -> str:
+    adapter = run.folder / runs.ADAPTER_DIR
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ExplorerError(f"The adapter of run {run.run_id} cannot be loaded: adapter_model.safetensors is "
+                            "missing (only safetensors adapters are loaded).")
+    return str(adapter)
+
+
+def _load_both(a, b):
+    """A fresh base model with A's adapter as "a" and B's as "b" (loader errors turned into clear ones)."""
+    from peft import PeftModel
+
+    from . import training
+
+    precision = "bf16" if a.config.precision == b.config.precision == "bf16" else "fp32"
+    model, tokenizer, _, device = training.load_base(a.config.model, a.method.name,
+                                                     a.method.parse_options(a.options), precision)
+    expected = {"lora": "LORA", "prompt": "PROMPT_TUNING"}[a.method.name]
+    for name, run in (("a", a), ("b", b)):
+        try:
+            if name == "a":
+                model = PeftModel.from_pretrained(model, _adapter_dir(run), adapter_name=name, is_trainable=False)
+            else:
+                model.load_adapter(_adapter_dir(run), adapter_name=name, is_trainable=False)
+            found = model.peft_config[name].peft_type.value
+        except Exception as error:  # corrupt or foreign files: any loader error means "cannot load"
+            raise ExplorerError(f"The adapter of run {run.run_id} cannot be loaded (missing, incomplete or "
+                                f"corrupt files): {str(error)[:300]}") from None
+        if found != expected:
+            raise ExplorerError(f"Run {run.run_id}'s adapter_config.json holds a {found} adapter, but its "
+                                f"settings say {run.method.name}.")
+    return model, tokenizer, device
+
+
+def _unit_scaling(model, adapter_name: str) -> None:
+    """PEFT 0.21 gives the combined adapter lora_alpha = r so that its scaling is 1 (the sources' scalings
+    are already folded into the factors), but copies use_rslora from the first source: with rsLoRA the
+    scaling becomes alpha/√r = √r. Put it back to 1 (fixed upstream in huggingface/peft#3449)."""
+    from peft.tuners.lora import LoraLayer
+
+    config = model.peft_config[adapter_name]
+    if not config.use_rslora:
+        return
+    model.peft_config[adapter_name] = replace(config, use_rslora=False)
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and adapter_name in module.scaling:
+            module.scaling[adapter_name] = 1.0
+            module.use_rslora[adapter_name] = False
+
+
+def build_lora_combination(run_a: str, run_b: str, how: str = "cat", weights=(1.0, 1.0)) -> Combination:
+    """Both LoRA adapters on one fresh base, and PEFT's add_weighted_adapter of them as "combined"."""
+    a, b, weights = check_pair(run_a, run_b, how, weights)  # how "cat" etc. refuses prompt-tuning runs
+    model, tokenizer, device = _load_both(a, b)
+    try:
+        model.add_weighted_adapter(adapters=["a", "b"], weights=list(weights), adapter_name="combined",
+                                   combination_type=how, density=TIES_DENSITY if how == "ties" else None)
+    except ValueError as error:
+        raise ExplorerError(f"PEFT cannot combine these adapters with '{how}': {error}") from None
+    _unit_scaling(model, "combined")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    ranks = [model.peft_config[name].r for name in ("a", "b")]
+    info = {"rank": model.peft_config["combined"].r, "ranks": ranks}
+    if how == "ties":
+        info["density"] = TIES_DENSITY
+    combination = Combination(model, tokenizer, device, "lora", how, weights, (a, b), info)
+    combination.select("combined")
+    return combination
+
+
+def build_prompt_combination(run_a: str, run_b: str, how: str = "concat", weights=(1.0, 1.0)) -> Combination:
+    """Both soft prompts on one fresh base, and "combined": a prompt of n_A + n_B virtual tokens whose
+    embedding is [w_A·P_A ; w_B·P_B] (A first; with the default weights exactly the two prompts)."""
+    import torch
+    from peft import PromptTuningInit
+
+    a, b, weights = check_pair(run_a, run_b, how, weights)  # how "concat" refuses LoRA runs
+    model, tokenizer, device = _load_both(a, b)
+    sizes = [model.peft_config[name].num_virtual_tokens for name in ("a", "b")]
+    parts = [model.prompt_encoder[name].embedding.weight.detach() for name in ("a", "b")]
+    if parts[0].shape[1] != parts[1].shape[1]:
+        raise ExplorerError(f"The two soft prompts have different widths ({parts[0].shape[1]} and "
+                            f"{parts[1].shape[1]}): they were not trained on the same base model.")
+    config = replace(model.peft_config["a"], num_virtual_tokens=sum(sizes), prompt_tuning_init=PromptTuningInit.RANDOM,
+                     prompt_tuning_init_text=None, tokenizer_name_or_path=None, inference_mode=True)
+    try:
+        model.add_adapter("combined", config)
+    except ValueError as error:
+        raise ExplorerError(f"PEFT cannot build the concatenated prompt: {error}") from None
+    embedding = model.prompt_encoder["combined"].embedding
+    with torch.no_grad():
+        embedding.weight.copy_(torch.cat([weights[0] * parts[0], weights[1] * parts[1]]).to(embedding.weight))
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    info = {"num_virtual_tokens": sum(sizes), "parts": sizes}
+    combination = Combination(model, tokenizer, device, "prompt", how, weights, (a, b), info)
+    combination.select("combined")
+    return combination
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+def compose(run_a: str, run_b: str, how: str, weights=(1.0, 1.0), examples: int = 8, max_new_tokens: int = 32,
+            sample_outputs: int = 2) -> dict:
+    """Score A alone, B alone and their combination on both runs' held-out data (greedy replies to the first
+    ``examples`` rows). Returns {"runs", "method", "how", "weights", "datasets", "model", "examples",
+    "max_new_tokens", "scores": {variant: {dataset: score or None}}, "outputs": [{"dataset", "prompt",
+    "reference", "replies": {variant: text}}], "combined": {"rank", "ranks"(, "density")} or
+    {"num_virtual_tokens", "parts"}, "interference": {dataset: combined minus own adapter's score (the better
+    of the two when both runs share the dataset), None without a task score}, "summary": one sentence}."""
+    from . import data, evaluate, training
+    from .generate import check_max_new_tokens
+
+    a, _, _ = check_pair(run_a, run_b, how, weights)  # cheap checks before any model loads
+    examples = _check_int("examples", examples, 1, 64)
+    sample_outputs = _check_int("sample_outputs", sample_outputs, 0, 16)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    build = build_prompt_combination if a.method.name == "prompt" else build_lora_combination
+    combination = build(run_a, run_b, how, weights)
+    a, b = combination.runs
+    datasets = [a.config.dataset, b.config.dataset]
+    unique = list(dict.fromkeys(datasets))
+    rows = {d: data.load_dataset(training.resolve_dataset(d))[1] for d in unique}
+    scores = {v: {} for v in VARIANTS}
+    replies = {v: {} for v in VARIANTS}
+    tok = combination.tokenizer
+    for variant in VARIANTS:
+        model = combination.select(variant)
+        for d in unique:
+            chosen = rows[d][:max(examples, sample_outputs)]
+            prompts = [evaluate.user_and_reference(r)[0] for r in chosen]
+            texts = evaluate.generate_replies(model, tok, prompts, max_new_tokens, combination.device)
+            replies[variant][d] = texts
+            task = evaluate.task_for(d)
+            scored = list(zip(texts, chosen))[:examples]
+            scores[variant][d] = None if task is None else float(task.score(
+                [t for t, _ in scored], [evaluate.user_and_reference(r)[1] for _, r in scored]))
+    outputs = []
+    for d in unique:
+        for i, row in enumerate(rows[d][:sample_outputs]):
+            prompt, reference = evaluate.user_and_reference(row)
+            outputs.append({"dataset": d, "prompt": prompt, "reference": reference,
+                            "replies": {v: replies[v][d][i] for v in VARIANTS}})
+    interference = {}
+    for d in unique:
+        own = [scores[v][d] for v, dataset in zip(("A", "B"), datasets) if dataset == d]
+        combined = scores["combined"][d]
+        interference[d] = None if combined is None or None in own else combined - max(own)
+    result = {"runs": [a.folder.name, b.folder.name], "method": combination.method, "how": how,
+              "weights": list(combination.weights), "datasets": datasets, "model": a.config.model,
+              "examples": {d: min(examples, len(rows[d])) for d in unique}, "max_new_tokens": max_new_tokens,
+              "scores": scores, "outputs": outputs, "combined": combination.info, "interference": interference}
+    result["summary"] = summarize(result)
+    return result
+
+
+def summarize(result: dict) -> str:
+    """One plain sentence about the measurement."""
+    unique = list(dict.fromkeys(result["datasets"]))
+    w, combined = result["weights"], result["scores"]["combined"]
+    kind = "LoRA adapters" if result["method"] == "lora" else "soft prompts"
+    head = f"Combining the two {kind} ({result['how']}, weights {w[0]:g} and {w[1]:g})"
+    same = (f"; both runs trained on {unique[0]}, so this stacks two adapters for one task rather than "
+            "composing two tasks") if len(unique) == 1 else ""
+    known = {d: v for d, v in result["interference"].items() if v is not None}
+    if not known:
+        return f"{head} gives no automatic score (uploaded datasets have none): compare the replies{same}."
+    parts = "; ".join(f"{d} {combined[d]:.2f} against its own adapter's {combined[d] - v:.2f} ({v:+.2f})"
+                      for d, v in known.items())
+    if all(combined[d] - v == 0 for d, v in known.items()):
+        verdict = "the adapters alone score 0 on their own tasks, so there is nothing to lose yet (train longer)"
+    elif min(known.values()) < 0:
+        verdict = "the combination lost ground on at least one task: interference"
+    else:
+        verdict = "no interference measured on these examples"
+    n = ", ".join(str(k) for k in dict.fromkeys(result["examples"].values()))
+    return f"{head} scores {parts} on {n} held-out examples each: {verdict}{same}."
+
+
+# --------------------------------------------------------------------------- demo runs
+
+
+def find_demo_run(model: str, method: str, dataset: str) -> str | None:
+    """The newest finished run of this method, model and bundled dataset with default options, if any."""
+    from .methods import METHODS
+
+    defaults = METHODS[method].parse_options({})
+    for row in runs.list_runs():
+        settings = row.get("settings") or {}
+        config = settings.get("config") or {}
+        if row["status"].get("state") != "done" or row["summary"].get("stopped") or \
+                (config.get("model"), config.get("method"), config.get("dataset")) != (model, method, dataset):
+            continue
+        try:
+            if METHODS[method].parse_options(settings.get("options") or {}) != defaults:
+                continue  # e.g. another rank: 'linear' needs the two LoRA runs' ranks equal
+        except (ExplorerError, TypeError, AttributeError):
+            continue
+        if (runs.runs_dir() / row["run_id"] / runs.ADAPTER_DIR / "adapter_model.safetensors").is_file():
+            return row["run_id"]
+    return None
+
+
+def ensure_demo_runs(model: str = BUNDLED, steps: int = 25, on_event=lambda e: None) -> dict[str, str]:
+    """The four short runs the experiment needs (LoRA and prompt tuning, pirate and french), each reused
+    when a finished one exists, trained here otherwise: {"lora-pirate": run_id, ...}.
+
+    Trains in this process (like the train CLI): call it from the CLI or a worker, not the web server."""
+    from . import training
+
+    steps = _check_int("steps", steps, 1, 1000)
+    found = {}
+    with _DEMO_LOCK:
+        for name, (method, dataset) in DEMO_RUNS.items():
+            run_id = find_demo_run(model, method, dataset)
+            if run_id:
+                found[name] = run_id
+                on_event({"event": "demo_run", "name": name, "state": "reused", "run_id": run_id})
+                continue
+            config = training.TrainConfig.parse({"model": model, "method": method, "dataset": dataset,
+                                                 "steps": steps})
+            run_dir = runs.create_run(config, {})
+            runs.set_status(run_dir, "running", pid=os.getpid())
+            on_event({"event": "demo_run", "name": name, "state": "training", "run_id": run_dir.name})
+
+            def relay(event, run_dir=run_dir, name=name):
+                runs.append_log(run_dir, event)
+                on_event({**event, "demo_run": name})
+
+            try:
+                summary = training.train(config, {}, run_dir, on_event=relay)
+            except BaseException as error:
+                runs.set_status(run_dir, "failed", error=str(error))
+                on_event({"event": "demo_run", "name": name, "state": "failed", "run_id": run_dir.name,
+                          "error": str(error)})
+                raise
+            runs.append_log(run_dir, {"event": "done", **summary})
+            runs.set_status(run_dir, "done")
+            found[name] = run_dir.name
+            on_event({"event": "demo_run", "name": name, "state": "done", "run_id": run_dir.name})
+    return found

@@ -7,12 +7,18 @@ import gradio as gr
 from .calculator_tab import create_calculator_tab
 from .compare_tab import create_compare_tab
 from .finetune_tab import create_finetune_tab
+from .learn_tab import create_learn_tab
 from .models_tab import create_models_tab
-from .placeholder_tabs import create_placeholder_tab
 
 CSS = """
 #gen-stats { min-height: 2em; }
 .method-card p { margin: 0.3em 0; }
+.learn-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; }
+.learn-card { border: 1px solid #ddd; border-radius: 8px; padding: 10px; }
+.learn-card h3 { margin: 0 0 6px 0; }
+.learn-card p, .learn-card li { margin: 0.25em 0; font-size: 0.92em; }
+.learn-card .card-numbers { background: #f4f4f5; padding: 4px 6px; border-radius: 4px; }
+.learn-card .card-svg svg { max-width: 100%; height: auto; }
 .cmp-table { width: 100%; border-collapse: collapse; table-layout: fixed; }
 .cmp-table th, .cmp-table td { border: 1px solid #ddd; padding: 6px; vertical-align: top; white-space: pre-wrap; }
 .cmp-table .cmp-prompt { background: #f4f4f5; font-style: italic; }
@@ -37,8 +43,9 @@ def build_app() -> gr.Blocks:
             # Opening the tab lists runs finished since the page loaded, newest first.
             compare_tab.select(comp["refresh"], comp["run"], [comp["run"], comp["info"]], api_visibility="private")
             with gr.Tab("Learn", id="learn"):
-                create_placeholder_tab("Learn")
+                learn = create_learn_tab()
         # Fill the calculator once the page is there (formulas first, then the exact count).
         demo.load(calc["update"], calc["inputs"], calc["outputs"], api_visibility="private").then(
-            calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private")
+            calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private").then(
+            *learn["versus"], api_visibility="private")
     return demo

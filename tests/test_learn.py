@@ -1,0 +1,62 @@
+"""Learn tab: method cards and comparisons from the calculator, the decision helper's API, and the page."""
+
+import re
+
+import pytest
+
+from explorer import calculator, learn, memory, recommend, specs
+from explorer.methods import METHODS
+from explorer.ui.learn_tab import recommendation_markdown
+
+from conftest import wait_for_text
+
+
+@pytest.mark.parametrize("model", ["llama-2-7b", "smollm2-135m-instruct"])
+def test_every_method_has_a_card_whose_numbers_are_the_calculators(model, cache):
+    settings = memory.TrainSettings(batch_size=4, seq_len=512, precision="bf16")
+    cards = {c["method"]: c for c in learn.guide(model, settings)}
+    assert set(cards) == set(METHODS)
+    spec = specs.resolve(model)
+    for name, card in cards.items():
+        r = calculator.calculate(spec, name, METHODS[name].parse_options({}), settings, exact_mode="skip")
+        assert card["trainable"] == r.trainable_formula and card["training_memory_bytes"] == r.training.total_bytes
+        assert card["mergeable"] == METHODS[name].mergeable and "<svg" in card["svg"]
+
+
+def test_cards_show_the_chapters_claims_beside_exact_values():
+    lora = learn.method_card(specs.resolve("llama-2-7b"), "lora")
+    claim = lora["claims"][0]
+    assert claim["claimed"] == 5e6 and claim["exact"] == 19_988_480, "LoRA r=8 all-linear on Llama-2-7B"
+
+
+def test_side_by_side_lists_real_runs_of_each_method(cache):
+    from explorer import runs, training
+
+    config = training.TrainConfig(model="tiny-random-llama", method="ia3", dataset="pirate", steps=1, batch_size=2,
+                                  seq_len=64, eval_examples=0)
+    run_dir = runs.create_run(config, {})
+    training.train(config, {}, run_dir)
+    runs.set_status(run_dir, "done")
+    result = learn.side_by_side("smollm2-135m-instruct", "ia3", "lora")
+    assert result["runs"]["ia3"][0]["run_id"] == run_dir.name
+    assert result["cards"]["ia3"]["trainable"] < result["cards"]["lora"]["trainable"]
+
+
+def test_recommendation_text_names_method_runner_up_and_numbers():
+    rec = recommend.recommend(recommend.SCENARIOS["support-bot-70b"].job)
+    text = recommendation_markdown(rec)
+    assert "Recommended: QLoRA" in text and f"{rec.calculation['trainable_params']:,}" in text
+
+
+def test_browser_learn_cards_follow_the_model(app_url, page, screenshot):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Learn").click()
+    wait_for_text(page, "#learn-cards", "19,988,480 trainable on llama-2-7b")
+    page.locator("#learn-model input").click()
+    page.get_by_role("option", name=re.compile("smollm2-135m-instruct")).first.click()
+    expected = calculator.calculate(specs.resolve("smollm2-135m-instruct"), "lora", METHODS["lora"].parse_options({}),
+                                    exact_mode="skip").trainable_formula
+    wait_for_text(page, "#learn-cards", f"{expected:,} trainable on smollm2-135m-instruct")
+    page.locator("#learn-recommend").click()
+    wait_for_text(page, "#learn-advice", "Recommended:")
+    screenshot("learn_tab")

@@ -239,7 +239,8 @@ def qlora_rounding(s: Session, sequences, prompts: list[str], max_new_tokens: in
 def latency_ms_per_token(s: Session, prompt: str, new_tokens: int = 24, repeats: int = 5) -> dict:
     """Median milliseconds per generated token of each variant, after one warm-up each.
 
-    Variants are timed in turn within each repeat, so a slow moment of the machine hits all of them."""
+    Variants are timed in turn within each repeat (in a rotating order), so a slow moment of the machine
+    hits all of them."""
     import statistics
     import time
 
@@ -261,9 +262,10 @@ def latency_ms_per_token(s: Session, prompt: str, new_tokens: int = 24, repeats:
 
     for model in live.values():
         once(model)
-    for _ in range(repeats):
-        for name, model in live.items():
-            samples[name].append(once(model))
+    names = list(live)
+    for r in range(repeats):  # the order rotates, so no variant always runs first (or right after another)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(once(live[name]))
     result = {name: (statistics.median(samples[name]) if name in samples else None) for name in VARIANTS}
     return result
 

@@ -13,12 +13,21 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import settings
 from .errors import ExplorerError
 from .tasks import TASKS, load_examples
 
-MAX_UPLOAD_BYTES = 5_000_000
-MAX_ROWS = 20_000
 MAX_FIELD_CHARS = 20_000
+# The upload limits are hosting settings, read at call time: data.MAX_UPLOAD_BYTES is
+# settings.max_upload_bytes() (EXPLORER_MAX_UPLOAD_MB, default 5 MB) and data.MAX_ROWS is
+# settings.max_upload_rows() (EXPLORER_MAX_UPLOAD_ROWS, default 20,000), for every caller.
+_LIMITS = {"MAX_UPLOAD_BYTES": settings.max_upload_bytes, "MAX_ROWS": settings.max_upload_rows}
+
+
+def __getattr__(name: str):
+    if name in _LIMITS:
+        return _LIMITS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 ROLES = ("system", "user", "assistant")
 
 
@@ -166,8 +175,10 @@ def _parse_text(text: str, kind: str, source: str) -> ParsedData:
     if kind == "sniff":
         kind = "jsonl" if text.lstrip()[:1] in "{[" else "csv"
     records, make = _jsonl_records(text) if kind == "jsonl" else _csv_records(text)
-    if len(records) > MAX_ROWS:
-        raise ExplorerError(f"Too many rows ({len(records):,}); the limit is {MAX_ROWS:,}.")
+    max_rows = settings.max_upload_rows()
+    if len(records) > max_rows:
+        raise ExplorerError(f"Too many rows ({len(records):,}); the limit is {max_rows:,} "
+                            "(EXPLORER_MAX_UPLOAD_ROWS).")
     parsed = ParsedData(rows=[], errors=[], source=source)
     for line, record in records:
         try:
@@ -186,8 +197,9 @@ def _parse_text(text: str, kind: str, source: str) -> ParsedData:
 def parse_upload(data: bytes, filename: str) -> ParsedData:
     """Parse an uploaded JSONL/CSV file; raise ExplorerError if the whole file is unusable."""
     name = Path(filename or "upload").name
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ExplorerError(f"{name} is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}.")
+    limit = settings.max_upload_bytes()
+    if len(data) > limit:
+        raise ExplorerError(f"{name} is {len(data):,} bytes; the limit is {limit:,} (EXPLORER_MAX_UPLOAD_MB).")
     if not data.strip():
         raise ExplorerError(f"{name} is empty.")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows "Unicode" (UTF-16) text: NUL-riddled, not binary
@@ -207,8 +219,9 @@ def parse_upload(data: bytes, filename: str) -> ParsedData:
 def parse_pasted(text: str) -> ParsedData:
     """Parse text pasted in a box: JSONL if it starts with "{", else CSV."""
     size = len((text or "").encode("utf-8", "replace"))
-    if size > MAX_UPLOAD_BYTES:
-        raise ExplorerError(f"The pasted text is {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}.")
+    limit = settings.max_upload_bytes()
+    if size > limit:
+        raise ExplorerError(f"The pasted text is {size:,} bytes; the limit is {limit:,} (EXPLORER_MAX_UPLOAD_MB).")
     return _parse_text(text or "", "sniff", "pasted text")
 
 
@@ -259,8 +272,9 @@ def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
         if not path.is_file():
             raise ExplorerError(f"Unknown dataset {str(name_or_rows)!r}: choose one of {', '.join(TASKS)} "
                                 "or upload a JSONL/CSV file.")
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise ExplorerError(f"{path.name} is larger than {MAX_UPLOAD_BYTES:,} bytes.")
+        limit = settings.max_upload_bytes()
+        if path.stat().st_size > limit:
+            raise ExplorerError(f"{path.name} is larger than {limit:,} bytes (EXPLORER_MAX_UPLOAD_MB).")
         name_or_rows = parse_upload(path.read_bytes(), path.name)
     rows = list(name_or_rows.rows if isinstance(name_or_rows, ParsedData) else name_or_rows)
     if len(rows) < 2:

@@ -55,13 +55,20 @@ def registry(cache: Path | None = None) -> dict[str, ModelEntry]:
 
 
 def resolve(name: str, cache: Path | None = None) -> ModelEntry:
-    """Turn what the user typed (a registry name, a folder path or a hub id) into an entry."""
+    """Turn what the user typed (a registry name, a folder path or a hub id) into an entry.
+
+    EXPLORER_MODEL_SOURCES decides what beyond the registry is allowed (settings.model_sources):
+    "any" (unset) any folder or hub id; "registry" nothing else; "local" folders whose real path lies
+    under EXPLORER_ALLOWED_MODEL_ROOT; "hub" those and hub ids."""
     name = (name or "").strip()
     if not name:
         raise ExplorerError("Choose a model: no model name was given.")
     known = registry(cache)
     if name in known:
         return known[name]
+    policy = settings.model_sources()
+    if policy != "any":
+        return _resolve_restricted(name, policy, known)
     path = Path(name).expanduser()
     if path.is_dir():
         check_folder(path)
@@ -73,6 +80,44 @@ def resolve(name: str, cache: Path | None = None) -> ModelEntry:
         return ModelEntry(name, "hub", name, "Hugging Face hub model")
     raise ExplorerError(f"Unknown model '{name}'. Known models: {', '.join(known)}; "
                         "or give the path of a model folder with safetensors.")
+
+
+def _resolve_restricted(name: str, policy: str, known: dict[str, ModelEntry]) -> ModelEntry:
+    """resolve() on a server that limits model sources: never a folder outside the allowed root."""
+    names = ", ".join(known)
+    if policy == "registry":
+        raise ExplorerError(f"This server only allows the models of its registry: {names} "
+                            "(EXPLORER_MODEL_SOURCES=registry).")
+    root = settings.allowed_model_root()
+    allowed = (f"This server allows the models of its registry ({names}) and model folders under {root}"
+               f"{' and hub ids' if policy == 'hub' else ''} (EXPLORER_MODEL_SOURCES={policy})")
+    if "\x00" in name:
+        raise ExplorerError(f"{allowed}; the model name holds a NUL character.")
+    path = Path(name).expanduser()
+    if policy == "hub" and HUB_ID.match(name) and not path.exists() and ".." not in name:
+        if _offline():
+            raise ExplorerError(f"'{name}' looks like a hub id, but this machine is offline "
+                                f"(HF_HUB_OFFLINE is set). Known models: {names}.")
+        return ModelEntry(name, "hub", name, "Hugging Face hub model")
+    if ".." in path.parts:
+        raise ExplorerError(f"{allowed}; '..' is not allowed in a model path.")
+    try:
+        real = path.resolve(strict=True)  # every symlink followed: the real folder is what gets checked
+    except (OSError, RuntimeError):  # missing, a symlink loop, no permission
+        raise ExplorerError(f"{allowed}; there is no model folder '{name}'.") from None
+    if not real.is_relative_to(root) or real == root:
+        raise ExplorerError(f"{allowed}; '{name}' is outside {root}.")
+    if not real.is_dir():
+        raise ExplorerError(f"{allowed}; '{name}' is not a folder.")
+    for file in real.iterdir():  # a symlinked file must not reach outside either (config.json -> /etc/...)
+        try:
+            inside = file.resolve(strict=True).is_relative_to(root)
+        except (OSError, RuntimeError):
+            inside = False
+        if not inside:
+            raise ExplorerError(f"{allowed}; {file.name} in '{name}' is a link to a file outside {root}.")
+    check_folder(real)
+    return ModelEntry(real.name, "local", str(real), "Local Hugging Face model folder")
 
 
 def _offline() -> bool:

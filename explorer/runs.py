@@ -2,6 +2,10 @@
 
 Every file is written to a temporary name and moved into place with os.replace; the adapter folder is
 written whole under a temporary name and renamed. A run killed mid-save never leaves files that load.
+A full or read-only disk is an ExplorerError that says so, and leaves no temporary files behind.
+
+Hosting: EXPLORER_DISK_BUDGET_GB caps the disk the runs use (checked before each new run), and
+EXPLORER_DISK_POLICY says what happens past it: refuse new runs, or prune the oldest finished ones.
 """
 
 from __future__ import annotations
@@ -22,11 +26,25 @@ from .errors import ExplorerError
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9]+-[0-9a-f]{6}$")
 ADAPTER_DIR = "adapter"
+TMP_PREFIX = ".tmp-"
+FINISHED = ("done", "stopped", "failed", "cancelled", "interrupted")  # no worker will write to these again
+
+
+def not_writable(path: Path, error: BaseException) -> ExplorerError:
+    """The message for a write that failed: full disk, read-only folder, no permission."""
+    reason = getattr(error, "strerror", None) or str(error)
+    if isinstance(error, FileNotFoundError):
+        return ExplorerError(f"Could not write {path}: its folder no longer exists (was the run deleted?).")
+    return ExplorerError(f"Could not write {path}: the disk is full or not writable ({reason}). Free some space "
+                         "(delete runs in the Fine-tune tab) or ask whoever runs this server.")
 
 
 def runs_dir() -> Path:
     folder = settings.runs_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise not_writable(folder, error) from None
     return folder
 
 
@@ -46,12 +64,27 @@ def run_path(run_id: str) -> Path:
 
 
 def write_json(path: Path, value) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write whole or not at all: a temporary file, fsync'd, then moved over ``path``. On a full or
+    read-only disk ``path`` keeps its old content, the temporary file is removed, and the error says why."""
+    text = json.dumps(value, indent=2, default=str)  # before touching the disk: a bad value writes nothing
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".json")
+    except OSError as error:
+        raise not_writable(path, error) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise not_writable(path, error) from None
+        raise
 
 
 def read_json(path: Path, default=None):
@@ -62,8 +95,13 @@ def read_json(path: Path, default=None):
 
 
 def append_log(run_dir: Path, event: dict) -> None:
-    with (run_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"time": time.time(), **event}, default=str) + "\n")
+    """One event per line; a line cut short by a full disk or a kill is skipped by read_log."""
+    line = json.dumps({"time": time.time(), **event}, default=str) + "\n"
+    try:
+        with (run_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(line)
+    except OSError as error:
+        raise not_writable(run_dir / "log.jsonl", error) from None
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -82,7 +120,10 @@ def read_log(run_dir: Path) -> list[dict]:
 
 def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft: bool) -> None:
     """The adapter (PEFT's standard files, or the project's own safetensors) and the run's settings."""
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=run_dir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "adapter-", dir=run_dir))
+    except OSError as error:
+        raise not_writable(run_dir / ADAPTER_DIR, error) from None
     try:
         if uses_peft:
             model.save_pretrained(tmp, safe_serialization=True)
@@ -95,17 +136,98 @@ def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError) or "No space left" in str(error):  # safetensors wraps some OS errors
+            raise not_writable(run_dir / ADAPTER_DIR, error) from None
         raise
 
 
 def create_run(config, options_values: dict) -> Path:
+    """A new run folder (settings and "queued" status), after the disk budget check. A folder that
+    could not be written whole is removed again: no run without its settings and status."""
+    enforce_disk_budget()
     run_dir = runs_dir() / new_run_id(config.method)
-    run_dir.mkdir()
-    write_json(run_dir / "settings.json", {"config": dataclasses.asdict(config), "options": options_values})
-    set_status(run_dir, "queued")
+    try:
+        run_dir.mkdir()
+    except OSError as error:
+        raise not_writable(run_dir, error) from None
+    try:
+        write_json(run_dir / "settings.json", {"config": dataclasses.asdict(config), "options": options_values})
+        set_status(run_dir, "queued")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """Temporary files and folders a killed writer left behind (they never load; they only use disk)."""
+    try:
+        leftovers = [p for p in run_dir.iterdir() if p.name.startswith(TMP_PREFIX)]
+    except OSError:
+        return
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- disk budget
+
+
+def disk_usage_bytes(folder: Path | None = None) -> int:
+    """Bytes in the files under ``folder`` (default: the runs folder); symlinks are not followed."""
+    total = 0
+    for root, _, files in os.walk(folder or runs_dir()):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed meanwhile
+    return total
+
+
+def _age_key(folder: Path) -> tuple[str, float]:
+    """Run ids start with their creation time to the second; settings.json's time orders within it."""
+    try:
+        written = (folder / "settings.json").stat().st_mtime
+    except OSError:
+        written = 0.0
+    return folder.name[:15], written
+
+
+def enforce_disk_budget() -> list[str]:
+    """Before a new run: within EXPLORER_DISK_BUDGET_GB, nothing to do; over it, refuse
+    (EXPLORER_DISK_POLICY=refuse) or delete the oldest finished runs until under budget
+    (prune-oldest; queued and running runs are never deleted). Returns the pruned run ids."""
+    budget = settings.disk_budget_bytes()
+    if not budget:
+        return []
+    used = disk_usage_bytes()
+    pruned: list[str] = []
+    if used > budget and settings.disk_policy() == "prune-oldest":
+        for folder in sorted(runs_dir().iterdir(), key=_age_key):  # oldest first
+            if used <= budget:
+                break
+            if (not RUN_ID.match(folder.name) or folder.is_symlink() or not folder.is_dir()
+                    or status(folder).get("state") not in FINISHED):
+                continue
+            size = disk_usage_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                used -= size
+                pruned.append(folder.name)
+    if used > budget:
+        still = " even after deleting the oldest finished runs" if settings.disk_policy() == "prune-oldest" else ""
+        raise ExplorerError(f"The saved training runs use {used / 1e9:.3g} GB, over this server's disk budget of "
+                            f"{budget / 1e9:.3g} GB (EXPLORER_DISK_BUDGET_GB){still}: delete runs in the Fine-tune "
+                            "tab, or ask whoever runs this server, then try again.")
+    return pruned
 
 
 def set_status(run_dir: Path, state: str, **extra) -> None:
@@ -134,7 +256,11 @@ def mark_interrupted() -> int:
     for folder in runs_dir().iterdir():
         state = status(folder) if RUN_ID.match(folder.name) and not folder.is_symlink() else {}
         if state.get("state") == "queued" or (state.get("state") == "running" and not _alive(state.get("pid"))):
-            set_status(folder, "interrupted", error="The server stopped while this run was queued or running.")
+            try:
+                set_status(folder, "interrupted", error="The server stopped while this run was queued or running.")
+            except ExplorerError:
+                continue  # a read-only or full disk: the app still starts, the run keeps its old state
+            remove_partial_files(folder)
             count += 1
     return count
 
@@ -162,13 +288,25 @@ def zip_adapter(run_id: str) -> Path:
     if not adapter.is_dir():
         raise ExplorerError(f"Run {run_id} has no saved adapter.")
     target = folder / f"{run_id}-adapter.zip"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".zip")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=".zip")
+    except OSError as error:
+        raise not_writable(target, error) from None
     os.close(fd)
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(adapter.iterdir()):
-            archive.write(file, f"{ADAPTER_DIR}/{file.name}")
-        for name in ("settings.json", "summary.json"):
-            if (folder / name).exists():
-                archive.write(folder / name, name)
-    os.replace(tmp, target)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(adapter.iterdir()):
+                archive.write(file, f"{ADAPTER_DIR}/{file.name}")
+            for name in ("settings.json", "summary.json"):
+                if (folder / name).exists():
+                    archive.write(folder / name, name)
+        os.replace(tmp, target)
+    except BaseException as error:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise not_writable(target, error) from None
+        raise
     return target

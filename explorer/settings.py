@@ -48,3 +48,173 @@ def model_memory_budget_bytes() -> int:
     if not 0 < value < 1e6:
         raise SystemExit(f"EXPLORER_MODEL_MEMORY_GB must be a positive number of gigabytes, got {raw!r}")
     return int(value * 1e9)
+
+
+# --------------------------------------------------------------------------- hosting limits
+# Every limit below can only make the app stricter than its built-in bounds; defaults suit one user on a
+# laptop. A teacher hosting the app for a class lowers them (see the README's "Hosting for a class").
+
+
+def _whole(name: str, default: int, minimum: int = 1, unit: str = "") -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number{unit}, got {raw!r}")
+    if value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}{unit}, got {value}")
+    return value
+
+
+def _gigabytes(name: str, default: float, allow_zero: bool) -> float:
+    raw = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of gigabytes, got {raw!r}")
+    if not (0 <= value < 1e6) or (value == 0 and not allow_zero):
+        raise SystemExit(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number of gigabytes, "
+                         f"got {raw!r}")
+    return value
+
+
+def max_steps() -> int:
+    """EXPLORER_MAX_STEPS: the most optimizer steps one training run may ask for (default 2000)."""
+    return _whole("EXPLORER_MAX_STEPS", 2000)
+
+
+def max_seq_len() -> int:
+    """EXPLORER_MAX_SEQ_LEN: the longest sequence length (tokens per example) a run may ask for (default 2048)."""
+    return _whole("EXPLORER_MAX_SEQ_LEN", 2048, minimum=8)
+
+
+def max_batch() -> int:
+    """EXPLORER_MAX_BATCH: the largest batch size (examples per micro-batch) a run may ask for (default 64)."""
+    return _whole("EXPLORER_MAX_BATCH", 64)
+
+
+def max_upload_bytes() -> int:
+    """EXPLORER_MAX_UPLOAD_MB: the largest uploaded or pasted dataset, in megabytes of 10^6 bytes (default 5)."""
+    raw = os.environ.get("EXPLORER_MAX_UPLOAD_MB", "").strip() or "5"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"EXPLORER_MAX_UPLOAD_MB must be a number of megabytes, got {raw!r}")
+    if not 0 < value <= 100_000:
+        raise SystemExit(f"EXPLORER_MAX_UPLOAD_MB must be a positive number of megabytes (at most 100000), "
+                         f"got {raw!r}")
+    return int(value * 1_000_000)
+
+
+def max_upload_rows() -> int:
+    """EXPLORER_MAX_UPLOAD_ROWS: the most rows an uploaded or pasted dataset may have (default 20000)."""
+    return _whole("EXPLORER_MAX_UPLOAD_ROWS", 20_000)
+
+
+def max_queue() -> int:
+    """EXPLORER_MAX_QUEUE: training runs that may wait behind the running ones (default 8); past it a new run
+    is refused with "the training queue is full"."""
+    return _whole("EXPLORER_MAX_QUEUE", 8)
+
+
+def max_concurrent_jobs() -> int:
+    """EXPLORER_MAX_CONCURRENT_JOBS: training worker processes running at once (default 1). Each one holds
+    its own copy of the model, so raise it only with the memory (or GPUs) for that many runs."""
+    return _whole("EXPLORER_MAX_CONCURRENT_JOBS", 1)
+
+
+def concurrency() -> int:
+    """EXPLORER_CONCURRENCY: requests the web app serves at once for each action (default 16): Calculator
+    and Compare calls of different users, and every user's Fine-tune progress stream, run side by side
+    instead of waiting for each other (Gradio's own default is 1)."""
+    return _whole("EXPLORER_CONCURRENCY", 16)
+
+
+def disk_budget_bytes() -> int:
+    """EXPLORER_DISK_BUDGET_GB: the most disk the training runs may use, in gigabytes (default 0: no limit).
+    What happens past it is EXPLORER_DISK_POLICY's choice."""
+    return int(_gigabytes("EXPLORER_DISK_BUDGET_GB", 0, allow_zero=True) * 1e9)
+
+
+DISK_POLICIES = ("refuse", "prune-oldest")
+
+
+def disk_policy() -> str:
+    """EXPLORER_DISK_POLICY: when the runs use more than EXPLORER_DISK_BUDGET_GB, "refuse" new runs (default)
+    or "prune-oldest": delete the oldest finished runs (never queued or running ones) until under budget."""
+    value = os.environ.get("EXPLORER_DISK_POLICY", "").strip().lower() or "refuse"
+    if value not in DISK_POLICIES:
+        raise SystemExit(f"EXPLORER_DISK_POLICY must be one of {', '.join(DISK_POLICIES)}, got {value!r}")
+    return value
+
+
+MODEL_SOURCES = ("registry", "local", "hub", "any")
+
+
+def model_sources() -> str:
+    """EXPLORER_MODEL_SOURCES: which models a user may name.
+
+    - unset or "any": registry names, any model folder path and hub ids (one user on their own machine);
+    - "registry": only the registry's names (the shipped models and folders inside models_cache);
+    - "local": also model folders under EXPLORER_ALLOWED_MODEL_ROOT (symlinks resolved, ".." refused);
+    - "hub": as "local", plus hub ids (org/name) when the machine is online.
+    Set it to "registry" when hosting the app for others.
+    """
+    value = os.environ.get("EXPLORER_MODEL_SOURCES", "").strip().lower() or "any"
+    if value not in MODEL_SOURCES:
+        raise SystemExit(f"EXPLORER_MODEL_SOURCES must be one of {', '.join(MODEL_SOURCES)}, got {value!r}")
+    return value
+
+
+def allowed_model_root() -> Path:
+    """EXPLORER_ALLOWED_MODEL_ROOT: the folder whose model folders EXPLORER_MODEL_SOURCES=local|hub allows
+    (default: models_cache). Its real path (symlinks resolved) is what counts."""
+    override = os.environ.get("EXPLORER_ALLOWED_MODEL_ROOT", "").strip()
+    return Path(override).expanduser().resolve() if override else models_cache()
+
+
+def auth() -> list[tuple[str, str]] | None:
+    """EXPLORER_AUTH ("user:password[,user2:password2]") and EXPLORER_AUTH_FILE (a file of user:password
+    lines; blank lines and lines starting with # are skipped): the logins the web app asks for (default:
+    none, anyone who reaches the port can use it). A password may contain ":" (the first one separates);
+    in EXPLORER_AUTH it cannot contain ",", so use the file for such passwords."""
+    pairs: list[tuple[str, str]] = []
+    raw = os.environ.get("EXPLORER_AUTH", "")
+    for i, item in enumerate(raw.split(","), start=1):
+        if item.strip():
+            pairs.append(_login(item.strip(), f"EXPLORER_AUTH entry {i}"))
+    file_name = os.environ.get("EXPLORER_AUTH_FILE", "").strip()
+    if file_name:
+        try:
+            lines = Path(file_name).expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise SystemExit(f"EXPLORER_AUTH_FILE {file_name!r} cannot be read: {error}")
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                pairs.append(_login(line, f"EXPLORER_AUTH_FILE line {number}"))
+        if not any(line.strip() and not line.strip().startswith("#") for line in lines):
+            raise SystemExit(f"EXPLORER_AUTH_FILE {file_name!r} holds no user:password line")
+    users = [user for user, _ in pairs]
+    duplicates = sorted({user for user in users if users.count(user) > 1})
+    if duplicates:
+        raise SystemExit(f"EXPLORER_AUTH/EXPLORER_AUTH_FILE name the user(s) {', '.join(duplicates)} more than once")
+    return pairs or None
+
+
+def _login(text: str, where: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    user = user.strip()
+    if not sep or not user or not password:
+        # never echo the text: it may hold a password
+        raise SystemExit(f"{where} must be user:password with a non-empty user and password")
+    return user, password
+
+
+def check_all() -> None:
+    """Read every setting once, so a bad value stops the app at start-up with its message (SystemExit)
+    instead of failing the first request that reads it."""
+    for read in (host, port, models_cache, runs_dir, model_memory_budget_bytes, max_steps, max_seq_len, max_batch,
+                 max_upload_bytes, max_upload_rows, max_queue, max_concurrent_jobs, concurrency, disk_budget_bytes,
+                 disk_policy, model_sources, allowed_model_root, auth):
+        read()

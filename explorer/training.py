@@ -42,12 +42,31 @@ class TrainConfig:
     max_new_tokens: int = option(32, "Tokens generated per held-out example for the task score.", min=1, max=512)
 
     @classmethod
-    def parse(cls, values: dict) -> "TrainConfig":
+    def parse(cls, values: dict, caps: bool = True) -> "TrainConfig":
+        """A config from loose values (UI widgets, CLI strings, saved settings.json), checked.
+
+        ``caps``: also enforce this server's hosting caps (EXPLORER_MAX_STEPS, EXPLORER_MAX_SEQ_LEN,
+        EXPLORER_MAX_BATCH). Everything a user submits goes through them; a run saved earlier (reopened
+        for Compare, or started by a worker after being queued) may pass ``caps=False``."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ExplorerError(f"Unknown training setting {', '.join(unknown)}.")
-        return cls(**{k: coerce(fields[k], v) for k, v in values.items()})
+        config = cls(**{k: coerce(fields[k], v) for k, v in values.items()})
+        if caps:
+            config.check_caps()
+        return config
+
+    def check_caps(self) -> None:
+        """Refuse settings above this server's hosting caps, naming the setting that sets each cap."""
+        from . import settings
+
+        for name, cap, variable in (("steps", settings.max_steps(), "EXPLORER_MAX_STEPS"),
+                                    ("seq_len", settings.max_seq_len(), "EXPLORER_MAX_SEQ_LEN"),
+                                    ("batch_size", settings.max_batch(), "EXPLORER_MAX_BATCH")):
+            if getattr(self, name) > cap:
+                raise ExplorerError(f"{name} must be at most {cap} on this server ({variable}), "
+                                    f"got {getattr(self, name)}.")
 
 
 @dataclass

@@ -426,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except (ValueError, TypeError) as error:  # e.g. --heldout abc: a bad value, said plainly
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -113,9 +113,9 @@ def test_heldout_scores_come_from_real_generations(tiny_runs):
 
 
 def test_a_trained_lora_on_the_bundled_model_changes_greedy_output(cache):
-    run_id = train_run("lora", model=BUNDLED, steps=6, batch_size=2, learning_rate=1e-3, seq_len=96)
-    prompts = compare.heldout_prompts(run_id, 4)
-    result = compare.run_comparison(run_id, prompts, 16, measure_latency=False, heldout_examples=4)
+    run_id = train_run("lora", model=BUNDLED, steps=4, batch_size=2, learning_rate=1e-3, seq_len=96)
+    prompts = compare.heldout_prompts(run_id, 3)
+    result = compare.run_comparison(run_id, prompts, 12, measure_latency=False, heldout_examples=3)
     base, adapted = result["outputs"]["base"], result["outputs"]["adapted"]
     assert any(a != b for a, b in zip(adapted, base)), "the fine-tune changed at least one reply"
     assert result["greedy_match"] and result["max_abs_logit_diff_adapted_vs_merged"] < 1e-2

@@ -258,7 +258,14 @@ def recommend(job: Job) -> Recommendation:
     fitting = [t for t in usable if t.fits]
     best = fitting[0] if fitting else min(usable, key=lambda t: t.needed_gb)
     calc = best.calc
-    reasons = [rule.reason] + _reasons(best, job.memory_gb)
+    reasons = [rule.reason]
+    first = tried[0]
+    if best is not first:  # the rule's reason argues for its first choice: say why another one won
+        why = ("it cannot merge and serving is latency-sensitive" if first in skipped
+               else f"it needs {first.needed_gb:.1f} GiB")
+        reasons.append(f"The rule's first choice, {first.calc.method_obj.title}, is set aside ({why}); "
+                       f"{calc.method_obj.title} is next in line.")
+    reasons += _reasons(best, job.memory_gb)
     reasons += [f"Skipped {t.calc.method_obj.title}: serving is latency-sensitive and it cannot merge "
                 f"(+{_flops(t.calc.flops.inference_overhead_per_token_unmerged)} FLOPs per token)." for t in skipped]
     not_fitting = [t for t in tried if not t.fits]

@@ -73,5 +73,12 @@ def _fail(run_dir: Path, message: str) -> int:
     return 1
 
 
+WORKER_NICE = 10  # below the web server's CPU priority: pages stay responsive while a run trains
+
+
 if __name__ == "__main__":
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:
+        pass
     sys.exit(main(Path(sys.argv[1])))

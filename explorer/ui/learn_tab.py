@@ -105,9 +105,6 @@ def recommendation_markdown(rec: recommend.Recommendation) -> str:
     lines = [f"### Recommended: {escape(rec.title)}" + ("" if rec.fits else " (does not fit: see below)"),
              "Settings: " + (", ".join(f"`{k}={v}`" for k, v in rec.options.items()) or "defaults")]
     lines += [f"- {escape(reason)}" for reason in rec.reasons]
-    if rec.not_fitting:
-        lines.append("\n**Would not fit:** " + ", ".join(f"{d['method']} (needs {d['needed_gb']:.1f} GiB)"
-                                                        for d in rec.not_fitting))
     if rec.runner_up:
         lines.append(f"\n**Runner-up: {escape(rec.runner_up.title)}**\n")
         lines += [f"- {escape(reason)}" for reason in rec.runner_up.reasons]

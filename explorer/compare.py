@@ -47,7 +47,7 @@ def open_run(run_id: str) -> RunInfo:
         raise ExplorerError(f"Run {run_id} has no readable settings.json (missing or corrupt), so its base "
                             "model and method are unknown.")
     try:
-        config = TrainConfig.parse(saved["config"])
+        config = TrainConfig.parse(saved["config"], caps=False)  # saved before a cap was lowered: still opens
         options = saved.get("options") or {}
         METHODS[config.method].parse_options(options)
     except (ExplorerError, TypeError, AttributeError) as error:

@@ -217,6 +217,10 @@ def resolve(name: str) -> ModelSpec:
         if config is None:
             raise ExplorerError(f"'{name}' is not provisioned yet: run `python -m explorer provision`.")
         return spec_from_dict(config, name, "runnable")
+    from . import settings
+
+    if settings.model_sources() != "any":  # a hosted server reads no config.json path a user names
+        models.resolve(name)  # raises the server's policy message unless the folder is allowed
     path = Path(name).expanduser()
     if path.is_dir():
         path = path / "config.json"

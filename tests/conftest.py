@@ -43,7 +43,7 @@ def free_port() -> int:
 def app_url(cache):
     from explorer.ui.app import CSS, build_app
 
-    demo = build_app().queue()
+    demo = build_app().queue(default_concurrency_limit=settings.concurrency())  # as app.py launches it
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True, share=False, css=CSS)
     yield url.replace("localhost", "127.0.0.1")

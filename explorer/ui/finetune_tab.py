@@ -73,7 +73,7 @@ def progress_text(run_dir: Path, events: list[dict], position: int | None) -> st
     state = runs.status(run_dir)
     name = state.get("state", "?")
     if name == "queued" and position:
-        return f"**Queued:** position {position} (one run trains at a time). Run `{run_dir.name}`."
+        return f"**Queued:** position {position} (runs train in turn). Run `{run_dir.name}`."
     if name == "failed":
         return f"**Failed:** {state.get('error', 'unknown error')}"
     if name in ("interrupted", "cancelled"):
@@ -191,6 +191,9 @@ def create_finetune_tab() -> dict:
     def start_run(model_name, method_name, dataset_name, path, text, *values):
         n = len(keys)
         try:
+            if dataset_name != UPLOAD and dataset_name not in TASKS:  # the API could name any file otherwise
+                raise ExplorerError(f"Unknown dataset '{dataset_name}': choose one of {', '.join(TASKS)}, "
+                                    "or upload or paste rows.")
             dataset_value = save_upload(path, text)[0] if dataset_name == UPLOAD else dataset_name
             config = TrainConfig.parse({"model": model_name, "method": method_name, "dataset": dataset_value,
                                         **{f.name: v for f, v in zip(TRAIN_FIELDS, values[n:])}})

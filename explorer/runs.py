@@ -78,13 +78,18 @@ def write_json(path: Path, value) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise not_writable(path, error) from None
+        _discard(tmp, error, path)
         raise
+
+
+def _discard(tmp: str, error: BaseException, path: Path) -> None:
+    """A write failed: remove its temporary file; a disk error becomes a clear message about ``path``."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    if isinstance(error, OSError):
+        raise not_writable(path, error) from None
 
 
 def read_json(path: Path, default=None):
@@ -302,11 +307,6 @@ def zip_adapter(run_id: str) -> Path:
                     archive.write(folder / name, name)
         os.replace(tmp, target)
     except BaseException as error:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise not_writable(target, error) from None
+        _discard(tmp, error, target)
         raise
     return target

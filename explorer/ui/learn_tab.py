@@ -126,7 +126,8 @@ def create_learn_tab() -> dict:
                                    elem_id="learn-a")
             method_b = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value="prompt", label="Method B",
                                    elem_id="learn-b")
-        versus = gr.Dataframe(pd.DataFrame(columns=["", "A", "B"]), interactive=False, wrap=True, elem_id="learn-versus")
+        versus = gr.Dataframe(pd.DataFrame(columns=["", "A", "B"]), interactive=False, wrap=True, elem_id="learn-versus",
+                              column_widths=["24%", "38%", "38%"])
         versus_runs = gr.Dataframe(pd.DataFrame(columns=["method", "run", "model", "dataset", "steps", "held-out loss",
                                                          "task score base → adapted"]),
                                    label="Last real runs of each (models_cache/runs)", interactive=False, wrap=True)

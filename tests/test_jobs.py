@@ -88,3 +88,10 @@ def test_browser_short_run_shows_the_loss_curve_and_the_run(app_url, page, scree
     assert "trainable parameters: measured" in page.locator("#ft-metrics").inner_text()
     wait_for_text(page, "#ft-runs", TINY, timeout=30_000)
     screenshot("finetune_tab")
+    run_id = page.locator("#ft-progress").inner_text().split("run ")[-1].strip(" `()")
+    page.locator("#ft-compare").click()  # the run just trained opens in the Compare tab
+    page.wait_for_function("(id) => { const e = document.querySelector('#compare-run input'); return !!e && e.value.includes(id); }", arg=run_id,
+                           timeout=30_000)
+    page.locator("#compare-prompts textarea").fill("Ahoy")
+    page.locator("#compare-go").click()
+    wait_for_text(page, "#compare-output", "Merged (adapter folded into the weights)", timeout=120_000)

@@ -31,17 +31,25 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="PEFT Explorer") as demo:
         gr.Markdown("# PEFT Explorer\nExplore the tradeoffs of parameter-efficient fine-tuning: "
                     "what each method costs, how it trains, and what merging changes.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Calculator", id="calculator"):
                 calc = create_calculator_tab()
             with gr.Tab("Fine-tune", id="finetune"):
-                create_finetune_tab()
+                tune = create_finetune_tab()
             with gr.Tab("Models", id="models"):
                 create_models_tab()
             with gr.Tab("Compare", id="compare") as compare_tab:
                 comp = create_compare_tab()
             # Opening the tab lists runs finished since the page loaded, newest first.
             compare_tab.select(comp["refresh"], comp["run"], [comp["run"], comp["info"]], api_visibility="private")
+
+            def open_in_compare(run_id):
+                """The run just trained, opened in the Compare tab (it must have saved an adapter)."""
+                dropdown, info = comp["refresh"](run_id)
+                return gr.Tabs(selected="compare"), dropdown, info
+
+            tune["to_compare"].click(open_in_compare, tune["run_id"], [tabs, comp["run"], comp["info"]],
+                                     api_visibility="private")
             with gr.Tab("Learn", id="learn"):
                 learn = create_learn_tab()
         # Fill the calculator once the page is there (formulas first, then the exact count).

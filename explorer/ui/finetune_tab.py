@@ -164,6 +164,7 @@ def create_finetune_tab() -> dict:
         start = gr.Button("Start training", variant="primary", elem_id="ft-start")
         stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
         discard = gr.Button("Discard this run", elem_id="ft-discard")
+        to_compare = gr.Button("Compare this run", elem_id="ft-compare")
     progress = gr.Markdown(elem_id="ft-progress")
     run_id = gr.State("")
     with gr.Row():
@@ -255,4 +256,4 @@ def create_finetune_tab() -> dict:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     table.select(pick_row, None, pick, api_visibility="private")
-    return {"table": table}
+    return {"table": table, "run_id": run_id, "to_compare": to_compare}

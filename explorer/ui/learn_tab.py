@@ -141,7 +141,8 @@ def create_learn_tab() -> dict:
             for f in fields:
                 if f.name == "model":
                     job_widgets.append(gr.Dropdown(model_choices(), value=f.default, label="model",
-                                                   info=f.metadata.get("help", ""), elem_id="learn-job-model"))
+                                                   info=f.metadata.get("help", ""), elem_id="learn-job-model",
+                                                   allow_custom_value=True))  # or a config.json path
                 else:
                     job_widgets.append(widget_for(f, f"learn-job-{f.name}"))
         advise = gr.Button("Recommend", variant="primary", elem_id="learn-recommend")

@@ -64,7 +64,8 @@ def base_weight_bytes(arch: Arch, precision: str, nf4: bool = False, double_quan
     linear = linear_weight_count(arch)
     if nf4:
         constants = (1 / 64 + 4 / (64 * 256)) if double_quant else 4 / 64
-        rest_dtype = "bf16" if precision in ("int8", "fp32") else precision
+        # What bitsandbytes leaves un-quantized (embeddings, norms, LM head) keeps the load's dtype.
+        rest_dtype = "bf16" if precision == "int8" else precision
         return linear * (0.5 + constants) + (total - linear) * BYTES[rest_dtype]
     if precision == "int8":
         return linear * 1 + linear_rows(arch) * 4 + (total - linear) * BYTES["bf16"]

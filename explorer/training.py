@@ -109,9 +109,10 @@ def load_base(model_name: str, method: str, options, precision: str):
     tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(entry.location, **kwargs)
     if method == "qlora":
-        from .methods.qlora import use_portable_cpu_kernels
+        from .methods.qlora import release_file_mapping, use_portable_cpu_kernels
 
         use_portable_cpu_kernels(model)
+        release_file_mapping(model)
     else:
         model.to(device)
     spec = specs.spec_from_dict(json.loads((Path(entry.location) / "config.json").read_text()), entry.name, "runnable")

@@ -137,3 +137,37 @@ def test_bad_settings_are_clear(tmp_path, cache):
         run(tmp_path, config("head"), {"head_type": "classifier"})
     with pytest.raises(ExplorerError, match="not a run id"):
         runs.run_path("../../etc")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_qlora_base_memory_equals_the_loaded_4bit_model(cache, precision):
+    """The Calculator's QLoRA weight bytes are what bitsandbytes holds: packed NF4 weights, their
+    (double-quantized) scales, and the un-quantized rest in the load's dtype."""
+    from explorer import memory
+
+    model, _, spec, _ = training.load_base(TINY, "qlora", METHODS["qlora"].parse_options({}), precision)
+    held = 0
+    for p in model.parameters():
+        held += p.numel() * p.element_size()
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            held += state.absmax.numel() * state.absmax.element_size()
+            if state.nested:
+                held += state.state2.absmax.numel() * state.state2.absmax.element_size()
+                held += state.offset.numel() * state.offset.element_size()
+    assert any(getattr(p, "quant_state", None) is not None for p in model.parameters())
+    assert memory.base_weight_bytes(spec.arch, precision, nf4=True) == pytest.approx(held, rel=1e-4)
+
+
+def test_qlora_load_leaves_no_tensor_in_the_checkpoint_memory_map(cache):
+    """Views into the memory-mapped float checkpoint would keep every page quantization read resident."""
+    from pathlib import Path
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs Linux /proc")
+    model, _, _, _ = training.load_base(TINY, "qlora", METHODS["qlora"].parse_options({}), "fp32")
+    mapped = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in maps.read_text().splitlines()
+              if line.rstrip().endswith(".safetensors")]
+    inside = [name for name, p in model.named_parameters() if any(a <= p.data_ptr() < b for a, b in mapped)]
+    assert inside == []

@@ -40,6 +40,24 @@ def use_portable_cpu_kernels(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def release_file_mapping(model) -> None:
+    """Copy the tensors QLoRA leaves un-quantized (embeddings, norms) out of the checkpoint's memory map.
+
+    transformers memory-maps the safetensors file, and the embeddings and norms of a 4-bit load stay
+    views into it. The mapping covers the whole float file, and every page quantization read stays
+    resident while any view is alive: measured on the bundled model, 430 MiB of file pages beside
+    158 MiB of model, which would make QLoRA look twice its size. A copy frees the mapping."""
+    import gc
+
+    import torch
+
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.device.type == "cpu" and type(tensor).__name__ != "Params4bit":
+                tensor.data = tensor.data.clone()
+    gc.collect()
+
+
 METHOD = Method(
     name="qlora", title="QLoRA", where="linear weights (LoRA) on a 4-bit quantized frozen base",
     explanation="LoRA, with the frozen base stored in 4-bit NF4 and de-quantized on the fly for each "

@@ -109,9 +109,11 @@ def metrics_text(events: list[dict]) -> str:
     if steps:
         last = steps[-1]
         lines.append(f"- throughput: {last['tokens_per_second']:.0f} tokens/s")
-        lines.append(f"- peak memory: measured {human_bytes(last['peak_memory_bytes'])} (worker's peak resident "
-                     f"memory on CPU, libraries included); Calculator predicts "
-                     f"{human_bytes(start['predicted_peak_bytes'])} for weights, states and activations")
+        how = ("torch's peak allocated on the GPU" if start.get("device") == "cuda" else
+               "the worker's peak resident memory: libraries and memory the allocator keeps after freeing "
+               "included, see bench/memory_prediction.py")
+        lines.append(f"- peak memory: measured {human_bytes(last['peak_memory_bytes'])} ({how}); Calculator "
+                     f"predicts {human_bytes(start['predicted_peak_bytes'])} for weights, states and activations")
     if "base" in scores:
         adapted = f"{scores['adapted']:.2f}" if "adapted" in scores else "…"
         lines.append(f"- held-out task score: base {scores['base']:.2f} → adapted {adapted}")

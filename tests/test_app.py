@@ -27,3 +27,31 @@ def test_browser_prompt_gets_an_answer_from_the_bundled_model(app_url, page, scr
     assert "Paris" in reply.input_value()
     assert "tokens/s" in page.locator("#gen-stats").inner_text()
     screenshot("models_tab")
+
+
+def test_a_model_added_while_the_server_runs_joins_every_picker(app_url, page, cache, tmp_path):
+    """Compare's export (or a folder copied into models_cache) must not need a server restart."""
+    import re
+    import shutil
+    import uuid
+
+    name = f"picker-test-{uuid.uuid4().hex[:8]}"
+    added = cache / name
+    shutil.copytree(cache / provision.TINY_NAME, added)
+    try:
+        page.goto(app_url)
+        for tab, picker in (("Models", "#gen-model"), ("Fine-tune", "#ft-model"), ("Calculator", "#calc-model")):
+            page.get_by_role("tab", name=tab).click()
+            page.locator(f"{picker} input").click()
+            page.get_by_role("option", name=re.compile(name)).first.wait_for(timeout=20_000)
+            page.keyboard.press("Escape")
+        shutil.rmtree(added)
+        page.get_by_role("tab", name="Models").click()
+        page.get_by_role("button", name="Refresh list").click()
+        page.wait_for_function("name => !document.querySelector('#models-table').innerText.includes(name)",
+                               arg=name, timeout=20_000)
+        page.locator("#gen-model input").click()
+        page.wait_for_timeout(500)
+        assert page.get_by_role("option", name=re.compile(name)).count() == 0
+    finally:
+        shutil.rmtree(added, ignore_errors=True)

@@ -8,6 +8,7 @@ from .calculator_tab import create_calculator_tab
 from .compare_tab import create_compare_tab
 from .finetune_tab import create_finetune_tab
 from .learn_tab import create_learn_tab
+from .model_lists import ModelPickers, runnable_names
 from .models_tab import create_models_tab
 
 CSS = """
@@ -32,12 +33,12 @@ def build_app() -> gr.Blocks:
         gr.Markdown("# PEFT Explorer\nExplore the tradeoffs of parameter-efficient fine-tuning: "
                     "what each method costs, how it trains, and what merging changes.")
         with gr.Tabs() as tabs:
-            with gr.Tab("Calculator", id="calculator"):
+            with gr.Tab("Calculator", id="calculator") as calc_tab:
                 calc = create_calculator_tab()
-            with gr.Tab("Fine-tune", id="finetune"):
+            with gr.Tab("Fine-tune", id="finetune") as tune_tab:
                 tune = create_finetune_tab()
-            with gr.Tab("Models", id="models"):
-                create_models_tab()
+            with gr.Tab("Models", id="models") as models_tab:
+                gen = create_models_tab()
             with gr.Tab("Compare", id="compare") as compare_tab:
                 comp = create_compare_tab()
             # Opening the tab lists runs finished since the page loaded, newest first.
@@ -50,8 +51,19 @@ def build_app() -> gr.Blocks:
 
             tune["to_compare"].click(open_in_compare, tune["run_id"], [tabs, comp["run"], comp["info"]],
                                      api_visibility="private")
-            with gr.Tab("Learn", id="learn"):
+            with gr.Tab("Learn", id="learn") as learn_tab:
                 learn = create_learn_tab()
+        # Models exported from Compare or copied into models_cache join every picker without a restart.
+        pickers = ModelPickers()
+        pickers.add(calc["model"], calc["model_choices"])
+        pickers.add(tune["model"], runnable_names)
+        pickers.add(gen["model"], runnable_names)
+        for dropdown in learn["models"]:
+            pickers.add(dropdown, learn["model_choices"])
+        for tab in (calc_tab, tune_tab, models_tab, learn_tab):
+            pickers.refresh_on(tab.select)
+        pickers.refresh_on(gen["refresh"].click)
+        pickers.refresh_on(demo.load)
         # Fill the calculator once the page is there (formulas first, then the exact count).
         demo.load(calc["update"], calc["inputs"], calc["outputs"], api_visibility="private").then(
             calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private").then(

@@ -12,20 +12,18 @@ import json
 
 import gradio as gr
 
-from .. import calculator, memory, models, specs
+from .. import calculator, memory
 from ..errors import ExplorerError
 from ..methods import METHODS
 from . import calculator_view as view
 from .common import error_message
+from .model_lists import PASTE, catalog_and_runnable
 from .widgets import method_option_groups, options_of, show_only, widget_for
 
-PASTE = "__pasted__"
 
 
 def model_choices() -> list[tuple[str, str]]:
-    choices = [(f"{specs.catalog_title(n)}  ·  catalog", n) for n in specs.catalog_names()]
-    choices += [(f"{n}  ·  runnable", n) for n in models.registry()]
-    return choices + [("Pasted or uploaded config.json", PASTE)]
+    return catalog_and_runnable(with_paste=True)
 
 
 def compute(model_name, config_text, method_name, widget_keys, values, settings_values, exact_mode):
@@ -125,4 +123,5 @@ def create_calculator_tab() -> dict:
             return {"error": str(error) if isinstance(error, ExplorerError) else error_message(error)}
 
     gr.api(calc, api_name="calc")
-    return {"update": update, "confirm": confirm_exact, "inputs": inputs, "outputs": outputs, "headline": headline}
+    return {"update": update, "confirm": confirm_exact, "inputs": inputs, "outputs": outputs, "headline": headline,
+            "model": model, "model_choices": model_choices}

@@ -258,4 +258,4 @@ def create_finetune_tab() -> dict:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     table.select(pick_row, None, pick, api_visibility="private")
-    return {"table": table, "run_id": run_id, "to_compare": to_compare}
+    return {"table": table, "run_id": run_id, "to_compare": to_compare, "model": model}

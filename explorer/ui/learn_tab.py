@@ -12,20 +12,18 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from .. import learn, recommend, specs
+from .. import learn, recommend
 from ..errors import ExplorerError
 from ..methods import METHODS
 from .calculator_view import human_bytes, human_number
 from .common import error_message
 from .learn_compose import create_compose_section
+from .model_lists import catalog_and_runnable
 from .widgets import widget_for
 
 
 def model_choices() -> list[tuple[str, str]]:
-    from .. import models
-
-    return ([(f"{specs.catalog_title(n)}  ·  catalog", n) for n in specs.catalog_names()] +
-            [(f"{n}  ·  runnable", n) for n in models.registry()])
+    return catalog_and_runnable()
 
 
 def claims_html(claims: list[dict]) -> str:
@@ -174,7 +172,8 @@ def create_learn_tab() -> dict:
         component.change(update_versus, [model, method_a, method_b], [versus, versus_runs], api_visibility="private")
     scenario.change(fill_scenario, scenario, job_widgets, api_visibility="private")
     advise.click(do_recommend, job_widgets, advice, api_name="recommend")
-    return {"versus": (update_versus, [model, method_a, method_b], [versus, versus_runs])}
+    return {"versus": (update_versus, [model, method_a, method_b], [versus, versus_runs]),
+            "models": [model, job_widgets[[f.name for f in fields].index("model")]], "model_choices": model_choices}
 
 
 __all__ = ["create_learn_tab", "ExplorerError"]

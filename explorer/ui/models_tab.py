@@ -58,4 +58,4 @@ def create_models_tab() -> dict:
     inputs = [model, prompt, max_new]
     button.click(run_generation, inputs=inputs, outputs=[reply, stats, table], api_name="generate")
     prompt.submit(run_generation, inputs=inputs, outputs=[reply, stats, table], api_visibility="private")
-    return {"table": table, "model": model, "prompt": prompt, "reply": reply, "stats": stats}
+    return {"table": table, "model": model, "prompt": prompt, "reply": reply, "stats": stats, "refresh": refresh}

@@ -55,3 +55,9 @@ def test_a_model_added_while_the_server_runs_joins_every_picker(app_url, page, c
         assert page.get_by_role("option", name=re.compile(name)).count() == 0
     finally:
         shutil.rmtree(added, ignore_errors=True)
+
+
+def test_stop_without_a_run_says_there_is_none(app_url):
+    client = Client(app_url, verbose=False)
+    message = client.predict(api_name="/stop_training")
+    assert "No run to stop yet" in message and "run id" not in message

@@ -116,3 +116,15 @@ def test_browser_rank_slider_changes_the_count(app_url, page, screenshot):
     assert page.locator("#calc-memory .js-plotly-plot").count() == 1
     assert "q_proj" in page.locator("#calc-formula").inner_text()
     screenshot("calculator_tab")
+
+
+def test_browser_out_of_range_slider_value_names_its_field(app_url, page):
+    """gradio's own range check says "Value 1000 is greater than maximum value 64." and names no field."""
+    page.goto(app_url)
+    wait_for_text(page, "#calc-headline", "Verified")
+    box = page.locator("#calc-setting-batch_size input[type=number]")
+    box.fill("1000")
+    box.press("Enter")
+    toast = page.get_by_text("batch_size must be between 1 and 64 (you typed 1000)")
+    toast.wait_for(timeout=20_000)
+    assert "still those of the last valid value" in toast.inner_text()

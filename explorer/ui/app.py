@@ -21,10 +21,13 @@ CSS = """
 .learn-card .card-numbers { background: #f4f4f5; padding: 4px 6px; border-radius: 4px; }
 .learn-card .card-svg svg { max-width: 100%; height: auto; }
 .cmp-table { width: 100%; border-collapse: collapse; table-layout: fixed; }
-.cmp-table th, .cmp-table td { border: 1px solid #ddd; padding: 6px; vertical-align: top; white-space: pre-wrap; }
+.cmp-table th, .cmp-table td { border: 1px solid #ddd; padding: 6px; vertical-align: top; white-space: pre-wrap;
+                              overflow-wrap: anywhere; }
 .cmp-table .cmp-prompt { background: #f4f4f5; font-style: italic; }
 .cmp-table .cmp-none { color: #777; }
 .cmp-table mark, .cmp-legend mark { background: #ffe08a; padding: 0; }
+/* A reply without spaces must wrap, not push the other columns off-screen. */
+#compose-replies td, #compose-replies td span { overflow-wrap: anywhere; word-break: break-word; }
 """
 
 

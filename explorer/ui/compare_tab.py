@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from .. import compare, export, runs
 from ..errors import ExplorerError
 from .common import error_message
+from .widgets import named_slider
 
 COLUMN_TITLES = {"base": "Base model", "adapted": "Adapted (adapter active, unmerged)",
                  "merged": "Merged (adapter folded into the weights)"}
@@ -150,7 +151,7 @@ def create_compare_tab() -> dict:
     with gr.Row():
         prompts = gr.Textbox(label="Prompts (one per line)", lines=3, scale=4, elem_id="compare-prompts")
         with gr.Column(scale=2):
-            max_tokens = gr.Slider(1, 256, value=32, step=1, label="max new tokens")
+            max_tokens = named_slider(1, 256, value=32, step=1, label="max new tokens")
             temperature = gr.Number(0, label="temperature", minimum=0, maximum=5,
                                     info="0 = greedy (reproducible); above 0 samples with the seed")
             seed = gr.Number(0, label="seed", precision=0, minimum=0)
@@ -161,7 +162,7 @@ def create_compare_tab() -> dict:
     fidelity = gr.Markdown(elem_id="compare-fidelity")
     with gr.Row():
         latency_button = gr.Button("Measure latency")
-        examples = gr.Slider(1, 64, value=8, step=1, label="held-out examples")
+        examples = named_slider(1, 64, value=8, step=1, label="held-out examples")
         heldout_button = gr.Button("Evaluate on held-out set")
     cost = gr.Markdown()
     heldout_summary = gr.Markdown()

@@ -216,8 +216,14 @@ def create_finetune_tab() -> dict:
                 return
             time.sleep(1.0)
 
+    def require_run(run_id, action: str) -> str:
+        if not (run_id or "").strip():
+            raise ExplorerError(f"No run to {action} yet: start one above, or pick one in the runs table.")
+        return run_id
+
     def stop_run(current):
         try:
+            require_run(current, "stop")
             jobs().stop(runs.run_path(current))
             return "**Stopping** after the current step; the adapter trained so far is saved (discard it below)."
         except Exception as error:
@@ -225,6 +231,7 @@ def create_finetune_tab() -> dict:
 
     def discard_run(current):
         try:
+            require_run(current, "discard")
             if jobs().position(runs.run_path(current)) is not None:
                 raise ExplorerError("This run is still training; stop it first.")
             runs.delete_run(current)
@@ -234,7 +241,7 @@ def create_finetune_tab() -> dict:
 
     def download_zip(chosen):
         try:
-            return str(runs.zip_adapter(chosen)), gr.skip()
+            return str(runs.zip_adapter(require_run(chosen, "download"))), gr.skip()
         except Exception as error:
             return None, error_message(error)
 

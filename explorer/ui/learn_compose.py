@@ -15,6 +15,7 @@ import pandas as pd
 from .. import compose, runs, training
 from ..errors import ExplorerError
 from .common import error_message
+from .widgets import named_slider
 
 POLL_SECONDS = 2.0
 
@@ -73,9 +74,9 @@ def create_compose_section() -> None:
         how = gr.Dropdown(["cat", "linear", "ties", "concat"], value="cat", label="How to combine",
                           info="LoRA: PEFT's add_weighted_adapter (cat keeps both updates exactly; linear and ties "
                                "mix the factors). Prompt tuning: concat joins the two soft prompts.")
-        weight_a = gr.Slider(-2, 2, value=1, step=0.1, label="weight of A")
-        weight_b = gr.Slider(-2, 2, value=1, step=0.1, label="weight of B")
-        examples = gr.Slider(1, 64, value=8, step=1, label="held-out examples per task")
+        weight_a = named_slider(-2, 2, value=1, step=0.1, label="weight of A")
+        weight_b = named_slider(-2, 2, value=1, step=0.1, label="weight of B")
+        examples = named_slider(1, 64, value=8, step=1, label="held-out examples per task")
     with gr.Row():
         go_button = gr.Button("Combine and score", variant="primary", elem_id="compose-go")
         demo = gr.Button("Train the four demo runs (bundled model)", elem_id="compose-demo")
@@ -83,7 +84,8 @@ def create_compose_section() -> None:
     scores = gr.Dataframe(pd.DataFrame(columns=["variant", "score on A's task", "score on B's task"]),
                           label="Task scores", interactive=False)
     outputs = gr.Dataframe(pd.DataFrame(columns=["dataset", "prompt", "A alone", "B alone", "combined"]),
-                           label="Replies side by side", interactive=False, wrap=True)
+                           label="Replies side by side", interactive=False, wrap=True, elem_id="compose-replies",
+                           column_widths=["10%", "18%", "24%", "24%", "24%"])
 
     def refresh_runs():
         choices = composable_runs()

@@ -130,7 +130,7 @@ def create_learn_tab() -> dict:
                                                          "task score base → adapted"]),
                                    label="Last real runs of each (models_cache/runs)", interactive=False, wrap=True)
     with gr.Accordion("Decision helper: which method for my job?", open=True):
-        scenario = gr.Dropdown([("Describe your own job", "")] + [(s.summary[:90], name) for name, s in
+        scenario = gr.Dropdown([("Describe your own job", "")] + [(s.summary.split(":")[0], name) for name, s in
                                                                  recommend.SCENARIOS.items()],
                                value="", label="Start from one of the chapter's scenarios")
         fields = dataclasses.fields(recommend.Job)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from .. import generate, models, provision
 from .common import error_message
+from .widgets import named_slider
 
 COLUMNS = ["name", "architecture", "parameters", "layers", "hidden_size", "vocab_size", "stored_at", "loaded"]
 
@@ -48,7 +49,7 @@ def create_models_tab() -> dict:
                                 elem_id="gen-model")
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What is the capital of France?",
                                 elem_id="gen-prompt")
-            max_new = gr.Slider(1, 256, value=64, step=1, label="Max new tokens", elem_id="gen-max-new")
+            max_new = named_slider(1, 256, value=64, step=1, label="Max new tokens", elem_id="gen-max-new")
             button = gr.Button("Generate", variant="primary", elem_id="gen-button")
         with gr.Column(scale=3):
             reply = gr.Textbox(label="Reply", lines=6, interactive=False, elem_id="gen-reply")

@@ -12,6 +12,27 @@ SLIDERS = {"r": (1, 256), "num_virtual_tokens": (1, 200), "bottleneck_dim": (1, 
            "encoder_hidden_size": (1, 4096), "lora_alpha": (1, 512), "steps": (1, 500)}
 
 
+def named_slider(minimum, maximum, **kwargs) -> gr.Slider:
+    """A slider whose out-of-range message names its field.
+
+    gradio checks a typed value against the range itself, and its message ("Value 1000 is greater than
+    maximum value 64.") names no field, and it logs a traceback. (A subclass of gr.Slider would do the
+    same, but gradio writes a .pyi file beside any module that subclasses a component.)"""
+    slider = gr.Slider(minimum, maximum, **kwargs)
+    check = slider.preprocess
+
+    def preprocess(payload):
+        try:
+            return check(payload)
+        except gr.Error:
+            raise gr.Error(f"{slider.label} must be between {slider.minimum:g} and {slider.maximum:g} (you "
+                           f"typed {payload:g}). The results shown are still those of the last valid value.",
+                           title=f"{slider.label} out of range", print_exception=False) from None
+
+    slider.preprocess = preprocess
+    return slider
+
+
 def widget_for(f: dataclasses.Field, elem_id: str):
     """A widget for one option field; its help text is shown as the widget's info line."""
     meta, label, default = f.metadata, f.name, f.default
@@ -20,7 +41,7 @@ def widget_for(f: dataclasses.Field, elem_id: str):
         return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
     if isinstance(default, int) and f.name in SLIDERS:
         lo, hi = SLIDERS[f.name]
-        return gr.Slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
+        return named_slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
     if isinstance(default, (int, float)):
         return gr.Number(value=default, label=label, info=info, elem_id=elem_id)
     if meta.get("choices"):

@@ -26,7 +26,7 @@ from .methods.base import Method
 from .training import TrainConfig
 
 VARIANTS = ("base", "adapted", "merged")
-NOTHING_TO_MERGE = ("head", "full")  # they train a plain model: adapted == merged
+NOTHING_TO_MERGE = tuple(n for n, m in METHODS.items() if m.new_model)  # a plain model: adapted == merged
 
 
 @dataclass

@@ -66,8 +66,8 @@ def block_svg(arch: Arch, a: Adaptation, method_title: str) -> str:
     height = y + 60
     parts.append(f'<rect x="6" y="52" width="{width - 12}" height="{y - 52 - 6}" rx="10" fill="none" '
                  f'stroke="#9ca3af" stroke-dasharray="4 3"/>')
-    parts.append(f'<text x="14" y="{y - 12}" font-size="11" fill="#6b7280" font-family="sans-serif">'
-                 f'× {arch.layers} blocks</text>')
+    parts.append(f'<text x="{width - 14}" y="68" text-anchor="end" font-size="11" fill="#6b7280" '
+                 f'font-family="sans-serif">× {arch.layers} blocks</text>')  # top right: no box is there
     legend_y = height - 20
     for i, (fill, label) in enumerate([(FROZEN, "frozen"), (HIGHLIGHT, "trained or adapted"), (NEW, "added by the method")]):
         parts.append(f'<rect x="{14 + i * 170}" y="{legend_y}" width="14" height="14" fill="{fill}" stroke="#374151"/>')

@@ -53,6 +53,7 @@ class Method:
     apply: Callable                # (model, spec, options) -> model with the method applied
     validate: Callable = lambda spec, options: None
     textbook: str = ""             # key into explorer.textbook claims, if the chapter gives a figure
+    new_model: bool = False        # trains plain weights of its own (full, head): nothing to merge
 
     def parse_options(self, values: dict | None = None):
         """Options from loose values (UI widgets, CLI strings), checked; clear message on bad input."""

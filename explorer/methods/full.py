@@ -23,6 +23,7 @@ METHOD = Method(
                 "states for all weights.",
     when_to_use="Large datasets, a big budget, and a need for the last bit of quality.",
     default_lr=2e-5, options_type=FullOptions, mergeable=True,
+    new_model=True,
     merge_reason="Nothing to merge: full fine-tuning produces a new set of weights; zero inference overhead.",
     uses_peft=False,
     terms=lambda spec, o: [Term("all parameters", spec.arch.total_params(),

@@ -52,6 +52,7 @@ METHOD = Method(
                 "the LM head, or a new pooling + linear classifier.",
     when_to_use="Classification and embeddings, where the pretrained representations are already right.",
     default_lr=1e-3, options_type=HeadOptions, mergeable=True,
+    new_model=True,
     merge_reason="Nothing to merge: training a head produces a new model head directly; inference costs "
                  "what the head costs.",
     uses_peft=False, terms=terms,

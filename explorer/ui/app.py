@@ -27,7 +27,8 @@ CSS = """
 .cmp-table .cmp-none { color: #777; }
 .cmp-table mark, .cmp-legend mark { background: #ffe08a; padding: 0; }
 /* A reply without spaces must wrap, not push the other columns off-screen. */
-#compose-replies td, #compose-replies td span { overflow-wrap: anywhere; word-break: break-word; }
+#compose-replies tbody td span, #models-table tbody td span, #calc-flops tbody td span,
+#calc-textbook tbody td span { overflow-wrap: anywhere; word-break: break-word; }
 """
 
 

@@ -57,7 +57,8 @@ def create_calculator_tab() -> dict:
         with gr.Column(scale=3):
             formula = gr.Dataframe(label="Trainable parameters: the formula, module by module",
                                    interactive=False, elem_id="calc-formula", wrap=True)
-            flops = gr.Dataframe(label="FLOPs per token", interactive=False, elem_id="calc-flops", wrap=True)
+            flops = gr.Dataframe(label="FLOPs per token", interactive=False, elem_id="calc-flops", wrap=True,
+                                 column_widths=["36%", "14%", "50%"])
         with gr.Column(scale=2):
             card = gr.HTML(elem_id="calc-card")
     with gr.Row():
@@ -67,7 +68,8 @@ def create_calculator_tab() -> dict:
     family = gr.Dataframe(label="All methods at these settings (defaults for the others)", interactive=False,
                           elem_id="calc-family", wrap=True)
     with gr.Accordion("Textbook check: the chapter's Llama-2-7B figures against exact values", open=True):
-        gr.Dataframe(value=view.textbook_table, interactive=False, wrap=True, elem_id="calc-textbook")
+        gr.Dataframe(value=view.textbook_table, interactive=False, wrap=True, elem_id="calc-textbook",
+                     column_widths=["22%", "12%", "18%", "8%", "40%"])
 
     outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family]
     inputs = [model, config_text, method, *widgets, *settings_widgets]

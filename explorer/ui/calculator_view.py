@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 import pandas as pd
@@ -39,9 +40,10 @@ def headline(r: calculator.CalcResult) -> str:
         check = "**Verified:** formula = exact count (the method was built for real on the meta device and counted)"
     else:
         check = f"**Mismatch:** the exact count is {r.exact_counts[0]:,} trainable of {r.exact_counts[1]:,}"
+    saved = "saved weights" if r.method_obj.new_model else "adapter file"
     return (f"### {escape(r.method_obj.title)} on {escape(r.spec.name)}\n"
             f"**{r.trainable:,} trainable parameters** of {total:,} "
-            f"(**{100 * r.trainable / total:.4g}%**) · adapter file ≈ {human_bytes(r.adapter_file_bytes)}\n\n{check}")
+            f"(**{100 * r.trainable / total:.4g}%**) · {saved} ≈ {human_bytes(r.adapter_file_bytes)}\n\n{check}")
 
 
 def formula_table(r: calculator.CalcResult) -> pd.DataFrame:
@@ -103,26 +105,70 @@ def fits_table(r: calculator.CalcResult) -> pd.DataFrame:
                          for gb in memory.ACCELERATORS_GB], columns=["accelerator", "training fits", "inference fits"])
 
 
+def merges(method) -> str:
+    return "nothing to merge (a new model)" if method.new_model else ("yes" if method.mergeable else "no")
+
+
 def family_table(results: list[calculator.CalcResult]) -> pd.DataFrame:
     rows = [[METHODS[x.method].title, f"{x.trainable:,}", f"{100 * x.trainable / x.total_params_with_method:.3g}%",
              human_bytes(x.training.total_bytes), human_number(x.flops.inference_overhead_per_token_unmerged),
-             "yes" if METHODS[x.method].mergeable else "no"] for x in results]
+             merges(METHODS[x.method])] for x in results]
     return pd.DataFrame(rows, columns=["method", "trainable", "% of model", "training memory",
                                        "inference FLOPs overhead/token (unmerged)", "merges"])
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks across a log axis: plotly's own minor labels ("2 3 4 … 9") are hard to read."""
+    ticks, decade = [], 10.0 ** math.floor(math.log10(max(low, 1e-12)))
+    while decade <= high * 10:
+        ticks += [m * decade for m in (1, 2, 5) if low / 1.5 <= m * decade <= high * 1.5]
+        decade *= 10
+    return ticks
+
+
+def label_positions(points: list[tuple[float, float, str]]) -> list[str]:
+    """Put each label above, below or beside its marker where it overlaps no label placed before.
+
+    Coordinates are log10 values scaled to the axes (0..1); a label is about 1.1% of the width per
+    character and 7% of the height (the chart is about 1150 × 300 px)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    span = lambda v: (min(v), max(max(v) - min(v), 1e-9))  # noqa: E731
+    (x0, dx), (y0, dy) = span(xs), span(ys)
+    boxes, chosen = [], []
+
+    def free(left, bottom, w, h):
+        return all(left + w <= b[0] or b[0] + b[2] <= left or bottom + h <= b[1] or b[1] + b[3] <= bottom
+                   for b in boxes)
+
+    for x, y, text in points:
+        u, v, w, h = (x - x0) / dx, (y - y0) / dy, 0.011 * len(text), 0.09
+        candidates = {"top center": (u - w / 2, v + 0.03), "bottom center": (u - w / 2, v - 0.03 - h),
+                      "middle right": (u + 0.01, v - h / 2), "middle left": (u - 0.01 - w, v - h / 2)}
+        name = next((n for n, corner in candidates.items() if free(*corner, w, h)), "top center")
+        boxes.append((*candidates[name], w, h))
+        chosen.append(name)
+    return chosen
+
+
 def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
     fig = go.Figure()
-    for x in results:
+    points = [(max(x.trainable, 1), x.training.total_bytes / memory.GIB) for x in results]
+    titles = [METHODS[x.method].title for x in results]
+    positions = label_positions([(math.log10(px), math.log10(py), t) for (px, py), t in zip(points, titles)])
+    for x, (px, py), title, position in zip(results, points, titles, positions):
         overhead = max(x.flops.inference_overhead_per_token_unmerged, 0)
-        fig.add_scatter(x=[max(x.trainable, 1)], y=[x.training.total_bytes / memory.GIB], mode="markers+text",
-                        text=[METHODS[x.method].title], textposition="top center", name=METHODS[x.method].title,
+        fig.add_scatter(x=[px], y=[py], mode="markers+text", text=[title], textposition=position, name=title,
                         marker=dict(size=10 + 30 * overhead / max(x.flops.base_forward_per_token, 1)),
-                        hovertemplate=(f"{METHODS[x.method].title}<br>trainable %{{x:,}}<br>memory %{{y:.2f}} GiB"
+                        hovertemplate=(f"{title}<br>trainable %{{x:,}}<br>memory %{{y:.2f}} GiB"
                                        f"<br>inference overhead {human_number(overhead)} FLOPs/token<extra></extra>"))
-    fig.update_layout(xaxis_type="log", yaxis_type="log", xaxis_title="trainable parameters (log)",
-                      yaxis_title="training memory, GiB (log)", showlegend=False, height=380,
-                      margin=dict(l=40, r=10, t=30, b=40),
+    xt = log_ticks(min(p[0] for p in points), max(p[0] for p in points))
+    yt = log_ticks(min(p[1] for p in points), max(p[1] for p in points))
+    pad = lambda values, low, high: [math.log10(min(values)) - low, math.log10(max(values)) + high]  # noqa: E731
+    fig.update_layout(xaxis=dict(type="log", title="trainable parameters (log)", tickvals=xt,
+                                 ticktext=[human_number(t) for t in xt], range=pad([p[0] for p in points], 0.3, 0.3)),
+                      yaxis=dict(type="log", title="training memory, GiB (log)", tickvals=yt,
+                                 ticktext=[f"{t:g}" for t in yt], range=pad([p[1] for p in points], 0.12, 0.12)),
+                      showlegend=False, height=380, margin=dict(l=40, r=10, t=30, b=40),
                       title="The whole family at these settings (marker size: inference overhead)")
     return fig
 

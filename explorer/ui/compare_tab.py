@@ -123,7 +123,7 @@ def heldout_figure(result: dict) -> go.Figure:
     fig.add_bar(x=names, y=[result["heldout_loss"][v] for v in names], marker_color=[colors[n] for n in names],
                 row=1, col=2, showlegend=False)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
-    fig.update_layout(height=300, margin=dict(l=40, r=10, t=40, b=30))
+    fig.update_layout(height=320, margin=dict(l=40, r=10, t=70, b=30))  # room above the titles for the toolbar
     return fig
 
 

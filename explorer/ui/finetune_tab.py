@@ -160,8 +160,10 @@ def create_finetune_tab() -> dict:
         problems = gr.Dataframe(label="Rows that will be skipped", interactive=False, wrap=True)
     keys, option_widgets, groups = method_option_groups("ft")
     with gr.Accordion("Training settings", open=True):
-        with gr.Row():
-            train_widgets = [widget_for(f, f"ft-{f.name}") for f in TRAIN_FIELDS]
+        train_widgets, half = [], (len(TRAIN_FIELDS) + 1) // 2
+        for row_fields in (TRAIN_FIELDS[:half], TRAIN_FIELDS[half:]):  # two even rows: no label gets squeezed
+            with gr.Row():
+                train_widgets += [widget_for(f, f"ft-{f.name}") for f in row_fields]
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="ft-start")
         stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
@@ -187,7 +189,9 @@ def create_finetune_tab() -> dict:
     def check_data(path, text):
         try:
             _, parsed = save_upload(path, text)
-            return data.preview_table(parsed), data.errors_table(parsed), f"{len(parsed.rows)} valid rows."
+            n = len(parsed.rows)
+            return (data.preview_table(parsed), data.errors_table(parsed),
+                    f"{n:,} valid row{'' if n == 1 else 's'}; training holds some out, so it needs at least 2.")
         except Exception as error:
             return gr.skip(), gr.skip(), error_message(error)
 

@@ -82,7 +82,8 @@ def side_by_side_table(model: str, a: str, b: str) -> tuple[pd.DataFrame, pd.Dat
         row("training memory (batch 4, 512 tokens, bf16)", lambda c: human_bytes(c["training_memory_bytes"])),
         row("inference FLOP overhead, unmerged", lambda c: f"{c['flop_overhead_unmerged_percent']:.3g}%"),
         row("inference FLOP overhead, merged", lambda c: f"{c['flop_overhead_merged_percent']:.3g}%"),
-        ["merges?"] + [("yes: " if cards[m]["mergeable"] else "no: ") + cards[m]["merge_reason"] for m in (a, b)],
+        ["merges?"] + [("" if METHODS[m].new_model else "yes: " if cards[m]["mergeable"] else "no: ")
+                       + cards[m]["merge_reason"] for m in (a, b)],
     ], columns=["", METHODS[a].title, METHODS[b].title])
     run_rows = []
     for m in (a, b):
@@ -128,7 +129,8 @@ def create_learn_tab() -> dict:
                               column_widths=["24%", "38%", "38%"])
         versus_runs = gr.Dataframe(pd.DataFrame(columns=["method", "run", "model", "dataset", "steps", "held-out loss",
                                                          "task score base → adapted"]),
-                                   label="Last real runs of each (models_cache/runs)", interactive=False, wrap=True)
+                                   label="Last real runs of each (saved runs of the Fine-tune tab)",
+                                   interactive=False, wrap=True)
     with gr.Accordion("Decision helper: which method for my job?", open=True):
         scenario = gr.Dropdown([("Describe your own job", "")] + [(s.summary.split(":")[0], name) for name, s in
                                                                  recommend.SCENARIOS.items()],

@@ -39,7 +39,8 @@ def create_models_tab() -> dict:
         "Runnable models: the bundled **SmolLM2-135M-Instruct** (real weights, shipped with the app), a tiny "
         "random model for fast tests, and any Hugging Face model folder with safetensors placed in `models_cache/`. "
         "Models load on first use, so the first answer takes a few seconds longer.")
-    table = gr.Dataframe(value=models_table, label="Runnable models", interactive=False, elem_id="models-table")
+    table = gr.Dataframe(value=models_table, label="Runnable models", interactive=False, elem_id="models-table",
+                         wrap=True, column_widths=["17%", "15%", "11%", "7%", "9%", "9%", "24%", "8%"])
     refresh = gr.Button("Refresh list", size="sm")
     with gr.Row():
         with gr.Column(scale=2):

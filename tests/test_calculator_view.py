@@ -1,0 +1,23 @@
+"""Formatting helpers of the Calculator's family chart and tables."""
+
+from explorer.methods import METHODS
+from explorer.ui.calculator_view import label_positions, log_ticks, merges
+
+
+def test_log_ticks_are_1_2_5_within_the_data():
+    assert log_ticks(8.6, 78.4) == [10, 20, 50, 100]
+    assert log_ticks(81_920, 6.7e9)[:3] == [1e5, 2e5, 5e5]
+
+
+def test_labels_of_nearby_points_do_not_share_a_position():
+    # LoRA, DoRA and QLoRA on Llama-2-7B: nearly the same x, close y (log10 values)
+    points = [(7.30, 1.24, "LoRA"), (7.33, 1.30, "DoRA"), (7.30, 0.94, "QLoRA"), (4.9, 1.2, "Prompt tuning"),
+              (9.8, 1.9, "Full fine-tuning")]
+    positions = label_positions(points)
+    assert positions[0] != positions[1]
+    assert positions[3] == positions[4] == "top center"  # alone: the default place
+
+
+def test_full_and_head_have_nothing_to_merge():
+    assert merges(METHODS["full"]) == merges(METHODS["head"]) == "nothing to merge (a new model)"
+    assert merges(METHODS["lora"]) == "yes" and merges(METHODS["prefix"]) == "no"

@@ -9,6 +9,11 @@ def test_log_ticks_are_1_2_5_within_the_data():
     assert log_ticks(81_920, 6.7e9)[:3] == [1e5, 2e5, 5e5]
 
 
+def test_log_ticks_of_a_narrow_range_fall_back_to_every_digit_or_to_plotly():
+    assert log_ticks(3.03, 3.30) == [3, 4]
+    assert log_ticks(1.01, 1.02) is None
+
+
 def test_labels_of_nearby_points_do_not_share_a_position():
     # LoRA, DoRA and QLoRA on Llama-2-7B: nearly the same x, close y (log10 values)
     points = [(7.30, 1.24, "LoRA"), (7.33, 1.30, "DoRA"), (7.30, 0.94, "QLoRA"), (4.9, 1.2, "Prompt tuning"),

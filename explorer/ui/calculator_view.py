@@ -117,13 +117,17 @@ def family_table(results: list[calculator.CalcResult]) -> pd.DataFrame:
                                        "inference FLOPs overhead/token (unmerged)", "merges"])
 
 
-def log_ticks(low: float, high: float) -> list[float]:
-    """1-2-5 ticks across a log axis: plotly's own minor labels ("2 3 4 … 9") are hard to read."""
-    ticks, decade = [], 10.0 ** math.floor(math.log10(max(low, 1e-12)))
-    while decade <= high * 10:
-        ticks += [m * decade for m in (1, 2, 5) if low / 1.5 <= m * decade <= high * 1.5]
-        decade *= 10
-    return ticks
+def log_ticks(low: float, high: float) -> list[float] | None:
+    """1-2-5 ticks across a log axis: plotly's own minor labels ("2 3 4 … 9") are hard to read.
+    A narrow range gets every digit, or None (plotly's own ticks) where even that gives fewer than two."""
+    for mantissas in ((1, 2, 5), tuple(range(1, 10))):
+        ticks, decade = [], 10.0 ** math.floor(math.log10(max(low, 1e-12)))
+        while decade <= high * 10:
+            ticks += [m * decade for m in mantissas if low / 1.5 <= m * decade <= high * 1.5]
+            decade *= 10
+        if len(ticks) >= 2:
+            return ticks
+    return None
 
 
 def label_positions(points: list[tuple[float, float, str]]) -> list[str]:
@@ -165,10 +169,12 @@ def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
     xt = log_ticks(min(p[0] for p in points), max(p[0] for p in points))
     yt = log_ticks(min(p[1] for p in points), max(p[1] for p in points))
     pad = lambda values, low, high: [math.log10(min(values)) - low, math.log10(max(values)) + high]  # noqa: E731
-    fig.update_layout(xaxis=dict(type="log", title="trainable parameters (log)", tickvals=xt,
-                                 ticktext=[human_number(t) for t in xt], range=pad([p[0] for p in points], 0.3, 0.3)),
-                      yaxis=dict(type="log", title="training memory, GiB (log)", tickvals=yt,
-                                 ticktext=[f"{t:g}" for t in yt], range=pad([p[1] for p in points], 0.12, 0.12)),
+    xticks = {"tickvals": xt, "ticktext": [human_number(t) for t in xt]} if xt else {}
+    yticks = {"tickvals": yt, "ticktext": [f"{t:.3g}" for t in yt]} if yt else {}
+    fig.update_layout(xaxis=dict(type="log", title="trainable parameters (log)",
+                                 range=pad([p[0] for p in points], 0.3, 0.3), **xticks),
+                      yaxis=dict(type="log", title="training memory, GiB (log)",
+                                 range=pad([p[1] for p in points], 0.12, 0.12), **yticks),
                       showlegend=False, height=380, margin=dict(l=40, r=10, t=30, b=40),
                       title="The whole family at these settings (marker size: inference overhead)")
     return fig

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import models, specs
+from .common import log
 
 PASTE = "__pasted__"
 
@@ -35,8 +36,13 @@ class ModelPickers:
         self.listers.append(lister)
 
     def refresh(self):
-        """New choices for every picker; the selected values stay as they are."""
-        return [gr.Dropdown(choices=lister()) for lister in self.listers]
+        """New choices for every picker; the selected values stay as they are. If the registry cannot be
+        read (models_cache unreadable), the lists stay as they were rather than every tab switch failing."""
+        try:
+            return [gr.Dropdown(choices=lister()) for lister in self.listers]
+        except Exception:  # noqa: BLE001 - a stale list beats an error toast on every tab switch
+            log.exception("could not refresh the model lists")
+            return [gr.skip() for _ in self.listers]
 
     def refresh_on(self, event_listener) -> None:
         event_listener(self.refresh, None, self.dropdowns, api_visibility="private", queue=False,

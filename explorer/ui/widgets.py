@@ -26,7 +26,7 @@ def named_slider(minimum, maximum, **kwargs) -> gr.Slider:
             return check(payload)
         except gr.Error:
             raise gr.Error(f"{slider.label} must be between {slider.minimum:g} and {slider.maximum:g} (you "
-                           f"typed {payload:g}). The results shown are still those of the last valid value.",
+                           f"typed {payload:g}). That value was not used.",
                            title=f"{slider.label} out of range", print_exception=False) from None
 
     slider.preprocess = preprocess

@@ -8,7 +8,7 @@ from .calculator_tab import create_calculator_tab
 from .compare_tab import create_compare_tab
 from .finetune_tab import create_finetune_tab
 from .learn_tab import create_learn_tab
-from .model_lists import ModelPickers, runnable_names
+from .model_lists import ModelPickers
 from .models_tab import create_models_tab
 
 CSS = """
@@ -59,11 +59,11 @@ def build_app() -> gr.Blocks:
                 learn = create_learn_tab()
         # Models exported from Compare or copied into models_cache join every picker without a restart.
         pickers = ModelPickers()
-        pickers.add(calc["model"], calc["model_choices"])
-        pickers.add(tune["model"], runnable_names)
-        pickers.add(gen["model"], runnable_names)
+        pickers.add(calc["model"], catalog=True, paste=True)
+        pickers.add(tune["model"])
+        pickers.add(gen["model"])
         for dropdown in learn["models"]:
-            pickers.add(dropdown, learn["model_choices"])
+            pickers.add(dropdown, catalog=True)
         for tab in (calc_tab, tune_tab, models_tab, learn_tab):
             pickers.refresh_on(tab.select)
         pickers.refresh_on(gen["refresh"].click)

@@ -17,13 +17,8 @@ from ..errors import ExplorerError
 from ..methods import METHODS
 from . import calculator_view as view
 from .common import error_message
-from .model_lists import PASTE, catalog_and_runnable
+from .model_lists import PASTE, model_choices
 from .widgets import method_option_groups, options_of, show_only, widget_for
-
-
-
-def model_choices() -> list[tuple[str, str]]:
-    return catalog_and_runnable(with_paste=True)
 
 
 def compute(model_name, config_text, method_name, widget_keys, values, settings_values, exact_mode):
@@ -40,7 +35,7 @@ def create_calculator_tab() -> dict:
                 "Formulas answer instantly; PEFT then builds the method on a weightless (meta-device) copy "
                 "of the model to confirm the count.")
     with gr.Row():
-        model = gr.Dropdown(model_choices(), value="llama-2-7b", label="Base model", scale=2, elem_id="calc-model",
+        model = gr.Dropdown(model_choices(catalog=True, paste=True), value="llama-2-7b", label="Base model", scale=2, elem_id="calc-model",
                             info="Real published configs; runnable models; or your own config.json")
         method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value="lora", label="Method",
                              scale=1, elem_id="calc-method")
@@ -126,4 +121,4 @@ def create_calculator_tab() -> dict:
 
     gr.api(calc, api_name="calc")
     return {"update": update, "confirm": confirm_exact, "inputs": inputs, "outputs": outputs, "headline": headline,
-            "model": model, "model_choices": model_choices}
+            "model": model}

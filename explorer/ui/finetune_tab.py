@@ -24,6 +24,7 @@ from ..tasks import TASKS
 from ..training import TrainConfig
 from .calculator_view import human_bytes
 from .common import error_message
+from .model_lists import model_choices
 from .widgets import method_option_groups, options_of, show_only, widget_for
 
 UPLOAD = "__upload__"
@@ -144,7 +145,7 @@ def create_finetune_tab() -> dict:
     gr.Markdown("Run a short, real fine-tune on this machine and watch it learn. The defaults (bundled SmolLM2, "
                 "LoRA, the pirate dataset, 20 steps) take under two minutes on a 2-core CPU.")
     with gr.Row():
-        model = gr.Dropdown(list(models.registry()), value=provision.BUNDLED_NAME, label="Model",
+        model = gr.Dropdown(model_choices(), value=provision.BUNDLED_NAME, label="Model",
                             elem_id="ft-model", allow_custom_value=True)
         method = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value="lora", label="Method",
                              elem_id="ft-method")

@@ -18,12 +18,8 @@ from ..methods import METHODS
 from .calculator_view import human_bytes, human_number
 from .common import error_message
 from .learn_compose import create_compose_section
-from .model_lists import catalog_and_runnable
+from .model_lists import model_choices
 from .widgets import widget_for
-
-
-def model_choices() -> list[tuple[str, str]]:
-    return catalog_and_runnable()
 
 
 def claims_html(claims: list[dict]) -> str:
@@ -115,7 +111,7 @@ def recommendation_markdown(rec: recommend.Recommendation) -> str:
 def create_learn_tab() -> dict:
     gr.Markdown("The chapter's methods, with every number computed for the model you pick. "
                 "Claims from the chapter are shown beside the exact figures and labelled as claims.")
-    model = gr.Dropdown(model_choices(), value="llama-2-7b", label="Model for the cards and comparisons",
+    model = gr.Dropdown(model_choices(catalog=True), value="llama-2-7b", label="Model for the cards and comparisons",
                         elem_id="learn-model")
     with gr.Accordion("Method guide: one card per method", open=True):
         cards = gr.HTML(guide_html("llama-2-7b"), elem_id="learn-cards")
@@ -140,7 +136,7 @@ def create_learn_tab() -> dict:
             job_widgets = []
             for f in fields:
                 if f.name == "model":
-                    job_widgets.append(gr.Dropdown(model_choices(), value=f.default, label="model",
+                    job_widgets.append(gr.Dropdown(model_choices(catalog=True), value=f.default, label="model",
                                                    info=f.metadata.get("help", ""), elem_id="learn-job-model",
                                                    allow_custom_value=True))  # or a config.json path
                 else:
@@ -175,7 +171,7 @@ def create_learn_tab() -> dict:
     scenario.change(fill_scenario, scenario, job_widgets, api_visibility="private")
     advise.click(do_recommend, job_widgets, advice, api_name="recommend")
     return {"versus": (update_versus, [model, method_a, method_b], [versus, versus_runs]),
-            "models": [model, job_widgets[[f.name for f in fields].index("model")]], "model_choices": model_choices}
+            "models": [model, job_widgets[[f.name for f in fields].index("model")]]}
 
 
 __all__ = ["create_learn_tab", "ExplorerError"]

@@ -14,35 +14,38 @@ from .common import log
 PASTE = "__pasted__"
 
 
-def runnable_names() -> list[str]:
-    return list(models.registry())
-
-
-def catalog_and_runnable(with_paste: bool = False) -> list[tuple[str, str]]:
+def model_choices(catalog: bool = False, paste: bool = False, runnable: list[str] | None = None) -> list:
+    """Runnable model names; with catalog, (label, name) pairs of the catalog configs first; with paste,
+    the pasted-config.json entry last. `runnable` saves re-reading the registry."""
+    names = list(models.registry()) if runnable is None else runnable
+    if not catalog:
+        return names
     choices = [(f"{specs.catalog_title(n)}  ·  catalog", n) for n in specs.catalog_names()]
-    choices += [(f"{n}  ·  runnable", n) for n in models.registry()]
-    return choices + ([("Pasted or uploaded config.json", PASTE)] if with_paste else [])
+    choices += [(f"{n}  ·  runnable", n) for n in names]
+    return choices + ([("Pasted or uploaded config.json", PASTE)] if paste else [])
 
 
 class ModelPickers:
-    """The model dropdowns of all tabs, each with the function that lists its choices."""
+    """The model dropdowns of all tabs, each with the kind of list it shows."""
 
     def __init__(self) -> None:
         self.dropdowns: list[gr.Dropdown] = []
-        self.listers: list = []
+        self.kinds: list[dict] = []
 
-    def add(self, dropdown: gr.Dropdown, lister) -> None:
+    def add(self, dropdown: gr.Dropdown, catalog: bool = False, paste: bool = False) -> None:
         self.dropdowns.append(dropdown)
-        self.listers.append(lister)
+        self.kinds.append({"catalog": catalog, "paste": paste})
 
     def refresh(self):
-        """New choices for every picker; the selected values stay as they are. If the registry cannot be
-        read (models_cache unreadable), the lists stay as they were rather than every tab switch failing."""
+        """New choices for every picker (the registry read once); the selected values stay as they are.
+        If the registry cannot be read (models_cache unreadable), the lists stay as they were rather
+        than every tab switch failing."""
         try:
-            return [gr.Dropdown(choices=lister()) for lister in self.listers]
+            runnable = list(models.registry())
+            return [gr.Dropdown(choices=model_choices(runnable=runnable, **kind)) for kind in self.kinds]
         except Exception:  # noqa: BLE001 - a stale list beats an error toast on every tab switch
             log.exception("could not refresh the model lists")
-            return [gr.skip() for _ in self.listers]
+            return [gr.skip() for _ in self.kinds]
 
     def refresh_on(self, event_listener) -> None:
         event_listener(self.refresh, None, self.dropdowns, api_visibility="private", queue=False,

@@ -7,6 +7,7 @@ import pandas as pd
 
 from .. import generate, models, provision
 from .common import error_message
+from .model_lists import model_choices
 from .widgets import named_slider
 
 COLUMNS = ["name", "architecture", "parameters", "layers", "hidden_size", "vocab_size", "stored_at", "loaded"]
@@ -44,7 +45,7 @@ def create_models_tab() -> dict:
     refresh = gr.Button("Refresh list", size="sm")
     with gr.Row():
         with gr.Column(scale=2):
-            model = gr.Dropdown(choices=list(models.registry()), value=provision.BUNDLED_NAME,
+            model = gr.Dropdown(choices=model_choices(), value=provision.BUNDLED_NAME,
                                 allow_custom_value=True, label="Model",
                                 info="A name from the table, or the path of a model folder with safetensors",
                                 elem_id="gen-model")

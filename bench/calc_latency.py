@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 warnings.filterwarnings("ignore")
 
-from explorer import calculator, specs  # noqa: E402
+from explorer import calculator  # noqa: E402
+from explorer.costs import specs
 from explorer.ui import calculator_view as view  # noqa: E402
 
 

@@ -35,7 +35,8 @@ def measure_one(method: str, steps: int) -> dict:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from explorer import provision, training
+    from explorer.models import provision
+    from explorer.train import loop as training
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cfg = training.TrainConfig(model=provision.BUNDLED_NAME, method=method, steps=steps, eval_examples=0,

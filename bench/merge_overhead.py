@@ -19,7 +19,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("EXPLORER_RUNS_DIR", tempfile.mkdtemp(prefix="bench-merge-"))
 warnings.filterwarnings("ignore")
 
-from explorer import compare, loaded_models, provision, runs, training  # noqa: E402
+from explorer.compare import variants as compare  # noqa: E402
+from explorer.models import loaded as loaded_models, provision
+from explorer.train import runs, loop as training
 from explorer.methods import METHODS  # noqa: E402
 
 

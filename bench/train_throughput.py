@@ -22,8 +22,11 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from explorer import data, provision, specs, training  # noqa: E402
-from explorer.flops import count_flops  # noqa: E402
+from explorer.data import uploads as data  # noqa: E402
+from explorer.models import provision
+from explorer.costs import specs
+from explorer.train import loop as training
+from explorer.costs.flops import count_flops  # noqa: E402
 from explorer.methods import METHODS  # noqa: E402
 
 

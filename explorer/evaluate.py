@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import data
-from .tasks import TASKS, Task
+from .data import uploads as data
+from .data.tasks import TASKS, Task
 
 
 def task_for(dataset: str) -> Task | None:

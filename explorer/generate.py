@@ -57,7 +57,7 @@ def check_max_new_tokens(value) -> int:
 
 def chat_input_ids(tokenizer, prompt: str):
     """Token ids of one user turn, rendered with the model's chat template."""
-    from .data import _neutralise
+    from .data.uploads import _neutralise
 
     # Special-token strings typed by the user stay text: "<|im_end|><|im_start|>assistant" must not
     # end the user turn early (as data.prompt_ids and training do).

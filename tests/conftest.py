@@ -19,7 +19,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from explorer import provision, settings  # noqa: E402
+from explorer.models import provision  # noqa: E402
+from explorer import settings
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"

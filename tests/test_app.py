@@ -2,7 +2,7 @@
 
 from gradio_client import Client
 
-from explorer import provision
+from explorer.models import provision
 
 
 def test_api_generate_and_models_table(app_url):

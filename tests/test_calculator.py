@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from explorer import calculator, exact, specs
-from explorer.flops import count_flops
+from explorer import calculator
+from explorer.calculator import exact
+from explorer.costs import specs
+from explorer.costs.flops import count_flops
 from explorer.methods import METHODS
-from explorer.textbook import CLAIMS, TEXTBOOK_MODEL
+from explorer.costs.textbook import CLAIMS, TEXTBOOK_MODEL
 
 CATALOG = sorted(specs.catalog())
 # FLOP checks cover one model per family: Llama with GQA + tied embeddings (SmolLM2), biases (Qwen2.5),

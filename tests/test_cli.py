@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer import provision
+from explorer.models import provision
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def run_cli(*args):
 
 def run_cli_in_process(capsys, *args) -> tuple[int, str]:
     """The same entry point without a new interpreter (imports cost ~10 s per process)."""
-    from explorer.__main__ import main
+    from explorer.cli.main import main
 
     code = main(list(args))
     return code, capsys.readouterr().err

@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from explorer import recommend, runs, training
-from explorer.__main__ import main
+from explorer.learn import recommend
+from explorer.train import runs, loop as training
+from explorer.cli.main import main
 
 TINY = "tiny-random-llama"
 

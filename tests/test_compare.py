@@ -6,15 +6,19 @@ import shutil
 import pytest
 import torch
 
-from explorer import compare, data, evaluate, export, loaded_models, models, runs, training
+from explorer.compare import variants as compare, export
+from explorer.data import uploads as data
+from explorer import evaluate
+from explorer.models import loaded as loaded_models, registry as models
+from explorer.train import runs, loop as training
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
-from explorer.tasks import TASKS
+from explorer.data.tasks import TASKS
 
 
 
 def run_cli_in_process(argv, capsys):
-    from explorer.__main__ import main
+    from explorer.cli.main import main
 
     code = main(argv)
     captured = capsys.readouterr()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from explorer import runs, training
+from explorer.train import runs, loop as training
 
 from conftest import wait_for_text
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from explorer import compose, runs, training
+from explorer.compare import compose
+from explorer.train import runs, loop as training
 from explorer.errors import ExplorerError
 
 TINY = "tiny-random-llama"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from explorer import data
+from explorer.data import uploads as data
 from explorer.errors import ExplorerError
-from explorer.tasks import TASKS
+from explorer.data.tasks import TASKS
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "models_cache" / "tiny-random-llama"
 

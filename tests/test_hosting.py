@@ -12,9 +12,12 @@ import httpx
 import pytest
 
 from conftest import free_port
-from explorer import data, models, provision, runs, settings, training
+from explorer.data import uploads as data
+from explorer.models import registry as models, provision
+from explorer.train import runs, loop as training
+from explorer import settings
 from explorer.errors import ExplorerError
-from explorer.jobs import JobManager
+from explorer.train.jobs import JobManager
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = provision.TINY_NAME
@@ -23,7 +26,7 @@ TINY = provision.TINY_NAME
 FAKE_WORKER = """
 import os, sys, time
 from pathlib import Path
-from explorer import runs
+from explorer.train import runs
 run_dir = Path(sys.argv[1])
 runs.set_status(run_dir, "running", pid=os.getpid())
 while not (run_dir / "STOP").exists():
@@ -126,7 +129,7 @@ def test_default_caps_refuse_what_a_classroom_server_should_not_run(monkeypatch)
 
 
 def test_the_cli_goes_through_the_caps(monkeypatch, capsys, own_runs):
-    from explorer.__main__ import main
+    from explorer.cli.main import main
 
     monkeypatch.setenv("EXPLORER_MAX_STEPS", "5")
     code = main(["train", "--model", TINY, "--method", "lora", "--dataset", "pirate", "--steps", "6"])
@@ -434,7 +437,8 @@ def test_the_app_with_a_login_refuses_requests_without_one(monkeypatch, cache):
 
 
 def test_a_hosted_calculator_reads_no_config_path_a_user_names(tmp_path, monkeypatch, cache):
-    from explorer import calculator, specs
+    from explorer import calculator
+    from explorer.costs import specs
     from explorer.errors import ExplorerError
 
     config = tmp_path / "config.json"

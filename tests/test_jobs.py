@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from explorer import runs, training
-from explorer.jobs import JobManager
+from explorer.train import runs, loop as training
+from explorer.train.jobs import JobManager
 from conftest import wait_for_text
 
 TINY = "tiny-random-llama"

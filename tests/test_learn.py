@@ -4,7 +4,9 @@ import re
 
 import pytest
 
-from explorer import calculator, learn, memory, recommend, specs
+from explorer import calculator
+from explorer.learn import cards as learn, recommend
+from explorer.costs import memory, specs
 from explorer.methods import METHODS
 from explorer.ui.learn_tab import recommendation_markdown
 
@@ -30,7 +32,7 @@ def test_cards_show_the_chapters_claims_beside_exact_values():
 
 
 def test_side_by_side_lists_real_runs_of_each_method(cache):
-    from explorer import runs, training
+    from explorer.train import runs, loop as training
 
     config = training.TrainConfig(model="tiny-random-llama", method="ia3", dataset="pirate", steps=1, batch_size=2,
                                   seq_len=64, eval_examples=0)

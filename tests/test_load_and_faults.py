@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from explorer import calculator, compare, runs, settings, training, worker
+from explorer import calculator, settings
+from explorer.compare import variants as compare
+from explorer.train import runs, loop as training, worker
 from explorer.errors import ExplorerError
-from explorer.jobs import JobManager
+from explorer.train.jobs import JobManager
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "tiny-random-llama"
@@ -195,7 +197,7 @@ def test_twenty_users_at_once_while_a_run_trains(cache):
 KILLED_WHILE_SAVING = """
 import os, signal, sys
 from pathlib import Path
-from explorer import runs, worker
+from explorer.train import runs, worker
 
 original = runs.save_artifacts
 
@@ -417,7 +419,7 @@ def test_the_queue_survives_a_status_it_cannot_write(own_runs, monkeypatch):
         assert time.time() < deadline
         time.sleep(0.05)
     assert runs.status(doomed)["state"] == "queued", "its status could not be written"
-    manager.worker_command = [sys.executable, "-c", "import sys; from pathlib import Path; from explorer import runs; "
+    manager.worker_command = [sys.executable, "-c", "import sys; from pathlib import Path; from explorer.train import runs; "
                               "runs.set_status(Path(sys.argv[1]), 'done')"]
     following = manager.submit(tiny_config(), {})
     assert wait_state(following, {"done"}, timeout=30) == "done"

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from explorer import generate, models, provision
+from explorer import generate
+from explorer.models import registry as models, provision
 from explorer.errors import ExplorerError
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from explorer import generate, models, provision
+from explorer import generate
+from explorer.models import registry as models, provision
 from explorer.errors import ExplorerError
 
 

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from explorer import calculator, memory, specs
+from explorer import calculator
+from explorer.costs import memory, specs
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
-from explorer.recommend import GOALS, LADDER, RULES, SCENARIOS, Job, match_rule, recommend
+from explorer.learn.recommend import GOALS, LADDER, RULES, SCENARIOS, Job, match_rule, recommend
 
 
 def calc_for(rec, model):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from explorer.tasks import DATASETS_DIR, TASKS, load_examples  # noqa: E402
+from explorer.data.tasks import DATASETS_DIR, TASKS, load_examples  # noqa: E402
 
 TASK_NAMES = ["pirate", "french", "json_extract", "sentiment"]
 

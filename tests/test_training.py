@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from explorer import runs, tasks, training
+from explorer.train import runs, loop as training
+from explorer.data import tasks
 from explorer.methods import METHODS
 from explorer.methods.own_modules import load_trainable
 
@@ -143,7 +144,7 @@ def test_bad_settings_are_clear(tmp_path, cache):
 def test_qlora_base_memory_equals_the_loaded_4bit_model(cache, precision):
     """The Calculator's QLoRA weight bytes are what bitsandbytes holds: packed NF4 weights, their
     (double-quantized) scales, and the un-quantized rest in the load's dtype."""
-    from explorer import memory
+    from explorer.costs import memory
 
     model, _, spec, _ = training.load_base(TINY, "qlora", METHODS["qlora"].parse_options({}), precision)
     held = 0

@@ -7,7 +7,7 @@ residual: 2·d_model·d_a + d_a + d_model parameters, after attention and/or aft
 from dataclasses import dataclass
 
 from ..errors import ExplorerError
-from ..flops import Adaptation
+from ..costs.flops import Adaptation
 from .base import Method, freeze, option, per_layer_term
 
 

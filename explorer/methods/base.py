@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ExplorerError
-from ..flops import Adaptation
-from ..specs import Arch, ModelSpec
+from ..costs.flops import Adaptation
+from ..costs.specs import Arch, ModelSpec
 
 
 def option(default, help: str, **bounds):

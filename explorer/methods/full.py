@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from ..flops import Adaptation
+from ..costs.flops import Adaptation
 from .base import Method, Term
 
 

@@ -7,7 +7,7 @@ layer of d_model·classes + classes parameters.
 
 from dataclasses import dataclass
 
-from ..flops import Adaptation
+from ..costs.flops import Adaptation
 from .base import Method, Term, freeze, option
 
 

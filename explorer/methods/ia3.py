@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ExplorerError
-from ..flops import Adaptation
+from ..costs.flops import Adaptation
 from .base import Method, option, per_layer_term
 
 FALLBACK = {"phi3": (["qkv_proj", "down_proj"], ["down_proj"])}

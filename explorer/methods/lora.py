@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ExplorerError
-from ..flops import Adaptation
-from ..specs import Arch
+from ..costs.flops import Adaptation
+from ..costs.specs import Arch
 from .base import Method, Term, option, per_layer_term
 
 PRESETS = ("q,v", "attention", "all-linear", "custom")

@@ -8,7 +8,7 @@ embedding, a kv_dim→h linear, tanh and an h→layers·2·kv_dim linear.
 
 from dataclasses import dataclass
 
-from ..flops import Adaptation
+from ..costs.flops import Adaptation
 from .base import Method, Term, option
 
 

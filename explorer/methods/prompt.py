@@ -5,7 +5,7 @@ n learned input embeddings are prepended to every sequence: n·d_model trainable
 
 from dataclasses import dataclass
 
-from ..flops import Adaptation
+from ..costs.flops import Adaptation
 from .base import Method, Term, option
 
 

@@ -12,7 +12,8 @@ import json
 
 import gradio as gr
 
-from .. import calculator, memory
+from .. import calculator
+from ..costs import memory
 from ..errors import ExplorerError
 from ..methods import METHODS
 from . import calculator_view as view

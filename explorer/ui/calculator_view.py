@@ -8,10 +8,11 @@ from html import escape
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import calculator, memory, specs
-from ..diagram import block_svg
+from .. import calculator
+from ..costs import memory, specs
+from ..learn.diagram import block_svg
 from ..methods import METHODS
-from ..textbook import CLAIMS, TEXTBOOK_MODEL
+from ..costs.textbook import CLAIMS, TEXTBOOK_MODEL
 
 MEMORY_PARTS = [("weights_bytes", "base weights"), ("trainable_bytes", "trainable weights"),
                 ("gradients_bytes", "gradients"), ("optimizer_bytes", "optimizer states"),

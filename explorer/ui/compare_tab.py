@@ -12,7 +12,8 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import compare, export, runs
+from ..compare import variants as compare, export
+from ..train import runs
 from ..errors import ExplorerError
 from .common import error_message
 from .widgets import named_slider

@@ -16,12 +16,15 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import data, models, provision, runs, settings
+from ..data import uploads as data
+from ..models import registry as models, provision
+from ..train import runs
+from .. import settings
 from ..errors import ExplorerError
-from ..jobs import JobManager
+from ..train.jobs import JobManager
 from ..methods import METHODS
-from ..tasks import TASKS
-from ..training import TrainConfig
+from ..data.tasks import TASKS
+from ..train.loop import TrainConfig
 from .calculator_view import human_bytes
 from .common import error_message
 from .model_lists import model_choices

@@ -12,7 +12,8 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from .. import compose, runs, training
+from ..compare import compose
+from ..train import runs, loop as training
 from ..errors import ExplorerError
 from .common import error_message
 from .widgets import named_slider

@@ -12,7 +12,7 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from .. import learn, recommend
+from ..learn import cards as learn, recommend
 from ..errors import ExplorerError
 from ..methods import METHODS
 from .calculator_view import human_bytes, human_number
@@ -61,7 +61,7 @@ def guide_html(model: str) -> str:
 
 
 def recommend_settings():
-    from .. import memory
+    from ..costs import memory
 
     return memory.TrainSettings(batch_size=4, seq_len=512, precision="bf16")
 

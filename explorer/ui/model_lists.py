@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import models, specs
+from ..models import registry as models
+from ..costs import specs
 from .common import log
 
 PASTE = "__pasted__"

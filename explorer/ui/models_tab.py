@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import generate, models, provision
+from .. import generate
+from ..models import registry as models, provision
 from .common import error_message
 from .model_lists import model_choices
 from .widgets import named_slider

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer import models, provision, safe_files
+from explorer.models import registry as models, provision, safe_files
 from explorer.errors import ExplorerError
 
 

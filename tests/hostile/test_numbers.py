@@ -9,10 +9,11 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from explorer import calculator, generate, provision
+from explorer import calculator, generate
+from explorer.models import provision
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
-from explorer.training import TrainConfig
+from explorer.train.loop import TrainConfig
 
 
 # --------------------------------------------------------------------------- 3. numbers

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from explorer import data, generate, models, provision, runs
+from explorer.data import uploads as data
+from explorer import generate
+from explorer.models import registry as models, provision
+from explorer.train import runs
 from explorer.errors import ExplorerError
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer import data, generate
+from explorer.data import uploads as data
+from explorer import generate
 from explorer.errors import ExplorerError
 
 

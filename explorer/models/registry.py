@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import provision, settings
-from .errors import ExplorerError
-from .loaded_models import LOADED, tensor_bytes
+from . import provision
+from .. import settings
+from ..errors import ExplorerError
+from .loaded import LOADED, tensor_bytes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

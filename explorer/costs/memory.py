@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .flops import Adaptation
-from .methods.base import option
+from ..methods.base import option
 from .specs import Arch
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from html import escape
 
-from .flops import Adaptation
-from .specs import Arch
+from ..costs.flops import Adaptation
+from ..costs.specs import Arch
 
 HIGHLIGHT = "#f97316"
 FROZEN = "#e5e7eb"

@@ -7,10 +7,12 @@ figures from explorer.textbook, and run outcomes from the saved runs in models_c
 
 from __future__ import annotations
 
-from . import calculator, memory, runs, specs
-from .errors import ExplorerError
-from .methods import METHODS
-from .textbook import CLAIMS, TEXTBOOK_MODEL, claims_for
+from .. import calculator
+from ..costs import memory, specs
+from ..train import runs
+from ..errors import ExplorerError
+from ..methods import METHODS
+from ..costs.textbook import CLAIMS, TEXTBOOK_MODEL, claims_for
 
 
 def _calc(spec, method: str, settings=None):

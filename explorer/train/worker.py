@@ -1,4 +1,4 @@
-"""Worker process entry point: ``python -m explorer.worker RUN_DIR`` trains one run.
+"""Worker process entry point: ``python -m explorer.train.worker RUN_DIR`` trains one run.
 
 Everything it learns goes to the run folder: events to log.jsonl, the final state to status.json.
 """
@@ -31,8 +31,8 @@ def out_of_memory_message(error: BaseException, config=None) -> str:
 
 
 def main(run_dir: Path) -> int:
-    from . import runs, training
-    from .errors import ExplorerError
+    from . import runs, loop as training
+    from ..errors import ExplorerError
 
     saved = runs.read_json(run_dir / "settings.json", {})
     runs.set_status(run_dir, "running", pid=os.getpid())

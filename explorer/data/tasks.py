@@ -1,8 +1,8 @@
 """The four toy fine-tuning tasks and their automatic scores.
 
 Standard library only. Each task has a bundled dataset under
-explorer/datasets/<task>/{train,heldout}.jsonl (written by
-explorer/datasets/build_datasets.py) and a deterministic scorer that turns one
+explorer/data/datasets/<task>/{train,heldout}.jsonl (written by
+explorer/data/datasets/build_datasets.py) and a deterministic scorer that turns one
 model reply into a number in [0, 1].
 """
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import ExplorerError
+from ..errors import ExplorerError
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 TINY_NAME = "tiny-random-llama"

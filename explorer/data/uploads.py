@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import settings
-from .errors import ExplorerError
+from .. import settings
+from ..errors import ExplorerError
 from .tasks import TASKS, load_examples
 
 MAX_FIELD_CHARS = 20_000

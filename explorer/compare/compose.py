@@ -20,8 +20,8 @@ import os
 import threading
 from dataclasses import dataclass, replace
 
-from . import runs
-from .errors import ExplorerError
+from ..train import runs
+from ..errors import ExplorerError
 
 BUNDLED = "smollm2-135m-instruct"
 HOWS = {"lora": ("linear", "cat", "ties"), "prompt": ("concat",)}
@@ -38,7 +38,7 @@ _DEMO_LOCK = threading.Lock()
 
 def check_pair(run_a: str, run_b: str, how: str, weights=(1.0, 1.0)):
     """Both runs opened and checked, the combination and weights validated: (RunInfo A, RunInfo B, weights)."""
-    from .compare import open_run
+    from .variants import open_run
 
     a, b = open_run(run_a), open_run(run_b)
     if a.folder == b.folder:
@@ -123,7 +123,7 @@ def _load_both(a, b):
     """A fresh base model with A's adapter as "a" and B's as "b" (loader errors turned into clear ones)."""
     from peft import PeftModel
 
-    from . import training
+    from ..train import loop as training
 
     precision = "bf16" if a.config.precision == b.config.precision == "bf16" else "fp32"
     model, tokenizer, _, device = training.load_base(a.config.model, a.method.name,
@@ -223,8 +223,10 @@ def compose(run_a: str, run_b: str, how: str, weights=(1.0, 1.0), examples: int 
     "reference", "replies": {variant: text}}], "combined": {"rank", "ranks"(, "density")} or
     {"num_virtual_tokens", "parts"}, "interference": {dataset: combined minus own adapter's score (the better
     of the two when both runs share the dataset), None without a task score}, "summary": one sentence}."""
-    from . import data, evaluate, training
-    from .generate import check_max_new_tokens
+    from ..data import uploads as data
+    from .. import evaluate
+    from ..train import loop as training
+    from ..generate import check_max_new_tokens
 
     a, _, _ = check_pair(run_a, run_b, how, weights)  # cheap checks before any model loads
     examples = _check_int("examples", examples, 1, 64)
@@ -297,7 +299,7 @@ def summarize(result: dict) -> str:
 
 def find_demo_run(model: str, method: str, dataset: str) -> str | None:
     """The newest finished run of this method, model and bundled dataset with default options, if any."""
-    from .methods import METHODS
+    from ..methods import METHODS
 
     defaults = METHODS[method].parse_options({})
     for row in runs.list_runs():
@@ -321,7 +323,7 @@ def ensure_demo_runs(model: str = BUNDLED, steps: int = 25, on_event=lambda e: N
     when a finished one exists, trained here otherwise: {"lora-pirate": run_id, ...}.
 
     Trains in this process (like the train CLI): call it from the CLI or a worker, not the web server."""
-    from . import training
+    from ..train import loop as training
 
     steps = _check_int("steps", steps, 1, 1000)
     found = {}

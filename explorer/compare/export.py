@@ -14,8 +14,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import compare, settings
-from .errors import ExplorerError
+from . import variants as compare
+from .. import settings
+from ..errors import ExplorerError
 
 
 def export_name(run_id: str) -> str:

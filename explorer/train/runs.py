@@ -21,8 +21,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from . import settings
-from .errors import ExplorerError
+from .. import settings
+from ..errors import ExplorerError
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9]+-[0-9a-f]{6}$")
 ADAPTER_DIR = "adapter"
@@ -133,7 +133,7 @@ def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft
         if uses_peft:
             model.save_pretrained(tmp, safe_serialization=True)
         else:
-            from .methods.own_modules import save_trainable
+            from ..methods.own_modules import save_trainable
 
             save_trainable(model, str(tmp), {"method": config.method, "model": config.model,
                                              "options": options_values})

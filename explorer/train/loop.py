@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import calculator, data, memory, runs, specs
-from .errors import ExplorerError
-from .methods import METHODS
-from .methods.base import coerce, option
+from .. import calculator
+from ..data import uploads as data
+from ..costs import memory, specs
+from . import runs
+from ..errors import ExplorerError
+from ..methods import METHODS
+from ..methods.base import coerce, option
 
 
 @dataclass
@@ -59,7 +62,7 @@ class TrainConfig:
 
     def check_caps(self) -> None:
         """Refuse settings above this server's hosting caps, naming the setting that sets each cap."""
-        from . import settings
+        from .. import settings
 
         for name, cap, variable in (("steps", settings.max_steps(), "EXPLORER_MAX_STEPS"),
                                     ("seq_len", settings.max_seq_len(), "EXPLORER_MAX_SEQ_LEN"),
@@ -94,7 +97,7 @@ def load_base(model_name: str, method: str, options, precision: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from . import models
+    from ..models import registry as models
 
     hf_logging.disable_progress_bar()
     entry = models.resolve(model_name)
@@ -102,14 +105,14 @@ def load_base(model_name: str, method: str, options, precision: str):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {"dtype": _dtype(precision, device), "use_safetensors": True, "trust_remote_code": False}
     if method == "qlora":
-        from .methods.qlora import quantization_config
+        from ..methods.qlora import quantization_config
 
         kwargs["quantization_config"] = quantization_config(options)
         kwargs["device_map"] = {"": device}
     tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(entry.location, **kwargs)
     if method == "qlora":
-        from .methods.qlora import release_file_mapping, use_portable_cpu_kernels
+        from ..methods.qlora import release_file_mapping, use_portable_cpu_kernels
 
         use_portable_cpu_kernels(model)
         release_file_mapping(model)
@@ -132,7 +135,7 @@ def prepare(config: TrainConfig, options_values: dict) -> Prepared:
 
 def resolve_dataset(name: str):
     """A bundled task name, or the path of an uploaded JSONL/CSV file (parsed and checked)."""
-    from .tasks import TASKS
+    from ..data.tasks import TASKS
 
     if name in TASKS:
         return name
@@ -246,7 +249,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     and "after" (trained, before saving): tests use it to check what changed."""
     import torch
 
-    from . import evaluate
+    from .. import evaluate
 
     started = time.time()
     seed_everything(config.seed)

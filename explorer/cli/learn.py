@@ -9,14 +9,14 @@ import dataclasses
 import json
 import sys
 
-from .errors import ExplorerError
+from ..errors import ExplorerError
 
 JOB_FLAGS = {"model": "--model", "memory_gb": "--memory-gb", "examples": "--examples", "goal": "--goal",
              "latency_sensitive": "--latency-sensitive", "many_adapters": "--many-adapters"}
 
 
 def cmd_recommend(args) -> None:
-    from . import recommend
+    from ..learn import recommend
 
     given = {name: getattr(args, name) for name in JOB_FLAGS if getattr(args, name) not in (None, False)}
     if args.list_scenarios:
@@ -94,7 +94,7 @@ def parse_whole(flag: str, text: str) -> int:
 
 
 def cmd_compose(args) -> None:
-    from . import compose
+    from ..compare import compose
 
     if args.demo_runs:
         extra = [flag for flag, value in (("--runs", args.run_ids), ("--how", args.how), ("--weights", args.weights),
@@ -162,7 +162,7 @@ def cmd_compose(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    from .recommend import GOALS, SCENARIOS
+    from ..learn.recommend import GOALS, SCENARIOS
 
     p = sub.add_parser("recommend", help="which fine-tuning method suits a job, its settings and the reasons")
     p.add_argument("--model", help="base model: a catalog name (llama-2-70b), a runnable model or a config.json "

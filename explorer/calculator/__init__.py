@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from . import exact, memory
-from .errors import ExplorerError
-from .flops import FlopReport, flop_report
-from .methods import METHODS, get as get_method
-from .methods.base import Term, coerce
-from .specs import ModelSpec
+from . import exact
+from ..costs import memory
+from ..errors import ExplorerError
+from ..costs.flops import FlopReport, flop_report
+from ..methods import METHODS, get as get_method
+from ..methods.base import Term, coerce
+from ..costs.specs import ModelSpec
 
 
 @dataclass
@@ -155,7 +156,7 @@ def from_request(model: str, method_name: str, values: dict | None = None, exact
     method's options; ``use_dora=true`` turns LoRA into DoRA; a ``target_modules`` list selects the custom
     preset.
     """
-    from . import specs
+    from ..costs import specs
 
     values = dict(values or {})
     spec = specs.parse_config_text(config_text) if config_text else specs.resolve(model)

@@ -14,7 +14,7 @@ import math
 import struct
 from pathlib import Path
 
-from .errors import ExplorerError
+from ..errors import ExplorerError
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 # Bits per element of every dtype the safetensors format defines (sub-byte floats included).

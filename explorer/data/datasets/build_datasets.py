@@ -2,7 +2,7 @@
 
 Standard library only and fully seeded: running
 
-    python3 explorer/datasets/build_datasets.py
+    python3 explorer/data/datasets/build_datasets.py
 
 rewrites <task>/train.jsonl and <task>/heldout.jsonl for the four tasks
 (pirate, french, json_extract, sentiment) byte for byte.

@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable
 
-from . import settings
+from .. import settings
 
 
 def tensor_bytes(*modules) -> int:

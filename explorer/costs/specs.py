@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ExplorerError
+from ..errors import ExplorerError
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "gemma2"}
@@ -188,7 +188,7 @@ def catalog_spec(name: str) -> ModelSpec:
 
 
 def catalog() -> dict[str, ModelSpec]:
-    """The catalog of real configs (explorer/catalog/*.json), by file name."""
+    """The catalog of real configs (explorer/costs/catalog/*.json), by file name."""
     return {name: catalog_spec(name) for name in catalog_names()}
 
 
@@ -210,14 +210,14 @@ def resolve(name: str) -> ModelSpec:
     name = (name or "").strip()
     if name in catalog_names():
         return catalog_spec(name)
-    from . import models
+    from ..models import registry as models
 
     if name in models.registry():
         config = models.read_config(models.registry()[name])
         if config is None:
             raise ExplorerError(f"'{name}' is not provisioned yet: run `python -m explorer provision`.")
         return spec_from_dict(config, name, "runnable")
-    from . import settings
+    from .. import settings
 
     if settings.model_sources() != "any":  # a hosted server reads no config.json path a user names
         models.resolve(name)  # raises the server's policy message unless the folder is allowed

@@ -18,12 +18,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import data, runs
-from .errors import ExplorerError
-from .loaded_models import LOADED, tensor_bytes
-from .methods import METHODS
-from .methods.base import Method
-from .training import TrainConfig
+from ..data import uploads as data
+from ..train import runs
+from ..errors import ExplorerError
+from ..models.loaded import LOADED, tensor_bytes
+from ..methods import METHODS
+from ..methods.base import Method
+from ..train.loop import TrainConfig
 
 VARIANTS = ("base", "adapted", "merged")
 NOTHING_TO_MERGE = tuple(n for n, m in METHODS.items() if m.new_model)  # a plain model: adapted == merged
@@ -71,7 +72,7 @@ def not_mergeable_reason(method: Method) -> str | None:
 def _load_adapted(run: RunInfo, dequantize: bool = False):
     """A fresh base (never the shared inference copy) with the run's adapter loaded, in eval mode.
     ``dequantize``: QLoRA's 4-bit base turned into float weights first (what the merge folds into)."""
-    from . import training
+    from ..train import loop as training
 
     method = run.method
     options = method.parse_options(run.options)
@@ -88,7 +89,7 @@ def _load_adapted(run: RunInfo, dequantize: bool = False):
                 raise ValueError("adapter_model.safetensors is missing (only safetensors adapters are loaded)")
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         else:
-            from .methods.own_modules import load_trainable
+            from ..methods.own_modules import load_trainable
 
             model = method.apply(model, spec, options)
             load_trainable(model, str(adapter))
@@ -120,7 +121,7 @@ class Session:
 
 
 def _build_session(run: RunInfo) -> Session:
-    from . import models
+    from ..models import registry as models
 
     base = models.load(run.config.model)
     adapted, tokenizer, device = _load_adapted(run)
@@ -146,7 +147,7 @@ def session(run_id: str) -> Session:
 
 
 def check_prompts(prompts) -> list[str]:
-    from .generate import check_prompt
+    from ..generate import check_prompt
 
     if isinstance(prompts, str):
         prompts = prompts.splitlines()
@@ -160,7 +161,8 @@ def check_prompts(prompts) -> list[str]:
 
 
 def heldout_prompts(run_id: str, limit: int = 4) -> list[str]:
-    from . import evaluate, training
+    from .. import evaluate
+    from ..train import loop as training
 
     run = open_run(run_id)
     _, heldout = data.load_dataset(training.resolve_dataset(run.config.dataset))
@@ -170,7 +172,7 @@ def heldout_prompts(run_id: str, limit: int = 4) -> list[str]:
 def generate_all(s: Session, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
                  seed: int = 0) -> dict[str, list[list[int]] | None]:
     """New token ids per variant and prompt; greedy unless temperature > 0 (then the same seed per column)."""
-    from .evaluate import generate_token_ids
+    from ..evaluate import generate_token_ids
 
     out = {}
     for name, model in s.models.items():
@@ -221,7 +223,7 @@ def qlora_rounding(s: Session, sequences, prompts: list[str], max_new_tokens: in
     """Merge the QLoRA adapter into the 4-bit weights (PEFT de-quantizes, adds, re-quantizes) and
     measure what that rounding does to the update and the outputs; the copy is dropped afterwards."""
     from . import qlora_merge
-    from .evaluate import generate_token_ids
+    from ..evaluate import generate_token_ids
 
     import copy
 
@@ -292,7 +294,8 @@ def overhead_percent(latency: dict) -> dict:
 
 def calculator_overhead_percent(run: RunInfo) -> dict:
     """The Calculator's inference FLOP overhead for the same method, options and model (exact formulas)."""
-    from . import calculator, specs
+    from .. import calculator
+    from ..costs import specs
 
     spec = specs.resolve(run.config.model)
     result = calculator.calculate(spec, run.method.name, run.method.parse_options(run.options), exact_mode="skip")
@@ -315,7 +318,8 @@ def evaluate_heldout(run_id: str, examples: int = 8) -> dict:
 
 def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = None) -> dict:
     """Task score (from real greedy generations) and mean held-out loss of each variant."""
-    from . import evaluate, training
+    from .. import evaluate
+    from ..train import loop as training
 
     run = s.run
     _, rows = data.load_dataset(training.resolve_dataset(run.config.dataset))
@@ -342,7 +346,7 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
     """Everything the Compare tab and the ``compare`` CLI show, as plain JSON-able values."""
     import math
 
-    from .generate import check_max_new_tokens
+    from ..generate import check_max_new_tokens
 
     prompts = check_prompts(prompts)
     max_new_tokens = check_max_new_tokens(max_new_tokens)

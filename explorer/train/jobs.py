@@ -1,11 +1,11 @@
 """Training jobs: worker processes (one at a time by default), a queue behind them, stop and crash handling.
 
-The web server never trains: it starts ``python -m explorer.worker RUN_DIR`` and follows the run
+The web server never trains: it starts ``python -m explorer.train.worker RUN_DIR`` and follows the run
 through files (status.json, log.jsonl), as LLaMA-Factory's web UI does. A crash, an out-of-memory
 kill or a stop ends the worker, never the server, and the queue moves on whatever happened to the run.
 
 Hosting: EXPLORER_MAX_QUEUE runs may wait (default 8) and EXPLORER_MAX_CONCURRENT_JOBS workers run at
-once (default 1); EXPLORER_DISK_BUDGET_GB is checked before each new run (explorer.runs).
+once (default 1); EXPLORER_DISK_BUDGET_GB is checked before each new run (explorer.train.runs).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from . import runs, settings
-from .errors import ExplorerError
+from . import runs
+from .. import settings
+from ..errors import ExplorerError
 
 MEMORY_HINT = ("Lower the batch size (batch_size) or the sequence length (seq_len), turn on gradient checkpointing "
                "(gradient_checkpointing), or use QLoRA (method qlora).")
@@ -28,7 +29,7 @@ class JobManager:
     def __init__(self, max_queue: int | None = None, max_concurrent: int | None = None):
         self.max_queue = settings.max_queue() if max_queue is None else max_queue
         self.max_concurrent = settings.max_concurrent_jobs() if max_concurrent is None else max_concurrent
-        self.worker_command = [sys.executable, "-m", "explorer.worker"]  # + RUN_DIR; tests may swap the program
+        self.worker_command = [sys.executable, "-m", "explorer.train.worker"]  # + RUN_DIR; tests may swap the program
         self._queue: deque[Path] = deque()
         self._running: dict[Path, subprocess.Popen] = {}
         self._cond = threading.Condition()

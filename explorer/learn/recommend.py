@@ -21,10 +21,11 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import calculator, memory, specs, textbook
-from .errors import ExplorerError
-from .methods import METHODS
-from .methods.base import coerce, option
+from .. import calculator
+from ..costs import memory, specs, textbook
+from ..errors import ExplorerError
+from ..methods import METHODS
+from ..methods.base import coerce, option
 
 GOALS = {
     "style": "behaviour or style change",

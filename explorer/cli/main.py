@@ -1,0 +1,269 @@
+"""PEFT Explorer's command line.
+
+Usage:
+    python -m explorer provision                 # convert the bundled model, build the tiny one
+    python -m explorer models [--json]           # list runnable models
+    python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
+    python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
+    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N [--json]
+    python -m explorer compare --run RUN_ID [--prompt TEXT ...] [--max-new-tokens N] [--heldout N] [--export] [--json]
+    python -m explorer recommend [--model NAME] [--memory-gb N] [--examples N] [--goal GOAL] [--latency-sensitive]
+                                 [--many-adapters] [--json]      # which method, its settings and why
+    python -m explorer recommend --scenario NAME [--json]        # one of the chapter's worked scenarios
+    python -m explorer recommend --list-scenarios [--json]
+    python -m explorer compose --runs A,B --how linear|cat|ties|concat [--weights 1,1] [--examples N]
+                               [--max-new-tokens N] [--json]      # two adapters combined, scored on both tasks
+    python -m explorer compose --demo-runs [--model NAME] [--steps N] [--json]   # the four runs it needs
+
+Errors print one line to stderr and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import learn as cli_learn
+from .. import settings
+from ..errors import ExplorerError
+
+
+def cmd_provision(args) -> None:
+    from ..models import provision
+
+    for folder in provision.ensure_all(settings.models_cache()):
+        print(f"ready: {folder}")
+
+
+def cmd_models(args) -> None:
+    from ..models import registry as models
+
+    rows = [models.describe(entry) for entry in models.registry().values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        params = f"{row['parameters']:,}" if row["parameters"] else "?"
+        print(f"{row['name']:<28} {row['architecture']:<22} {params:>14} params  {row['stored_at']}")
+
+
+def cmd_generate(args) -> None:
+    from .. import generate
+    from ..models import registry as models
+
+    generate.check_prompt(args.prompt)  # fail fast, before loading anything
+    generate.check_max_new_tokens(args.max_new_tokens)
+    loaded = models.load(args.model)
+    result = generate.generate(loaded, args.prompt, args.max_new_tokens)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(result.completion)
+        print(f"[{result.new_tokens} tokens in {result.seconds:.2f} s, "
+              f"{result.tokens_per_second:.1f} tokens/s]", file=sys.stderr)
+
+
+def parse_sets(items) -> dict:
+    values = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ExplorerError(f"--set takes KEY=VALUE, got {item!r}.")
+        values[key.strip()] = value
+    return values
+
+
+def cmd_train(args) -> None:
+    import dataclasses
+
+    from ..train import runs, loop as training
+
+    values = parse_sets(args.set)
+    config_keys = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    config = training.TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
+                                         "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
+    options = {k: v for k, v in values.items() if k not in config_keys}
+    from ..methods import METHODS
+
+    METHODS[config.method].parse_options(options)  # fail before any model loads
+    run_dir = runs.create_run(config, options)
+    runs.set_status(run_dir, "running", pid=os.getpid())
+
+    def on_event(event):
+        runs.append_log(run_dir, event)
+        if event["event"] == "step":
+            extra = f", held-out loss {event['eval_loss']:.4f}" if "eval_loss" in event else ""
+            print(f"step {event['step']}/{config.steps}: loss {event['loss']:.4f}{extra}, "
+                  f"{event['tokens_per_second']:.0f} tokens/s, eta {event['eta']:.0f} s", file=sys.stderr)
+        elif event["event"] == "score":
+            print(f"task score ({event['which']}): {event['score']:.3f}", file=sys.stderr)
+        elif event["event"] == "start":
+            print(f"training {event['trainable_params']:,} parameters on {event['device']}", file=sys.stderr)
+
+    try:
+        summary = training.train(config, options, run_dir, on_event=on_event)
+    except BaseException as error:
+        runs.set_status(run_dir, "failed", error=str(error))
+        raise
+    runs.append_log(run_dir, {"event": "done", **summary})
+    runs.set_status(run_dir, "done")
+    keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
+            "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
+            "peak_memory_bytes", "stopped"]
+    if args.json:
+        print(json.dumps({k: summary[k] for k in keys}))
+    else:
+        print(f"run {summary['run_id']}: loss {summary['train_loss_first']:.3f} -> {summary['train_loss_last']:.3f}, "
+              f"task score {summary['task_score_base']} -> {summary['task_score_adapted']}; saved in {summary['run_dir']}")
+
+
+def cmd_calc(args) -> None:
+    from .. import calculator
+
+    result = calculator.from_request(args.model, args.method, parse_sets(args.set))
+    out = result.as_json()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{result.method_obj.title} on {result.spec.name}: {out['trainable_params']:,} trainable of "
+          f"{out['total_params']:,} ({out['trainable_percent']:.4g}%), exact count agrees: {out['exact']}")
+    for term in result.terms:
+        print(f"  {term.module}: {term.expression}")
+    mem = out["memory"]
+    print(f"training memory: {mem['total_bytes'] / 2**30:.2f} GiB (weights {mem['weights_bytes'] / 2**30:.2f}, "
+          f"gradients {mem['gradients_bytes'] / 2**30:.2f}, optimizer {mem['optimizer_bytes'] / 2**30:.2f}, "
+          f"activations {mem['activations_bytes'] / 2**30:.2f})")
+    f = out["flops"]
+    print(f"FLOPs/token: base forward {f['base_forward_per_token']:.4g}, training {f['train_per_token']:.4g}, "
+          f"inference overhead unmerged {f['inference_overhead_per_token_unmerged']:.4g}, "
+          f"merged {f['inference_overhead_per_token_merged']:.4g}")
+    print(f"merges: {'yes' if out['mergeable'] else 'no'} ({out['merge_reason']})")
+
+
+def cmd_compare(args) -> None:
+    from ..compare import variants as compare
+
+    prompts = args.prompt or compare.heldout_prompts(args.run_id, 3)
+    result = compare.run_comparison(args.run_id, prompts, args.max_new_tokens, temperature=float(args.temperature),
+                                    seed=int(args.seed), measure_latency=not args.no_latency,
+                                    heldout_examples=int(args.heldout))
+    if args.export:
+        from ..compare import export
+
+        result["exported_to"] = str(export.export_merged(args.run_id))
+    if args.json:
+        keys = ["run_id", "method", "model", "mergeable", "not_mergeable_reason", "prompts", "decoding", "outputs",
+                "max_abs_logit_diff_adapted_vs_merged", "greedy_match", "fidelity", "latency_ms_per_token",
+                "latency_overhead_percent", "flop_overhead_percent", "task_score", "heldout_loss", "heldout_examples",
+                "exported_to"]
+        print(json.dumps({k: result.get(k) for k in keys}, indent=2))
+        return
+    print(f"run {result['run_id']}: {result['method']} on {result['model']} ({result['decoding']})")
+    for i, prompt in enumerate(result["prompts"]):
+        print(f"\nprompt: {prompt}")
+        for variant, texts in result["outputs_per_prompt"].items():
+            print(f"  {variant:>8}: {texts[i] if texts is not None else '(cannot merge)'}")
+    if result["not_mergeable_reason"]:
+        print(f"\nmerged: {result['not_mergeable_reason']}")
+    else:
+        print(f"\nmerge fidelity: max |adapted - merged| logit {result['max_abs_logit_diff_adapted_vs_merged']:.3g}, "
+              f"greedy outputs match: {result['greedy_match']}")
+        if "merge_into_4bit" in result["fidelity"]:
+            print(result["fidelity"]["merge_into_4bit"]["explanation"])
+    if result["latency_ms_per_token"]:
+        lat, over = result["latency_ms_per_token"], result["latency_overhead_percent"]
+        print("latency (ms/token): " + ", ".join(f"{k} {v:.2f}" for k, v in lat.items() if v is not None) +
+              "; overhead vs base: " + ", ".join(f"{k} {v:+.1f}%" for k, v in over.items() if v is not None))
+    if result["task_score"]:
+        print("held-out task score: " + ", ".join(f"{k} {v:.2f}" for k, v in result["task_score"].items()
+                                                   if v is not None))
+    if result.get("exported_to"):
+        print(f"merged model saved in {result['exported_to']}")
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m explorer", description="PEFT Explorer command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("provision", help="convert the bundled model and build the tiny test model").set_defaults(run=cmd_provision)
+
+    p = sub.add_parser("models", help="list runnable models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("generate", help="generate a reply from a model")
+    p.add_argument("--model", required=True, help="registry name, model folder path or hub id")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", default="64")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("calc", help="trainable parameters, memory and FLOPs of a method on a model")
+    p.add_argument("--model", required=True, help="catalog name, runnable model name, or path of a config.json")
+    p.add_argument("--method", required=True, help="full, head, lora, dora, qlora, ia3, prompt, prefix, adapter")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an option (PEFT's names: r, lora_alpha, target_modules=q_proj,v_proj, num_virtual_tokens, "
+                        "use_dora, ...; bottleneck_dim, num_classes) or a setting (batch_size, seq_len, precision, "
+                        "optimizer, gradient_checkpointing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_calc)
+
+    p = sub.add_parser("train", help="a short real fine-tune; saves the run in models_cache/runs/")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", required=True, help="pirate, french, json_extract, sentiment, or a JSONL/CSV path")
+    p.add_argument("--steps", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a method option (r, num_virtual_tokens, ...) or a training setting (learning_rate, "
+                        "batch_size, grad_accum, seq_len, seed, precision, optimizer, gradient_checkpointing, ...)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("compare", help="base, adapted and merged outputs of a saved run, merge fidelity, latency")
+    p.add_argument("--run", dest="run_id", required=True, help="a run id (python -m explorer train prints it; the Fine-tune tab lists them)")
+    p.add_argument("--prompt", action="append", help="a prompt (repeat for several); default: 3 held-out prompts. "
+                   "With one prompt, outputs are strings; with several, lists in prompt order")
+    p.add_argument("--max-new-tokens", default="32")
+    p.add_argument("--temperature", default="0", help="0 = greedy (default); above 0 samples with --seed")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--heldout", default="8", help="held-out examples for task score and loss (0 = skip)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--export", action="store_true", help="also save the merged model into models_cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_compare)
+
+    cli_learn.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ExplorerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
+        sys.stderr.close()
+        return 0
+    except (ValueError, TypeError) as error:  # e.g. --heldout abc: a bad value, said plainly
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # never a traceback for users; EXPLORER_DEBUG=1 shows it
+        if os.environ.get("EXPLORER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(error).__name__}: {str(error)[:500]} (set EXPLORER_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,8 +10,8 @@ from explorer import calculator
 from explorer.calculator import exact
 from explorer.costs import specs
 from explorer.costs.flops import count_flops
-from explorer.methods import METHODS
 from explorer.costs.textbook import CLAIMS, TEXTBOOK_MODEL
+from explorer.methods import METHODS
 
 CATALOG = sorted(specs.catalog())
 # FLOP checks cover one model per family: Llama with GQA + tied embeddings (SmolLM2), biases (Qwen2.5),

@@ -4,14 +4,15 @@ import json
 import math
 
 import pytest
+from conftest import wait_for_text
 from gradio_client import Client
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cli import run_cli, run_cli_in_process
 
 from explorer import calculator
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
-from conftest import wait_for_text
-from test_cli import run_cli, run_cli_in_process
 
 LLAMA2_LORA_R8_ALL = 19_988_480
 

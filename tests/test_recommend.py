@@ -10,8 +10,16 @@ import pytest
 from explorer import calculator
 from explorer.costs import memory, specs
 from explorer.errors import ExplorerError
+from explorer.learn.recommend import (
+    GOALS,
+    LADDER,
+    RULES,
+    SCENARIOS,
+    Job,
+    match_rule,
+    recommend,
+)
 from explorer.methods import METHODS
-from explorer.learn.recommend import GOALS, LADDER, RULES, SCENARIOS, Job, match_rule, recommend
 
 
 def calc_for(rec, model):

@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from . import exact
 from ..costs import memory
-from ..errors import ExplorerError
 from ..costs.flops import FlopReport, flop_report
-from ..methods import METHODS, get as get_method
-from ..methods.base import Term, coerce
 from ..costs.specs import ModelSpec
+from ..errors import ExplorerError
+from ..methods import METHODS
+from ..methods import get as get_method
+from ..methods.base import Term
+from ..options import coerce
+from . import exact
 
 
 @dataclass
@@ -33,6 +35,7 @@ class CalcResult:
     kv_cache_bytes: float
     flops: FlopReport
     adapter_file_bytes: int
+    adaptation: object = None                  # what the method adds, as the cost formulas read it
 
     @property
     def method_obj(self):
@@ -51,8 +54,7 @@ class CalcResult:
     @property
     def total_params_with_method(self) -> int:
         """Base parameters plus what the method adds (full and head add nothing new)."""
-        if self.method == "full" or (self.method == "head" and self.options.head_type == "lm"
-                                     and not self.spec.arch.tied):
+        if not self.method_obj.adds_params(self.spec, self.options):
             return self.total_params
         return self.total_params + self.trainable_formula
 
@@ -108,21 +110,19 @@ def calculate(spec: ModelSpec, method_name: str, options=None, settings=None, ex
         counts = exact.exact_counts(spec, method_name, options)
     elif exact_mode == "cached":
         counts = exact.cached(spec, method_name, options)
-    training = training_memory(spec, method_name, options, trainable, settings)
+    training = memory.training_memory(arch, adaptation, trainable, settings)
     kv = memory.kv_cache_bytes(arch, adaptation, settings)
     inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
     flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
-    file_bytes = trainable * (memory.BYTES["bf16"] if method_name == "full" else 4)
+    file_bytes = trainable * method.saved_bytes_per_param
     return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), counts,
-                      training, inference_weights + kv, kv, flops, file_bytes)
+                      training, inference_weights + kv, kv, flops, file_bytes, adaptation)
 
 
 def training_memory(spec: ModelSpec, method_name: str, options, trainable: int,
                     settings: memory.TrainSettings) -> memory.Memory:
-    """Training memory of a method on a model: QLoRA's 4-bit base and its double-quant switch included."""
-    return memory.training_memory(spec.arch, get_method(method_name).adaptation(spec, options), trainable, settings,
-                                  qlora=method_name == "qlora",
-                                  double_quant=getattr(options, "bnb_4bit_use_double_quant", True))
+    """Training memory of a method on a model (its adaptation says what is trainable and how the base is stored)."""
+    return memory.training_memory(spec.arch, get_method(method_name).adaptation(spec, options), trainable, settings)
 
 
 def compare_all(spec: ModelSpec, settings=None, chosen: tuple[str, object] | None = None) -> list[CalcResult]:
@@ -140,32 +140,24 @@ def compare_all(spec: ModelSpec, settings=None, chosen: tuple[str, object] | Non
 SETTING_KEYS = {f.name for f in dataclasses.fields(memory.TrainSettings)}
 
 
-@dataclass
-class _PeftSwitches:
-    use_dora: bool = False
-
-
-_USE_DORA = dataclasses.fields(_PeftSwitches)[0]
-
-
 def from_request(model: str, method_name: str, values: dict | None = None, exact_mode: str = "compute",
                  config_text: str | None = None) -> CalcResult:
     """One entry point for the CLI and the API: loose key=value pairs, PEFT's option names where they exist.
 
     Settings keys (batch_size, seq_len, precision, optimizer, gradient_checkpointing) are split from the
-    method's options; ``use_dora=true`` turns LoRA into DoRA; a ``target_modules`` list selects the custom
-    preset.
+    method's options; a method's switches pick a sibling (``use_dora=true`` turns LoRA into DoRA); a
+    ``target_modules`` list selects the custom target preset of methods that have presets.
     """
     from ..costs import specs
 
     values = dict(values or {})
     spec = specs.parse_config_text(config_text) if config_text else specs.resolve(model)
-    use_dora = values.pop("use_dora", None)
-    if use_dora is not None and method_name in ("lora", "dora"):
-        method_name = "dora" if coerce(_USE_DORA, use_dora) else "lora"  # "maybe" or 10**5000: a clear error
-    elif use_dora is not None:
-        raise ExplorerError(f"use_dora applies to LoRA only, not to {method_name}.")
-    if values.get("target_modules") and method_name in ("lora", "dora", "qlora"):
+    for key, siblings in get_method(method_name).switches.items():
+        if key in values:
+            switch = dataclasses.fields(dataclasses.make_dataclass("Switch", [(key, bool, False)]))[0]
+            method_name = siblings.get(coerce(switch, values.pop(key)), method_name)  # "maybe": a clear error
+    option_names = {f.name for f in dataclasses.fields(get_method(method_name).options_type)}
+    if values.get("target_modules") and "target_preset" in option_names:
         values.setdefault("target_preset", "custom")
     settings = parse_settings({k: v for k, v in values.items() if k in SETTING_KEYS})
     options = get_method(method_name).parse_options({k: v for k, v in values.items() if k not in SETTING_KEYS})

@@ -10,8 +10,8 @@ import dataclasses
 import threading
 import warnings
 
-from ..methods import get as get_method
 from ..costs.specs import ModelSpec, meta_model
+from ..methods import get as get_method
 
 _build_lock = threading.Lock()  # PEFT and transformers are not built for concurrent model surgery
 _cache: dict[tuple, tuple[int, int]] = {}

@@ -16,30 +16,13 @@ Tests compare these formulas with FlopCounterMode on meta-device models, for eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .specs import Arch
 
-
-@dataclass(frozen=True)
-class Adaptation:
-    """What a method adds or unfreezes, in terms the FLOP and memory formulas understand."""
-
-    full: bool = False                          # every weight trainable (full fine-tuning)
-    lora: dict = field(default_factory=dict)    # linear name -> rank; "lm_head" allowed
-    dora: bool = False
-    lora_dropout: float = 0.0
-    ia3_out: frozenset = frozenset()            # linears whose output is scaled
-    ia3_in: frozenset = frozenset()             # linears whose input is scaled (feed-forward)
-    adapter_dim: int = 0
-    adapter_after_attention: bool = False
-    adapter_after_ffn: bool = False
-    prompt_tokens: int = 0                      # prompt tuning: virtual input tokens
-    prefix_tokens: int = 0                      # prefix tuning: virtual keys/values per layer
-    prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
-    prefix_token_dim: int = 0
-    head: str = ""                              # "lm" (LM head trainable) or "classifier"
-    num_classes: int = 0
+if TYPE_CHECKING:  # the cost maths reads an Adaptation's fields; it never imports the method registry
+    from ..methods.base import Adaptation
 
 
 class _Counter:
@@ -173,7 +156,7 @@ class FlopReport:
 
 
 def flop_report(arch: Arch, a: Adaptation, seq_len: int, mergeable: bool) -> FlopReport:
-    base_fwd, _ = count_flops(arch, Adaptation(), seq_len, training=False)
+    base_fwd, _ = count_flops(arch, type(a)(), seq_len, training=False)  # the same model, nothing adapted
     fwd, bwd = count_flops(arch, a, seq_len)
     inference_fwd, _ = count_flops(arch, a, seq_len, training=False)
     per = float(seq_len)

@@ -23,10 +23,13 @@ Sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .flops import Adaptation
-from ..methods.base import option
+from ..options import option
 from .specs import Arch
+
+if TYPE_CHECKING:  # read field by field; the cost maths never imports the method registry
+    from ..methods.base import Adaptation
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 ACCELERATORS_GB = (16, 24, 40, 48, 80, 141)
@@ -119,14 +122,13 @@ class Memory:
                 "activations_bytes": self.activations_bytes, "total_bytes": self.total_bytes}
 
 
-def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings, qlora: bool = False,
-                    double_quant: bool = True) -> Memory:
+def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings) -> Memory:
     optimizer = {"adamw": 8, "adamw8bit": 2, "sgd": 0}[s.optimizer] * trainable
     if a.full:
         width = BYTES["bf16"] if s.precision == "int8" else BYTES[s.precision]
         weights = arch.total_params() * width
         return Memory(weights, 0, trainable * width, optimizer, activation_bytes(arch, a, s))
-    weights = base_weight_bytes(arch, s.precision, nf4=qlora, double_quant=double_quant)
+    weights = base_weight_bytes(arch, s.precision, nf4=a.quantized_base, double_quant=a.double_quant)
     return Memory(weights, trainable * 4, trainable * 4, optimizer, activation_bytes(arch, a, s))
 
 

@@ -210,17 +210,18 @@ def resolve(name: str) -> ModelSpec:
     name = (name or "").strip()
     if name in catalog_names():
         return catalog_spec(name)
-    from ..models import registry as models
+    from ..models import registry
 
-    if name in models.registry():
-        config = models.read_config(models.registry()[name])
+    known = registry.registry()
+    if name in known:
+        config = registry.read_config(known[name])
         if config is None:
             raise ExplorerError(f"'{name}' is not provisioned yet: run `python -m explorer provision`.")
         return spec_from_dict(config, name, "runnable")
     from .. import settings
 
     if settings.model_sources() != "any":  # a hosted server reads no config.json path a user names
-        models.resolve(name)  # raises the server's policy message unless the folder is allowed
+        registry.resolve(name)  # raises the server's policy message unless the folder is allowed
     path = Path(name).expanduser()
     if path.is_dir():
         path = path / "config.json"

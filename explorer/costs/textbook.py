@@ -44,5 +44,35 @@ CLAIMS = (
 )
 
 
-def claims_for(method: str) -> list[Claim]:
-    return [c for c in CLAIMS if c.method == method]
+@dataclass(frozen=True)
+class OutcomeClaim:
+    """A claim of the chapter about how methods compare after real training: a race can test it.
+
+    ``test`` names how (explorer.race.reading applies it): "matches" (the subject's held-out loss is no
+    worse than each other's at a similar parameter count), "weaker" (the subject improves the loss by less
+    than ``threshold`` × the best other's improvement), "close" (at least ``threshold`` × it), "low_rank"
+    (a rank ≤ 4 is within ``threshold`` of the best rank of the subject's sweep), "forgets_more" (the
+    subject loses at least ``threshold`` more of the forgetting probe than the others)."""
+
+    key: str
+    quote: str
+    test: str
+    subject: str
+    others: tuple = ()
+    threshold: float = 0.0
+
+
+OUTCOME_CLAIMS = (
+    OutcomeClaim("matches_soft_prompts", "At any scale, LoRA outperforms or matches prefix/prompt tuning, with "
+                 "similar or fewer parameters.", "matches", "lora", ("prompt", "prefix")),
+    OutcomeClaim("prompt_small_models", "At smaller scale ... Prompt tuning struggles because the input-only "
+                 "adaptation isn't enough to reshape the model's effective behaviour.", "weaker", "prompt",
+                 ("lora",), 0.5),
+    OutcomeClaim("ia3_small_data", "IA³ works surprisingly well for small fine-tuning datasets (1K-10K "
+                 "examples).", "close", "ia3", ("lora",), 0.8),
+    OutcomeClaim("low_rank", "lora.c showing rank-4 sufficiency (very low ranks already suffice).", "low_rank",
+                 "lora", (), 0.05),
+    OutcomeClaim("forgetting", "Robust to overfitting. The rank constraint acts as a regulariser ... risk of "
+                 "catastrophic forgetting on small data (full fine-tuning).", "forgets_more", "full", ("lora",),
+                 0.1),
+)

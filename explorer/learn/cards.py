@@ -1,18 +1,18 @@
 """The Learn tab's content, computed: one card per method and a side-by-side comparison of two methods.
 
 Nothing here is a second implementation: every number comes from explorer.calculator (the same formulas
-the Calculator shows and tests check against PEFT), the diagram from explorer.diagram, the chapter's
-figures from explorer.textbook, and run outcomes from the saved runs in models_cache/runs.
+the Calculator shows and tests check against PEFT), the diagram from explorer.learn.diagram, the chapter's
+figures checked by explorer.calculator.claims, and run outcomes from the saved runs in models_cache/runs.
 """
 
 from __future__ import annotations
 
 from .. import calculator
+from ..calculator.claims import claims_of
 from ..costs import memory, specs
-from ..train import runs
 from ..errors import ExplorerError
 from ..methods import METHODS
-from ..costs.textbook import CLAIMS, TEXTBOOK_MODEL, claims_for
+from ..train import runs
 
 
 def _calc(spec, method: str, settings=None):
@@ -22,15 +22,8 @@ def _calc(spec, method: str, settings=None):
 
 def claims_with_exact(method: str) -> list[dict]:
     """The chapter's figures for this method (Llama-2-7B) beside the exact values, labelled as claims."""
-    spec = specs.resolve(TEXTBOOK_MODEL)
-    rows = []
-    for claim in claims_for(method):
-        r = calculator.calculate(spec, claim.method, METHODS[claim.method].parse_options(claim.options),
-                                 exact_mode="skip")
-        exact = r.trainable_formula if claim.quantity == "params" else r.flops.inference_overhead_per_token_unmerged
-        rows.append({"what": claim.what, "claimed": claim.claimed, "exact": exact, "quantity": claim.quantity,
-                     "ratio": claim.claimed / exact, "reason": claim.reason})
-    return rows
+    return [{"what": c.claim.what, "claimed": c.claim.claimed, "exact": c.exact, "quantity": c.claim.quantity,
+             "ratio": c.ratio, "reason": c.claim.reason} for c in claims_of(METHODS[method])]
 
 
 def method_card(spec, method: str, settings=None) -> dict:
@@ -42,13 +35,13 @@ def method_card(spec, method: str, settings=None) -> dict:
         r = _calc(spec, method, settings)
     except ExplorerError as error:  # e.g. IA³ on a family without default targets
         return {"method": method, "title": m.title, "where": m.where, "explanation": m.explanation,
-                "when_to_use": m.when_to_use, "mergeable": m.mergeable, "merge_reason": m.merge_reason,
+                "when_to_use": m.when_to_use, "mergeable": m.mergeable, "merge_reason": m.merge_reason, "merge_summary": m.merge_summary,
                 "error": str(error), "claims": claims_with_exact(method)}
     total = r.total_params_with_method
     f = r.flops
     return {
         "method": method, "title": m.title, "where": m.where, "explanation": m.explanation,
-        "when_to_use": m.when_to_use, "mergeable": m.mergeable, "merge_reason": m.merge_reason,
+        "when_to_use": m.when_to_use, "mergeable": m.mergeable, "merge_reason": m.merge_reason, "merge_summary": m.merge_summary,
         "options": {k: v for k, v in r.as_json().get("options", {}).items()},
         "trainable": r.trainable_formula, "trainable_percent": 100 * r.trainable_formula / total,
         "training_memory_bytes": r.training.total_bytes,
@@ -68,10 +61,10 @@ def last_runs(method: str, limit: int = 3) -> list[dict]:
     """Outcomes of the newest finished runs of this method (any model), from their summaries."""
     rows = []
     for run in runs.list_runs():
-        config, summary = run["settings"].get("config", {}), run["summary"]
-        if config.get("method") != method or run["status"].get("state") != "done" or not summary:
+        if run.config is None or run.config.method != method or run.state != "done" or not run.summary:
             continue
-        rows.append({"run_id": run["run_id"], "model": config.get("model"), "dataset": config.get("dataset"),
+        summary = run.summary
+        rows.append({"run_id": run.run_id, "model": run.config.model, "dataset": run.dataset_label,
                      "steps": summary.get("steps"), "eval_loss_first": summary.get("eval_loss_first"),
                      "eval_loss_last": summary.get("eval_loss_last"),
                      "task_score_base": summary.get("task_score_base"),
@@ -92,4 +85,4 @@ def side_by_side(model: str, method_a: str, method_b: str, settings=None) -> dic
     return {"model": spec.name, "cards": cards, "runs": {name: last_runs(name) for name in (method_a, method_b)}}
 
 
-__all__ = ["CLAIMS", "guide", "method_card", "side_by_side", "last_runs", "claims_with_exact"]
+__all__ = ["guide", "method_card", "side_by_side", "last_runs", "claims_with_exact"]

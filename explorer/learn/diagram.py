@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from html import escape
 
-from ..costs.flops import Adaptation
 from ..costs.specs import Arch
+from ..methods.base import Adaptation
 
 HIGHLIGHT = "#f97316"
 FROZEN = "#e5e7eb"

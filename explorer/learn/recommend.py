@@ -11,7 +11,7 @@ How it decides (nothing else chooses):
    roomiest to leanest. The first candidate whose training memory fits is the recommendation; the
    next one that fits is the runner-up; the others are listed with the memory they would need.
 
-Memory is counted in GiB (1024³ bytes), as ``explorer.memory.fits`` counts an accelerator's "GB".
+Memory is counted in GiB (1024³ bytes), as ``explorer.costs.memory.fits`` counts an accelerator's "GB".
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .. import calculator
-from ..costs import memory, specs, textbook
+from ..calculator.claims import claims_of
+from ..costs import memory, specs
 from ..errors import ExplorerError
+from ..human import human_number
 from ..methods import METHODS
-from ..methods.base import coerce, option
+from ..options import coerce, option
 
 GOALS = {
     "style": "behaviour or style change",
@@ -204,33 +206,26 @@ def _try(spec, candidate: Candidate, memory_gb: float) -> _Tried:
     return tried
 
 
-def _flops(n: float) -> str:
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.3g}"
-
-
 def _size(n: float) -> str:
     return next(f"{n / size:.3g} {unit}" for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("bytes", 1))
                 if n >= size or unit == "bytes")
 
 
 def _inference_reason(calc: calculator.CalcResult) -> str:
-    """Extra FLOPs per token at inference, from explorer.flops.flop_report (merged and unmerged)."""
+    """Extra FLOPs per token at inference, from explorer.costs.flops.flop_report (merged and unmerged)."""
     f, base = calc.flops, calc.flops.base_forward_per_token
     unmerged, merged = f.inference_overhead_per_token_unmerged, f.inference_overhead_per_token_merged
-    if calc.method == "full":
+    if calc.adaptation.full:
         return "Inference: a new set of weights, exactly the base model's cost."
     if unmerged < 0:
-        return (f"Inference: the new head replaces the LM head, {_flops(-unmerged)} FLOPs per token fewer "
-                f"than the base model's {_flops(base)}.")
-    pct = f"{100 * unmerged / base:.2g}% of the base model's {_flops(base)}"
+        return (f"Inference: the new head replaces the LM head, {human_number(-unmerged)} FLOPs per token fewer "
+                f"than the base model's {human_number(base)}.")
+    pct = f"{100 * unmerged / base:.2g}% of the base model's {human_number(base)}"
     if not calc.method_obj.mergeable:
-        return f"Inference: cannot merge, so every token costs {_flops(unmerged)} FLOPs more, forever ({pct})."
-    unmerged_text = (f"{_flops(unmerged)} FLOPs per token ({pct})" if unmerged else
+        return f"Inference: cannot merge, so every token costs {human_number(unmerged)} FLOPs more, forever ({pct})."
+    unmerged_text = (f"{human_number(unmerged)} FLOPs per token ({pct})" if unmerged else
                      f"no matmul FLOPs, only {f.elementwise_overhead_per_token:,.0f} element-wise multiplications")
-    return (f"Inference: merged into the weights, {_flops(merged)} extra FLOPs per token; served unmerged "
+    return (f"Inference: merged into the weights, {human_number(merged)} extra FLOPs per token; served unmerged "
             f"(adapters swapped per request), {unmerged_text}.")
 
 
@@ -244,7 +239,7 @@ def _reasons(tried: _Tried, memory_gb: float) -> list[str]:
         f"Training memory: {tried.needed_gb:.1f} GiB at {tried.label}, which {room} the {memory_gb:g} GiB available.",
         _inference_reason(calc),
         f"Saved result: {_size(calc.adapter_file_bytes)}"
-        + (" (a whole new model)." if calc.method == "full" else " per fine-tune."),
+        + (" (a whole new model)." if calc.adaptation.full else " per fine-tune."),
     ]
 
 
@@ -268,7 +263,7 @@ def recommend(job: Job) -> Recommendation:
                        f"{calc.method_obj.title} is next in line.")
     reasons += _reasons(best, job.memory_gb)
     reasons += [f"Skipped {t.calc.method_obj.title}: serving is latency-sensitive and it cannot merge "
-                f"(+{_flops(t.calc.flops.inference_overhead_per_token_unmerged)} FLOPs per token)." for t in skipped]
+                f"(+{human_number(t.calc.flops.inference_overhead_per_token_unmerged)} FLOPs per token)." for t in skipped]
     not_fitting = [t for t in tried if not t.fits]
     if not_fitting:
         reasons.append("Would not fit in memory: " + "; ".join(
@@ -290,8 +285,6 @@ def recommend(job: Job) -> Recommendation:
 
 # ---- Where exact numbers contradict the chapter (computed, never copied) ----------------------------
 
-CLAIMS_OF = {"lora": "lora", "qlora": "lora", "prefix": "prefix", "prompt": "prompt", "ia3": "ia3",
-             "adapter": "adapter"}   # QLoRA trains LoRA's parameters, so LoRA's figure applies
 LORA_SHARE = (0.5, 2.0)              # chapter: "~0.5-2% of full-FT parameters trainable"
 QLORA_70B_GB = 24                    # chapter: "fine-tuning a 70B model on a 24GB GPU is routine"
 
@@ -299,22 +292,17 @@ QLORA_70B_GB = 24                    # chapter: "fine-tuning a 70B model on a 24
 def chapter_notes(spec, tried: _Tried) -> list[str]:
     """The chapter's figures for the recommended method, checked against the calculator."""
     calc, notes = tried.calc, []
-    seven_b = specs.catalog_spec(textbook.TEXTBOOK_MODEL)
-    for claim in textbook.claims_for(CLAIMS_OF.get(calc.method, "")):
-        ref = calculator.calculate(seven_b, claim.method, METHODS[claim.method].parse_options(claim.options),
-                                   exact_mode="skip")
-        exact = ref.trainable_formula if claim.quantity == "params" else ref.flops.inference_overhead_per_token_unmerged
-        if abs(claim.claimed / exact - 1) > 0.1:
-            unit = "parameters" if claim.quantity == "params" else "FLOPs per token"
-            notes.append(f"The chapter gives {claim.what} on Llama-2-7B as ≈{_flops(claim.claimed)}; the exact "
-                         f"figure is {exact:,.0f} {unit}: {claim.reason}")
-    if calc.method in ("lora", "qlora", "dora"):
+    for checked in claims_of(calc.method_obj):
+        if abs(checked.ratio - 1) > 0.1:
+            notes.append(f"The chapter gives {checked.claim.what} on Llama-2-7B as ≈{human_number(checked.claim.claimed)}; "
+                         f"the exact figure is {checked.exact:,.0f} {checked.unit}: {checked.claim.reason}")
+    if calc.method_obj.family == "lora":
         share = 100 * calc.trainable / calc.total_params_with_method
         if not LORA_SHARE[0] <= share <= LORA_SHARE[1]:
             notes.append(f"The chapter says LoRA trains ~0.5-2% of the parameters; here r={calc.options.r} trains "
                          f"{calc.trainable:,}, {share:.2g}% of {spec.name}.")
-    if calc.method == "qlora" and spec.arch.total_params() >= 50e9:
-        leanest = min(_try(spec, Candidate("qlora", dataclasses.asdict(calc.options)), 0).needed_gb,
+    if calc.method_obj.quantized_base and spec.arch.total_params() >= 50e9:
+        leanest = min(_try(spec, Candidate(calc.method, dataclasses.asdict(calc.options)), 0).needed_gb,
                       tried.needed_gb)
         card = next((gb for gb in memory.ACCELERATORS_GB if leanest <= gb), None)
         if leanest > QLORA_70B_GB:

@@ -18,6 +18,7 @@ METHODS: dict[str, Method] = {
     "prefix": prefix.METHOD,
     "adapter": adapter.METHOD,
 }
+DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from
 
 
 def get(name: str) -> Method:

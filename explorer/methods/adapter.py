@@ -7,8 +7,8 @@ residual: 2·d_model·d_a + d_a + d_model parameters, after attention and/or aft
 from dataclasses import dataclass
 
 from ..errors import ExplorerError
-from ..costs.flops import Adaptation
-from .base import Method, freeze, option, per_layer_term
+from ..options import option
+from .base import Adaptation, Method, freeze, per_layer_term
 
 
 @dataclass

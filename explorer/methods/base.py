@@ -1,26 +1,50 @@
-"""What every method provides: options, a formula with its breakdown, and a real build.
+"""What every method provides: options, a formula with its breakdown, a real build, and how it differs.
 
 A method module defines an ``Options`` dataclass (fields carry help text and bounds in their
 metadata; the UI shows the help as tooltips) and a ``Method`` instance. Formulas answer from the
 model's ``Arch`` instantly; ``apply`` builds the method for real (PEFT, or the project's own
 modules) on a model, which may live on the meta device.
+
+Everything that differs between methods is a field or hook of ``Method`` (how its base model is
+loaded, whether it adds parameters, the dtype of its saved weights, how its runs combine, ...), as
+PEFT keeps per-tuner behaviour on the tuner class: no module outside ``explorer/methods/`` tests a
+method's name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import ExplorerError
-from ..costs.flops import Adaptation
 from ..costs.specs import Arch, ModelSpec
+from ..errors import ExplorerError
+from ..options import coerce
 
 
-def option(default, help: str, **bounds):
-    """A dataclass field whose metadata holds help text and UI bounds (min, max, step, choices)."""
-    return field(default=default, metadata={"help": help, **bounds})
+@dataclass(frozen=True)
+class Adaptation:
+    """What a method adds or unfreezes, in the terms the FLOP and memory formulas of explorer.costs read.
+
+    The cost maths never imports the registry: it reads these fields only."""
+
+    full: bool = False                          # every weight trainable (full fine-tuning)
+    lora: dict = field(default_factory=dict)    # linear name -> rank; "lm_head" allowed
+    dora: bool = False
+    lora_dropout: float = 0.0
+    ia3_out: frozenset = frozenset()            # linears whose output is scaled
+    ia3_in: frozenset = frozenset()             # linears whose input is scaled (feed-forward)
+    adapter_dim: int = 0
+    adapter_after_attention: bool = False
+    adapter_after_ffn: bool = False
+    prompt_tokens: int = 0                      # prompt tuning: virtual input tokens
+    prefix_tokens: int = 0                      # prefix tuning: virtual keys/values per layer
+    prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
+    prefix_token_dim: int = 0
+    head: str = ""                              # "lm" (LM head trainable) or "classifier"
+    num_classes: int = 0
+    quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
+    double_quant: bool = True                   # ... with their block scales quantized too
 
 
 @dataclass(frozen=True)
@@ -52,8 +76,19 @@ class Method:
     adaptation: Callable           # (spec, options) -> Adaptation
     apply: Callable                # (model, spec, options) -> model with the method applied
     validate: Callable = lambda spec, options: None
-    textbook: str = ""             # key into explorer.textbook claims, if the chapter gives a figure
+    textbook: str = ""             # key of the chapter's claims (explorer.costs.textbook) its figures answer to
     new_model: bool = False        # trains plain weights of its own (full, head): nothing to merge
+    family: str = ""               # "lora": LoRA and its variants, which share its rank, targets and claims
+    quantized_base: bool = False   # its frozen base is loaded in 4-bit: merged into a de-quantized copy
+    load_kwargs: Callable = lambda options, device: {}   # extra from_pretrained arguments for its base
+    after_load: Callable = lambda model: None            # fix-ups of such a base once loaded
+    adds_params: Callable = lambda spec, options: True   # False when it only unfreezes weights the model has
+    saved_bytes_per_param: int = 4  # PEFT and our own modules save trainable weights in float32
+    combinations: tuple = ()       # how two runs of it combine (explorer.compare.compose), e.g. ("cat",)
+    artifact: str = "adapter"      # what one run of it saves, in words: "LoRA adapter", "soft prompt"
+    peft_type: str = ""            # PEFT's peft_type in its saved adapter_config.json (PEFT-built methods)
+    switches: dict = field(default_factory=dict)  # request keys that pick a sibling: {"use_dora": {True: "dora"}}
+    check_training: Callable = lambda options: None      # refuse options the trainer cannot train
 
     def parse_options(self, values: dict | None = None):
         """Options from loose values (UI widgets, CLI strings), checked; clear message on bad input."""
@@ -66,63 +101,22 @@ class Method:
         parsed = {name: coerce(known[name], value) for name, value in values.items()}
         return self.options_type(**parsed)
 
+    @property
+    def merge_summary(self) -> str:
+        """One sentence on merging that never repeats itself: the reason of a method that cannot merge (or has
+        nothing to merge) already says so; a mergeable one's reason says why it can."""
+        if self.new_model or not self.mergeable:
+            return self.merge_reason
+        return f"Merges into the base weights: {self.merge_reason}"
+
+    @property
+    def title_in_sentence(self) -> str:
+        """The title inside a sentence: "prompt tuning", but "LoRA" and "IA³" keep their capitals."""
+        first = self.title.split()[0]
+        return self.title[0].lower() + self.title[1:] if first[1:] == first[1:].lower() else self.title
+
     def trainable_formula(self, spec: ModelSpec, options) -> int:
         return sum(term.count for term in self.terms(spec, options))
-
-
-def coerce(f: dataclasses.Field, value):
-    """Turn a widget or CLI value into the field's type, enforcing its bounds."""
-    meta, default = f.metadata, f.default
-    label = f.name
-    if isinstance(default, bool):
-        if isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise ExplorerError(f"{label} must be true or false, got {_shown(value)}.")
-            return lowered in ("true", "1", "yes", "on")
-        return bool(value)
-    if isinstance(default, int):
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
-            raise ExplorerError(f"{label} must be a whole number, got {_shown(value)}.") from None
-        if not math.isfinite(number) or number != int(number):
-            raise ExplorerError(f"{label} must be a whole number, got {_shown(value)}.")
-        number = int(number)
-        lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and number < lo) or (hi is not None and number > hi):
-            raise ExplorerError(f"{label} must be between {lo} and {hi}, got {number}.")
-        return number
-    if isinstance(default, float):
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ExplorerError(f"{label} must be a number, got {_shown(value)}.") from None
-        lo, hi = meta.get("min"), meta.get("max")
-        if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
-            raise ExplorerError(f"{label} must be a finite number between {lo} and {hi}, got {_shown(value)}.")
-        return number
-    try:
-        text = "" if value is None else str(value).strip()
-    except ValueError:  # e.g. an int too long for str() (Python's 4300-digit limit)
-        raise ExplorerError(f"{label} must be text, got {_shown(value)}.") from None
-    choices = meta.get("choices")
-    if choices and text not in choices:
-        raise ExplorerError(f"{label} must be one of {', '.join(choices)}, got {_shown(value)}.")
-    return text
-
-
-def _shown(value, limit: int = 60) -> str:
-    """A short repr of a user's value for a message: never huge, never raising (ints over 4300 digits do)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        return "a number too large to show"
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def option_help(options_type) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(options_type)}
 
 
 def freeze(model) -> None:

@@ -26,4 +26,5 @@ METHOD = Method(
     terms=lambda spec, options: lora_terms(spec, options, dora=True),
     adaptation=lambda spec, options: lora_adaptation(spec, options, dora=True),
     apply=lambda model, spec, options: apply_lora(model, spec, options, dora=True),
-    validate=lambda spec, options: resolve_targets(spec.arch, options))
+    validate=lambda spec, options: resolve_targets(spec.arch, options), family="lora", peft_type="LORA",
+    switches={"use_dora": {True: "dora", False: "lora"}})

@@ -2,8 +2,7 @@
 
 from dataclasses import dataclass
 
-from ..costs.flops import Adaptation
-from .base import Method, Term
+from .base import Adaptation, Method, Term
 
 
 @dataclass
@@ -23,7 +22,8 @@ METHOD = Method(
                 "states for all weights.",
     when_to_use="Large datasets, a big budget, and a need for the last bit of quality.",
     default_lr=2e-5, options_type=FullOptions, mergeable=True,
-    new_model=True,
+    new_model=True, adds_params=lambda spec, options: False,
+    saved_bytes_per_param=2,  # the whole model, saved at its precision: the Calculator assumes bf16
     merge_reason="Nothing to merge: full fine-tuning produces a new set of weights; zero inference overhead.",
     uses_peft=False,
     terms=lambda spec, o: [Term("all parameters", spec.arch.total_params(),

@@ -7,8 +7,9 @@ layer of d_model·classes + classes parameters.
 
 from dataclasses import dataclass
 
-from ..costs.flops import Adaptation
-from .base import Method, Term, freeze, option
+from ..errors import ExplorerError
+from ..options import option
+from .base import Adaptation, Method, Term, freeze
 
 
 @dataclass
@@ -25,6 +26,17 @@ def terms(spec, o):
         return [Term("classifier head", count, f"{a.hidden}·{o.num_classes} + {o.num_classes} = {count:,}")]
     tied = " (an untied, trainable copy of the tied embeddings)" if a.tied else ""
     return [Term("lm_head" + tied, a.vocab * a.hidden, f"{a.vocab}·{a.hidden} = {a.vocab * a.hidden:,}")]
+
+
+def adds_params(spec, o) -> bool:
+    """A classifier is a new layer; the LM head of a tied model becomes its own copy; else it exists."""
+    return o.head_type == "classifier" or spec.arch.tied
+
+
+def check_training(o) -> None:
+    if o.head_type == "classifier":
+        raise ExplorerError("The Fine-tune tab trains language-model heads; a classifier head needs labelled "
+                            "classes, which the chat datasets do not provide. Choose head_type=lm.")
 
 
 def apply(model, spec, o):
@@ -52,7 +64,7 @@ METHOD = Method(
                 "the LM head, or a new pooling + linear classifier.",
     when_to_use="Classification and embeddings, where the pretrained representations are already right.",
     default_lr=1e-3, options_type=HeadOptions, mergeable=True,
-    new_model=True,
+    new_model=True, adds_params=adds_params, check_training=check_training,
     merge_reason="Nothing to merge: training a head produces a new model head directly; inference costs "
                  "what the head costs.",
     uses_peft=False, terms=terms,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ExplorerError
-from ..costs.flops import Adaptation
-from .base import Method, option, per_layer_term
+from ..options import option
+from .base import Adaptation, Method, per_layer_term
 
 FALLBACK = {"phi3": (["qkv_proj", "down_proj"], ["down_proj"])}
 
@@ -30,8 +30,10 @@ def _split(text: str) -> list[str]:
 
 def resolve(spec, options) -> tuple[list[str], list[str]]:
     """(targets, feedforward) as linear names of this architecture."""
-    from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
-                            TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS)
+    from peft.utils import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
+    )
+    from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
 
     arch = spec.arch
     names = [lin.name for lin in arch.linears]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ExplorerError
-from ..costs.flops import Adaptation
 from ..costs.specs import Arch
-from .base import Method, Term, option, per_layer_term
+from ..errors import ExplorerError
+from ..options import option
+from .base import Adaptation, Method, Term, per_layer_term
 
 PRESETS = ("q,v", "attention", "all-linear", "custom")
 
@@ -101,4 +101,5 @@ METHOD = Method(
     default_lr=1e-3, options_type=LoraOptions, mergeable=True,
     merge_reason="B·A has the shape of W, so W + (alpha/r)·B·A is an ordinary weight: zero inference overhead.",
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_lora,
-    validate=lambda spec, options: resolve_targets(spec.arch, options), textbook="lora")
+    validate=lambda spec, options: resolve_targets(spec.arch, options), textbook="lora", family="lora",
+    peft_type="LORA", combinations=("linear", "cat", "ties"), artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}})

@@ -8,8 +8,8 @@ embedding, a kv_dim→h linear, tanh and an h→layers·2·kv_dim linear.
 
 from dataclasses import dataclass
 
-from ..costs.flops import Adaptation
-from .base import Method, Term, option
+from ..options import option
+from .base import Adaptation, Method, Term
 
 
 @dataclass

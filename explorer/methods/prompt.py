@@ -5,8 +5,8 @@ n learned input embeddings are prepended to every sequence: n·d_model trainable
 
 from dataclasses import dataclass
 
-from ..costs.flops import Adaptation
-from .base import Method, Term, option
+from ..options import option
+from .base import Adaptation, Method, Term
 
 
 @dataclass
@@ -34,4 +34,4 @@ METHOD = Method(
                                 f"{o.num_virtual_tokens}·{spec.arch.hidden} = "
                                 f"{o.num_virtual_tokens * spec.arch.hidden:,}")],
     adaptation=lambda spec, o: Adaptation(prompt_tokens=o.num_virtual_tokens),
-    apply=apply, textbook="prompt")
+    apply=apply, textbook="prompt", peft_type="PROMPT_TUNING", combinations=("concat",), artifact="soft prompt")

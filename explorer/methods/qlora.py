@@ -4,9 +4,10 @@ LoRA on a base whose linear layers are stored in 4-bit NormalFloat (bitsandbytes
 parameters are LoRA's; what changes is the memory of the frozen base (see explorer.memory).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .base import Method, option
+from ..options import option
+from .base import Method
 from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_targets
 
 
@@ -26,6 +27,21 @@ def quantization_config(options):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=options.bnb_4bit_use_double_quant,
                               bnb_4bit_compute_dtype=getattr(torch, options.bnb_4bit_compute_dtype))
+
+
+def adaptation(spec, options):
+    return replace(lora_adaptation(spec, options), quantized_base=True,
+                   double_quant=options.bnb_4bit_use_double_quant)
+
+
+def load_kwargs(options, device: str) -> dict:
+    """from_pretrained arguments of a QLoRA base: quantized while loading, placed whole on ``device``."""
+    return {"quantization_config": quantization_config(options), "device_map": {"": device}}
+
+
+def after_load(model) -> None:
+    use_portable_cpu_kernels(model)
+    release_file_mapping(model)
 
 
 def use_portable_cpu_kernels(model) -> None:
@@ -66,6 +82,7 @@ METHOD = Method(
     default_lr=1e-3, options_type=QLoraOptions, mergeable=True,
     merge_reason="Merges like LoRA into the de-quantized base; merging into the 4-bit weights themselves "
                  "re-rounds them (the Compare tab shows the difference).",
-    uses_peft=True, terms=lora_terms, adaptation=lora_adaptation,
+    uses_peft=True, terms=lora_terms, adaptation=adaptation,
     apply=lambda model, spec, options: apply_lora(model, spec, options),
-    validate=lambda spec, options: resolve_targets(spec.arch, options))
+    validate=lambda spec, options: resolve_targets(spec.arch, options), textbook="lora", family="lora",
+    peft_type="LORA", quantized_base=True, load_kwargs=load_kwargs, after_load=after_load)

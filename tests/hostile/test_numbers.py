@@ -7,14 +7,14 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from explorer import calculator, generate
-from explorer.models import provision
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
+from explorer.models import provision
 from explorer.train.loop import TrainConfig
-
 
 # --------------------------------------------------------------------------- 3. numbers
 

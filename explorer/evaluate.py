@@ -1,14 +1,9 @@
-"""Task scores from real generations on held-out examples (greedy, batched)."""
+"""Evaluation of a model on held-out data: task scores from real generations (greedy, batched) and held-out loss."""
 
 from __future__ import annotations
 
-from .data import uploads as data
-from .data.tasks import TASKS, Task
-
-
-def task_for(dataset: str) -> Task | None:
-    """The bundled task behind a dataset name (uploaded data has no automatic score)."""
-    return TASKS.get(dataset)
+from .data import chat
+from .data.tasks import Task
 
 
 def generate_token_ids(model, tokenizer, prompts: list[str], max_new_tokens: int, device: str,
@@ -17,7 +12,7 @@ def generate_token_ids(model, tokenizer, prompts: list[str], max_new_tokens: int
     Greedy by default; with temperature > 0 it samples, seeded so a rerun gives the same text."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = chat.pad_id(tokenizer)
     stops = {pad, tokenizer.eos_token_id}
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
     replies = []
@@ -26,7 +21,7 @@ def generate_token_ids(model, tokenizer, prompts: list[str], max_new_tokens: int
     if temperature > 0:
         torch.manual_seed(seed)
     for start in range(0, len(prompts), batch_size):
-        chunk = [data.prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
+        chunk = [chat.prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
         width = max(len(ids) for ids in chunk)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk], device=device)
@@ -55,10 +50,35 @@ def user_and_reference(row: dict) -> tuple[str, str]:
     return user, reference
 
 
-def task_score(model, tokenizer, rows: list[dict], task: Task | None, max_new_tokens: int, device: str):
-    """The task's score on these rows, or None when there is no task or no row."""
+def task_score(model, tokenizer, rows: list[dict], task: Task | None, max_new_tokens: int, device: str,
+               should_stop=None):
+    """The task's score on these rows, or None when there is no task or no row. With ``should_stop``, the
+    replies are generated a few at a time and scoring gives up (None) as soon as it returns True, so a
+    stop asked for while a run scores its base model takes seconds, not the whole scoring."""
     if task is None or not rows:
         return None
     prompts, references = zip(*(user_and_reference(r) for r in rows))
-    replies = generate_replies(model, tokenizer, list(prompts), max_new_tokens, device)
+    chunk = 4 if should_stop else len(prompts)
+    replies = []
+    for start in range(0, len(prompts), chunk):
+        if should_stop and should_stop():
+            return None
+        replies += generate_replies(model, tokenizer, list(prompts[start:start + chunk]), max_new_tokens, device)
     return task.score(replies, list(references))
+
+
+def heldout_loss(model, encoded: list, pad_id: int, device: str, batch_size: int = 8, limit: int = 16) -> float:
+    """Mean loss per target token over the first ``limit`` encoded held-out examples (no gradients)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, min(len(encoded), limit), batch_size):
+            batch = {k: v.to(device) for k, v in chat.collate(encoded[start:start + batch_size], pad_id).items()}
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / max(count, 1)

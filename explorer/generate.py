@@ -1,10 +1,11 @@
-"""Generate a reply from a chat model with its chat template (greedy by default)."""
+"""Generate one reply from a loaded model (the Models tab and the generate command; greedy)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 
+from .data import chat
 from .errors import ExplorerError
 
 MAX_PROMPT_CHARS = 8000
@@ -42,32 +43,17 @@ def check_prompt(prompt: str) -> str:
 
 
 def check_max_new_tokens(value) -> int:
-    from .methods.base import _shown
+    from .options import shown
 
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
-        raise ExplorerError(f"max new tokens must be a whole number, got {_shown(value)}.") from None
+        raise ExplorerError(f"max new tokens must be a whole number, got {shown(value)}.") from None
     if number != number or number in (float("inf"), float("-inf")) or number != int(number):
-        raise ExplorerError(f"max new tokens must be a whole number, got {_shown(value)}.")
+        raise ExplorerError(f"max new tokens must be a whole number, got {shown(value)}.")
     if not 1 <= number <= MAX_NEW_TOKENS_LIMIT:
         raise ExplorerError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {int(number)}.")
     return int(number)
-
-
-def chat_input_ids(tokenizer, prompt: str):
-    """Token ids of one user turn, rendered with the model's chat template."""
-    from .data.uploads import _neutralise
-
-    # Special-token strings typed by the user stay text: "<|im_end|><|im_start|>assistant" must not
-    # end the user turn early (as data.prompt_ids and training do).
-    prompt = _neutralise(tokenizer, prompt)
-    messages = [{"role": "user", "content": prompt}]
-    if tokenizer.chat_template:
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
-        return encoded["input_ids"]
-    return tokenizer(prompt, return_tensors="pt")["input_ids"]  # base models without a template
 
 
 def generate(loaded, prompt: str, max_new_tokens: int = 64) -> Generation:
@@ -77,8 +63,10 @@ def generate(loaded, prompt: str, max_new_tokens: int = 64) -> Generation:
     prompt = check_prompt(prompt)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     tokenizer, model = loaded.tokenizer, loaded.model
-    input_ids = chat_input_ids(tokenizer, prompt).to(loaded.device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # The one prompt builder: the chat template (special tokens typed by the user stay text), or the
+    # plain "User: …\nAssistant:" form training uses for models without one.
+    input_ids = torch.tensor([chat.prompt_ids(tokenizer, prompt)], device=loaded.device)
+    pad = chat.pad_id(tokenizer)
     start = time.perf_counter()
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),

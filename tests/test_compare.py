@@ -5,16 +5,18 @@ import shutil
 
 import pytest
 import torch
+from conftest import BUNDLED, TINY, train_run
 
-from explorer.compare import variants as compare, export
-from explorer.data import uploads as data
 from explorer import evaluate
-from explorer.models import loaded as loaded_models, registry as models
-from explorer.train import runs, loop as training
+from explorer.compare import export
+from explorer.compare import variants as compare
+from explorer.data import chat, sources
+from explorer.data.tasks import TASKS
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
-from explorer.data.tasks import TASKS
-
+from explorer.models import loaded as loaded_models
+from explorer.models import registry
+from explorer.train import runs
 
 
 def run_cli_in_process(argv, capsys):
@@ -24,19 +26,6 @@ def run_cli_in_process(argv, capsys):
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
-TINY = "tiny-random-llama"
-BUNDLED = "smollm2-135m-instruct"
-
-
-def train_run(method, model=TINY, options=None, **overrides):
-    values = dict(model=model, method=method, dataset="pirate", steps=3, batch_size=4, seq_len=64,
-                  eval_examples=0, eval_every=100, learning_rate=0.05)
-    values.update(overrides)
-    config = training.TrainConfig(**values)
-    run_dir = runs.create_run(config, options or {})
-    training.train(config, options or {}, run_dir)
-    runs.set_status(run_dir, "done")
-    return run_dir.name
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +60,7 @@ def test_merged_logits_equal_adapted_logits_and_greedy_outputs_match(tiny_runs, 
 @pytest.mark.parametrize("method", ["lora", "dora", "ia3", "prompt", "prefix"])
 def test_with_the_adapter_disabled_logits_equal_the_base_models_exactly(tiny_runs, method):
     s = compare.session(tiny_runs[method])
-    seq = torch.tensor([data.prompt_ids(s.tokenizer, "Ahoy, who goes there?")])
+    seq = torch.tensor([chat.prompt_ids(s.tokenizer, "Ahoy, who goes there?")])
     with s.adapted.disable_adapter():
         disabled = compare.logits(s.adapted, seq)
     assert torch.equal(disabled, compare.logits(s.base, seq))
@@ -108,7 +97,7 @@ def test_heldout_scores_come_from_real_generations(tiny_runs):
     run_id = tiny_runs["lora"]
     result = compare.evaluate_heldout(run_id, 3)
     s = compare.session(run_id)
-    _, rows = data.load_dataset("pirate")
+    _, rows = sources.load_dataset("pirate")
     prompts, refs = zip(*(evaluate.user_and_reference(r) for r in rows[:3]))
     replies = evaluate.generate_replies(s.adapted, s.tokenizer, list(prompts), 32, s.device)
     assert result["task_score"]["adapted"] == TASKS["pirate"].score(replies, list(refs))
@@ -130,7 +119,7 @@ def test_a_trained_lora_on_the_bundled_model_changes_greedy_output(cache):
 
 def test_qlora_merges_into_the_dequantized_base_and_measures_4bit_rounding(cache):
     """On the tiny model: bitsandbytes' portable CPU path handles its 32-wide layers."""
-    run_id = train_run("qlora", steps=3)
+    run_id = train_run("qlora", steps=3, learning_rate=0.05)
     result = compare.run_comparison(run_id, "What is the capital of Spain?", 6, measure_latency=False)
     assert isinstance(result["outputs"]["merged"], str)
     four = result["fidelity"]["merge_into_4bit"]
@@ -150,7 +139,7 @@ def test_export_writes_a_model_the_registry_and_transformers_load(tiny_runs, cac
     folder = export.export_merged(run_id)
     assert folder.parent == tmp_path and sorted(p.name for p in folder.glob("*.safetensors"))
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in folder.iterdir())
-    assert folder.name in models.registry()
+    assert folder.name in registry.registry()
     reloaded = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
     s = compare.session(run_id)
     seq = torch.tensor([[1, 2, 3, 4, 5]])

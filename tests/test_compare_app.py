@@ -1,20 +1,12 @@
 """The Compare tab in a real browser, and its API through gradio_client."""
 
 import pytest
-
-from explorer.train import runs, loop as training
-
-from conftest import wait_for_text
+from conftest import train_run, wait_for_text
 
 
 @pytest.fixture(scope="module")
 def saved_tiny_run(cache):
-    config = training.TrainConfig(model="tiny-random-llama", method="lora", dataset="pirate", steps=2, batch_size=2,
-                                  seq_len=48, eval_examples=0, learning_rate=0.05)
-    run_dir = runs.create_run(config, {})
-    training.train(config, {}, run_dir)
-    runs.set_status(run_dir, "done")
-    return run_dir.name
+    return train_run("lora", steps=2, batch_size=2, seq_len=48, learning_rate=0.05, eval_every=5)
 
 
 def test_api_compare_returns_three_outputs_and_errors_as_messages(app_url, saved_tiny_run):

@@ -8,24 +8,13 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY, force_status, train_run
 
 from explorer.compare import compose
-from explorer.train import runs, loop as training
 from explorer.errors import ExplorerError
+from explorer.train import runs
 
-TINY = "tiny-random-llama"
 IDS = torch.tensor([[1, 5, 9, 14, 3, 7]])
-
-
-def train_run(method, dataset, options=None, **overrides) -> str:
-    values = dict(model=TINY, method=method, dataset=dataset, steps=3, batch_size=4, seq_len=64,
-                  eval_examples=0, eval_every=100)
-    values.update(overrides)
-    cfg = training.TrainConfig(**values)
-    run_dir = runs.create_run(cfg, options or {})
-    training.train(cfg, options or {}, run_dir)
-    runs.set_status(run_dir, "done")
-    return run_dir.name
 
 
 def copy_run(run_id, edit_config=None, options=None) -> str:
@@ -239,7 +228,7 @@ def test_demo_runs_are_trained_once_then_reused(cache, tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == folders
 
     # Only finished runs with the default options count: a failed run is replaced, another rank is skipped.
-    runs.set_status(runs.run_path(first["lora-pirate"]), "failed", error="test")
+    force_status(runs.run_path(first["lora-pirate"]), "failed", error="test")
     other_rank = copy_run(first["lora-french"], options={"r": 4})
     third = compose.ensure_demo_runs(model=TINY, steps=2)
     assert third["lora-pirate"] not in folders and third["lora-french"] == first["lora-french"] != other_rank

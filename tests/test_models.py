@@ -7,8 +7,9 @@ import time
 import pytest
 
 from explorer import generate
-from explorer.models import registry as models, provision
 from explorer.errors import ExplorerError
+from explorer.models import loading, provision
+from explorer.models import registry as models
 
 
 def test_registry_lists_shipped_models_with_real_sizes(cache):
@@ -21,12 +22,12 @@ def test_registry_lists_shipped_models_with_real_sizes(cache):
 
 def test_tiny_model_loads_fast_and_generates(cache):
     start = time.perf_counter()
-    loaded = models.load(provision.TINY_NAME, cache)
+    loaded = loading.load(provision.TINY_NAME, cache)
     assert time.perf_counter() - start < 20  # generous: "a few seconds" on a 2-core machine
     assert sum(p.numel() for p in loaded.model.parameters()) < 2_000_000
     result = generate.generate(loaded, "Hello there", max_new_tokens=5)
     assert result.new_tokens == 5  # random weights rarely emit end-of-turn in 5 steps; seed 0 does not
-    assert models.is_loaded(loaded.entry)
+    assert loading.is_loaded(loaded.entry)
 
 
 def test_local_folder_in_cache_is_listed(cache, tmp_path):
@@ -73,7 +74,7 @@ def test_folder_with_only_a_pickle_is_never_unpickled(tmp_path, cache, monkeypat
     (folder / "pytorch_model.bin").write_bytes(b"not really a pickle, and never read")
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called on a pickle"))
     with pytest.raises(ExplorerError, match="pickle"):
-        models.load(str(folder))
+        loading.load(str(folder))
 
 
 def test_remote_code_is_refused(tmp_path, cache):
@@ -82,7 +83,7 @@ def test_remote_code_is_refused(tmp_path, cache):
     config["auto_map"] = {"AutoModelForCausalLM": "evil.Model"}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExplorerError, match="remote code"):
-        models.load(str(folder))
+        loading.load(str(folder))
 
 
 def test_hub_ids_are_refused_offline(monkeypatch):

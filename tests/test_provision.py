@@ -3,8 +3,9 @@
 import pytest
 
 from explorer import generate
-from explorer.models import registry as models, provision
 from explorer.errors import ExplorerError
+from explorer.models import loading, provision
+from explorer.models import registry as models
 
 
 def test_interrupted_conversion_leaves_nothing_loadable_then_converts_cleanly(tmp_path, monkeypatch):
@@ -37,7 +38,7 @@ def test_interrupted_conversion_leaves_nothing_loadable_then_converts_cleanly(tm
 
 
 def test_bundled_model_reloads_from_cache_and_knows_paris(cache):
-    loaded = models.load(provision.BUNDLED_NAME, cache)
+    loaded = loading.load(provision.BUNDLED_NAME, cache)
     assert loaded.entry.location == str(cache / provision.BUNDLED_NAME)
     assert sum(p.numel() for p in loaded.model.parameters()) == 134_515_008  # SmolLM2-135M's published size
     result = generate.generate(loaded, "What is the capital of France?", max_new_tokens=24)

@@ -16,20 +16,20 @@ generations; "interference" is the combined score minus the score of that task's
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass, replace
 
-from ..train import runs
 from ..errors import ExplorerError
+from ..methods import METHODS
+from ..models.provision import BUNDLED_NAME as BUNDLED
+from ..train import lifecycle, runs
+from ..train.config import TrainConfig
 
-BUNDLED = "smollm2-135m-instruct"
-HOWS = {"lora": ("linear", "cat", "ties"), "prompt": ("concat",)}
-METHOD_TITLES = {"lora": "LoRA", "prompt": "prompt tuning"}
 VARIANTS = ("A", "B", "combined")
 TIES_DENSITY = 0.5
-DEMO_RUNS = {"lora-pirate": ("lora", "pirate"), "lora-french": ("lora", "french"),
-             "prompt-pirate": ("prompt", "pirate"), "prompt-french": ("prompt", "french")}
+COMPOSABLE = {name: m for name, m in METHODS.items() if m.combinations}  # methods that say how their runs combine
+DEMO_TASKS = ("pirate", "french")
+DEMO_RUNS = {f"{name}-{task}": (name, task) for name in COMPOSABLE for task in DEMO_TASKS}
 _DEMO_LOCK = threading.Lock()
 
 
@@ -37,26 +37,24 @@ _DEMO_LOCK = threading.Lock()
 
 
 def check_pair(run_a: str, run_b: str, how: str, weights=(1.0, 1.0)):
-    """Both runs opened and checked, the combination and weights validated: (RunInfo A, RunInfo B, weights)."""
-    from .variants import open_run
-
-    a, b = open_run(run_a), open_run(run_b)
+    """Both runs opened and checked, the combination and weights validated: (Run A, Run B, weights)."""
+    a, b = runs.open_run(run_a), runs.open_run(run_b)
     if a.folder == b.folder:
         raise ExplorerError(f"Run A and run B are the same run ({a.folder.name}): choose two different runs.")
     for label, run in (("A", a), ("B", b)):
-        if run.method.name not in HOWS:
+        if not run.method.combinations:
+            supported = " and ".join(f"{m.title_in_sentence} ({n})" for n, m in COMPOSABLE.items())
             raise ExplorerError(f"Run {label} ({run.run_id}) uses {run.method.title} ({run.method.name}); "
-                                "composition supports LoRA (lora) and prompt tuning (prompt) runs only.")
+                                f"composition supports {supported} runs only.")
     if a.method.name != b.method.name:
-        raise ExplorerError(f"Run A is {METHOD_TITLES[a.method.name]} and run B is {METHOD_TITLES[b.method.name]}: "
-                            "compose two LoRA runs or two prompt-tuning runs.")
+        raise ExplorerError(f"Run A is {a.method.title_in_sentence} and run B is {b.method.title_in_sentence}: "
+                            "compose two runs of the same method.")
     if a.config.model != b.config.model:
         raise ExplorerError(f"Runs {a.run_id} and {b.run_id} were trained on different base models "
                             f"({a.config.model} and {b.config.model}); adapters compose only on one base model.")
-    method = a.method.name
-    if how not in HOWS[method]:
-        raise ExplorerError(f"'{how}' does not combine {METHOD_TITLES[method]} runs: choose "
-                            f"{', '.join(HOWS[method])}.")
+    if how not in a.method.combinations:
+        raise ExplorerError(f"'{how}' does not combine {a.method.title_in_sentence} runs: choose "
+                            f"{', '.join(a.method.combinations)}.")
     if how in ("linear", "ties"):
         ra, rb = (run.method.parse_options(run.options).r for run in (a, b))
         if ra != rb:
@@ -123,12 +121,12 @@ def _load_both(a, b):
     """A fresh base model with A's adapter as "a" and B's as "b" (loader errors turned into clear ones)."""
     from peft import PeftModel
 
-    from ..train import loop as training
+    from ..models import loading
 
     precision = "bf16" if a.config.precision == b.config.precision == "bf16" else "fp32"
-    model, tokenizer, _, device = training.load_base(a.config.model, a.method.name,
-                                                     a.method.parse_options(a.options), precision)
-    expected = {"lora": "LORA", "prompt": "PROMPT_TUNING"}[a.method.name]
+    loaded = loading.load_fresh(a.config.model, a.method, a.method.parse_options(a.options), precision)
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
+    expected = a.method.peft_type
     for name, run in (("a", a), ("b", b)):
         try:
             if name == "a":
@@ -177,7 +175,7 @@ def build_lora_combination(run_a: str, run_b: str, how: str = "cat", weights=(1.
     info = {"rank": model.peft_config["combined"].r, "ranks": ranks}
     if how == "ties":
         info["density"] = TIES_DENSITY
-    combination = Combination(model, tokenizer, device, "lora", how, weights, (a, b), info)
+    combination = Combination(model, tokenizer, device, a.method.name, how, weights, (a, b), info)
     combination.select("combined")
     return combination
 
@@ -207,7 +205,7 @@ def build_prompt_combination(run_a: str, run_b: str, how: str = "concat", weight
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     info = {"num_virtual_tokens": sum(sizes), "parts": sizes}
-    combination = Combination(model, tokenizer, device, "prompt", how, weights, (a, b), info)
+    combination = Combination(model, tokenizer, device, a.method.name, how, weights, (a, b), info)
     combination.select("combined")
     return combination
 
@@ -223,21 +221,21 @@ def compose(run_a: str, run_b: str, how: str, weights=(1.0, 1.0), examples: int 
     "reference", "replies": {variant: text}}], "combined": {"rank", "ranks"(, "density")} or
     {"num_virtual_tokens", "parts"}, "interference": {dataset: combined minus own adapter's score (the better
     of the two when both runs share the dataset), None without a task score}, "summary": one sentence}."""
-    from ..data import uploads as data
     from .. import evaluate
-    from ..train import loop as training
+    from ..data import scores as scoring, sources
     from ..generate import check_max_new_tokens
 
     a, _, _ = check_pair(run_a, run_b, how, weights)  # cheap checks before any model loads
     examples = _check_int("examples", examples, 1, 64)
     sample_outputs = _check_int("sample_outputs", sample_outputs, 0, 16)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
-    build = build_prompt_combination if a.method.name == "prompt" else build_lora_combination
+    build = build_prompt_combination if how == "concat" else build_lora_combination
     combination = build(run_a, run_b, how, weights)
     a, b = combination.runs
     datasets = [a.config.dataset, b.config.dataset]
+    own_score = {a.config.dataset: a.config.score, b.config.dataset: b.config.score}  # an upload's chosen score
     unique = list(dict.fromkeys(datasets))
-    rows = {d: data.load_dataset(training.resolve_dataset(d))[1] for d in unique}
+    rows = {d: sources.load_dataset(d)[1] for d in unique}
     scores = {v: {} for v in VARIANTS}
     replies = {v: {} for v in VARIANTS}
     tok = combination.tokenizer
@@ -248,7 +246,7 @@ def compose(run_a: str, run_b: str, how: str, weights=(1.0, 1.0), examples: int 
             prompts = [evaluate.user_and_reference(r)[0] for r in chosen]
             texts = evaluate.generate_replies(model, tok, prompts, max_new_tokens, combination.device)
             replies[variant][d] = texts
-            task = evaluate.task_for(d)
+            task = scoring.task_for(d, own_score.get(d, ""))
             scored = list(zip(texts, chosen))[:examples]
             scores[variant][d] = None if task is None else float(task.score(
                 [t for t, _ in scored], [evaluate.user_and_reference(r)[1] for _, r in scored]))
@@ -275,7 +273,7 @@ def summarize(result: dict) -> str:
     """One plain sentence about the measurement."""
     unique = list(dict.fromkeys(result["datasets"]))
     w, combined = result["weights"], result["scores"]["combined"]
-    kind = "LoRA adapters" if result["method"] == "lora" else "soft prompts"
+    kind = METHODS[result["method"]].artifact + "s"
     head = f"Combining the two {kind} ({result['how']}, weights {w[0]:g} and {w[1]:g})"
     same = (f"; both runs trained on {unique[0]}, so this stacks two adapters for one task rather than "
             "composing two tasks") if len(unique) == 1 else ""
@@ -299,32 +297,27 @@ def summarize(result: dict) -> str:
 
 def find_demo_run(model: str, method: str, dataset: str) -> str | None:
     """The newest finished run of this method, model and bundled dataset with default options, if any."""
-    from ..methods import METHODS
-
     defaults = METHODS[method].parse_options({})
-    for row in runs.list_runs():
-        settings = row.get("settings") or {}
-        config = settings.get("config") or {}
-        if row["status"].get("state") != "done" or row["summary"].get("stopped") or \
-                (config.get("model"), config.get("method"), config.get("dataset")) != (model, method, dataset):
+    for run in runs.list_runs():
+        config = run.config
+        if run.state != "done" or run.summary.get("stopped") or config is None or \
+                (config.model, config.method, config.dataset) != (model, method, dataset):
             continue
         try:
-            if METHODS[method].parse_options(settings.get("options") or {}) != defaults:
+            if run.method.parse_options(run.options) != defaults:
                 continue  # e.g. another rank: 'linear' needs the two LoRA runs' ranks equal
         except (ExplorerError, TypeError, AttributeError):
             continue
-        if (runs.runs_dir() / row["run_id"] / runs.ADAPTER_DIR / "adapter_model.safetensors").is_file():
-            return row["run_id"]
+        if (run.folder / runs.ADAPTER_DIR / "adapter_model.safetensors").is_file():
+            return run.run_id
     return None
 
 
 def ensure_demo_runs(model: str = BUNDLED, steps: int = 25, on_event=lambda e: None) -> dict[str, str]:
-    """The four short runs the experiment needs (LoRA and prompt tuning, pirate and french), each reused
-    when a finished one exists, trained here otherwise: {"lora-pirate": run_id, ...}.
+    """The short runs the experiment needs (each composable method on the pirate and french tasks), each
+    reused when a finished one exists, trained here otherwise: {"lora-pirate": run_id, ...}.
 
     Trains in this process (like the train CLI): call it from the CLI or a worker, not the web server."""
-    from ..train import loop as training
-
     steps = _check_int("steps", steps, 1, 1000)
     found = {}
     with _DEMO_LOCK:
@@ -334,25 +327,13 @@ def ensure_demo_runs(model: str = BUNDLED, steps: int = 25, on_event=lambda e: N
                 found[name] = run_id
                 on_event({"event": "demo_run", "name": name, "state": "reused", "run_id": run_id})
                 continue
-            config = training.TrainConfig.parse({"model": model, "method": method, "dataset": dataset,
-                                                 "steps": steps})
-            run_dir = runs.create_run(config, {})
-            runs.set_status(run_dir, "running", pid=os.getpid())
+            config = TrainConfig.parse({"model": model, "method": method, "dataset": dataset, "steps": steps})
+            run_dir = lifecycle.create(config, {})
             on_event({"event": "demo_run", "name": name, "state": "training", "run_id": run_dir.name})
-
-            def relay(event, run_dir=run_dir, name=name):
-                runs.append_log(run_dir, event)
-                on_event({**event, "demo_run": name})
-
-            try:
-                summary = training.train(config, {}, run_dir, on_event=relay)
-            except BaseException as error:
-                runs.set_status(run_dir, "failed", error=str(error))
-                on_event({"event": "demo_run", "name": name, "state": "failed", "run_id": run_dir.name,
-                          "error": str(error)})
-                raise
-            runs.append_log(run_dir, {"event": "done", **summary})
-            runs.set_status(run_dir, "done")
+            outcome = lifecycle.execute(run_dir, [lambda event, name=name: on_event({**event, "demo_run": name})])
+            on_event({"event": "demo_run", "name": name, "state": outcome.state, "run_id": run_dir.name,
+                      **({"error": outcome.error} if outcome.error else {})})
+            if outcome.state == "failed":
+                raise ExplorerError(f"The demo run {name} failed: {outcome.error}")
             found[name] = run_dir.name
-            on_event({"event": "demo_run", "name": name, "state": "done", "run_id": run_dir.name})
     return found

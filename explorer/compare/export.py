@@ -14,9 +14,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import variants as compare
 from .. import settings
 from ..errors import ExplorerError
+from . import variants
 
 
 def export_name(run_id: str) -> str:
@@ -25,7 +25,7 @@ def export_name(run_id: str) -> str:
 
 def export_merged(run_id: str) -> Path:
     """Save the merged model of a run into models_cache/merged-<run-id>/ (replacing an older export)."""
-    s = compare.session(run_id)
+    s = variants.session(run_id)
     if s.merged is None:
         raise ExplorerError(f"Run {run_id} used {s.run.method.title}, which cannot merge: "
                             f"{s.run.method.merge_reason}")

@@ -2,9 +2,9 @@
 
 One session per run holds the adapted model (the adapter active, unmerged) and the merged model (the
 adapter folded into the base weights, a plain transformers model). The base column uses the shared
-inference copy of the base model (explorer.models), and PEFT's ``disable_adapter`` gives the same
+inference copy of the base model (explorer.models.loading), and PEFT's ``disable_adapter`` gives the same
 logits from the adapted model's own weights (a test checks they are equal exactly). Sessions live in
-the same least-recently-used memory budget as the base models (explorer.loaded_models).
+the same least-recently-used memory budget as the base models (explorer.models.loaded).
 
 Methods that cannot merge (prompt tuning, prefix tuning, Houlsby adapters) get no merged model and
 the method's one-sentence reason. Head-only and full fine-tuning produce a plain model already:
@@ -16,50 +16,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..data import uploads as data
-from ..train import runs
+from .. import evaluate
+from ..data import chat, scores, sources
 from ..errors import ExplorerError
-from ..models.loaded import LOADED, tensor_bytes
-from ..methods import METHODS
 from ..methods.base import Method
-from ..train.loop import TrainConfig
+from ..models import loading
+from ..models.loaded import LOADED, tensor_bytes
+from ..train import runs
+from ..train.runs import Run, open_run
 
 VARIANTS = ("base", "adapted", "merged")
-NOTHING_TO_MERGE = tuple(n for n, m in METHODS.items() if m.new_model)  # a plain model: adapted == merged
-
-
-@dataclass
-class RunInfo:
-    run_id: str
-    folder: Path
-    config: TrainConfig
-    options: dict
-    method: Method
-    summary: dict
-
-
-def open_run(run_id: str) -> RunInfo:
-    """A finished run's settings and adapter folder, checked; clear messages for anything missing."""
-    folder = runs.run_path(run_id)
-    saved = runs.read_json(folder / "settings.json")
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        raise ExplorerError(f"Run {run_id} has no readable settings.json (missing or corrupt), so its base "
-                            "model and method are unknown.")
-    try:
-        config = TrainConfig.parse(saved["config"], caps=False)  # saved before a cap was lowered: still opens
-        options = saved.get("options") or {}
-        METHODS[config.method].parse_options(options)
-    except (ExplorerError, TypeError, AttributeError) as error:
-        raise ExplorerError(f"Run {run_id}'s settings.json is not valid: {error}") from None
-    adapter = folder / runs.ADAPTER_DIR
-    if not adapter.is_dir():
-        state = runs.status(folder).get("state", "unknown")
-        raise ExplorerError(f"Run {run_id} has no saved adapter (its state is '{state}'): only runs that "
-                            "trained at least one step can be compared.")
-    return RunInfo(run_id, folder, config, options, METHODS[config.method],
-                   runs.read_json(folder / "summary.json", {}) or {})
 
 
 def not_mergeable_reason(method: Method) -> str | None:
@@ -69,36 +36,14 @@ def not_mergeable_reason(method: Method) -> str | None:
 # --------------------------------------------------------------------------- building the variants
 
 
-def _load_adapted(run: RunInfo, dequantize: bool = False):
+def _load_adapted(run: Run, dequantize: bool = False):
     """A fresh base (never the shared inference copy) with the run's adapter loaded, in eval mode.
-    ``dequantize``: QLoRA's 4-bit base turned into float weights first (what the merge folds into)."""
-    from ..train import loop as training
-
+    ``dequantize``: a 4-bit base turned into float weights first (what the merge folds into)."""
     method = run.method
-    options = method.parse_options(run.options)
-    model, tokenizer, spec, device = training.load_base(run.config.model, method.name, options,
-                                                        run.config.precision)
-    if dequantize:
-        model = model.dequantize()
-    adapter = run.folder / runs.ADAPTER_DIR
-    try:
-        if method.uses_peft:
-            from peft import PeftModel
-
-            if not (adapter / "adapter_model.safetensors").is_file():
-                raise ValueError("adapter_model.safetensors is missing (only safetensors adapters are loaded)")
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-        else:
-            from ..methods.own_modules import load_trainable
-
-            model = method.apply(model, spec, options)
-            load_trainable(model, str(adapter))
-    except Exception as error:  # corrupt or foreign files: any loader error means "cannot load"
-        raise ExplorerError(f"The adapter of run {run.run_id} cannot be loaded (missing, incomplete or corrupt "
-                            f"files): {str(error)[:300]}") from None
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model.eval(), tokenizer, device
+    loaded = loading.load_with_adapter(run.config.model, method, method.parse_options(run.options),
+                                       run.config.precision, run.folder / runs.ADAPTER_DIR, f"run {run.run_id}",
+                                       dequantize=dequantize)
+    return loaded.model, loaded.tokenizer, loaded.device
 
 
 def _merge(peft_model):
@@ -107,7 +52,7 @@ def _merge(peft_model):
 
 @dataclass
 class Session:
-    run: RunInfo
+    run: Run
     tokenizer: object
     device: str
     base: object
@@ -120,18 +65,16 @@ class Session:
         return {"base": self.base, "adapted": self.adapted, "merged": self.merged}
 
 
-def _build_session(run: RunInfo) -> Session:
-    from ..models import registry as models
-
-    base = models.load(run.config.model)
+def _build_session(run: Run) -> Session:
+    base = loading.load(run.config.model)
     adapted, tokenizer, device = _load_adapted(run)
-    if run.method.name in NOTHING_TO_MERGE:
+    if run.method.new_model:  # full fine-tuning, a head: the trained model is the result, nothing to merge
         merged = adapted
     elif not run.method.mergeable:
         merged = None
     else:
-        # LoRA, DoRA, IA³; QLoRA merges into the de-quantized (float) copy of its 4-bit base.
-        merged = _merge(_load_adapted(run, dequantize=run.method.name == "qlora")[0])
+        # LoRA, DoRA, IA³; a 4-bit base (QLoRA) merges into its de-quantized (float) copy.
+        merged = _merge(_load_adapted(run, dequantize=run.method.quantized_base)[0])
     return Session(run, tokenizer, device, base.model, adapted, merged)
 
 
@@ -161,22 +104,17 @@ def check_prompts(prompts) -> list[str]:
 
 
 def heldout_prompts(run_id: str, limit: int = 4) -> list[str]:
-    from .. import evaluate
-    from ..train import loop as training
-
     run = open_run(run_id)
-    _, heldout = data.load_dataset(training.resolve_dataset(run.config.dataset))
+    _, heldout = sources.load_dataset(run.config.dataset)
     return [evaluate.user_and_reference(row)[0] for row in heldout[:limit]]
 
 
 def generate_all(s: Session, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
                  seed: int = 0) -> dict[str, list[list[int]] | None]:
     """New token ids per variant and prompt; greedy unless temperature > 0 (then the same seed per column)."""
-    from ..evaluate import generate_token_ids
-
     out = {}
     for name, model in s.models.items():
-        out[name] = None if model is None else generate_token_ids(
+        out[name] = None if model is None else evaluate.generate_token_ids(
             model, s.tokenizer, prompts, max_new_tokens, s.device, temperature=temperature, seed=seed)
     return out
 
@@ -214,7 +152,7 @@ def fidelity_sequences(s: Session, prompts: list[str], adapted_ids: list[list[in
     """Each prompt followed by the adapted model's reply: the positions where merging could matter."""
     import torch
 
-    return [torch.tensor([data.prompt_ids(s.tokenizer, p) + list(reply)], device=s.device)
+    return [torch.tensor([chat.prompt_ids(s.tokenizer, p) + list(reply)], device=s.device)
             for p, reply in zip(prompts, adapted_ids)]
 
 
@@ -222,14 +160,13 @@ def qlora_rounding(s: Session, sequences, prompts: list[str], max_new_tokens: in
                    adapted_texts: list[str]) -> dict:
     """Merge the QLoRA adapter into the 4-bit weights (PEFT de-quantizes, adds, re-quantizes) and
     measure what that rounding does to the update and the outputs; the copy is dropped afterwards."""
-    from . import qlora_merge
-    from ..evaluate import generate_token_ids
-
     import copy
+
+    from . import qlora_merge
 
     merged_4bit = _merge(copy.deepcopy(s.adapted))  # merging changes the 4-bit weights: a copy
     report = qlora_merge.rounding_report(s.adapted, merged_4bit)
-    ids = generate_token_ids(merged_4bit, s.tokenizer, prompts, max_new_tokens, s.device)
+    ids = evaluate.generate_token_ids(merged_4bit, s.tokenizer, prompts, max_new_tokens, s.device)
     texts = [decode(s.tokenizer, r) for r in ids]
     return {**report, "max_abs_logit_diff": max_abs_logit_diff(s.adapted, merged_4bit, sequences),
             "greedy_match": texts == adapted_texts, "explanation": qlora_merge.explain(report)}
@@ -248,8 +185,8 @@ def latency_ms_per_token(s: Session, prompt: str, new_tokens: int = 24, repeats:
 
     import torch
 
-    ids = torch.tensor([data.prompt_ids(s.tokenizer, prompt)], device=s.device)
-    pad = s.tokenizer.pad_token_id if s.tokenizer.pad_token_id is not None else s.tokenizer.eos_token_id
+    ids = torch.tensor([chat.prompt_ids(s.tokenizer, prompt)], device=s.device)
+    pad = chat.pad_id(s.tokenizer)
     live = {name: m for name, m in s.models.items() if m is not None}
     samples = {name: [] for name in live}
 
@@ -292,7 +229,7 @@ def overhead_percent(latency: dict) -> dict:
             for name in ("adapted", "merged")}
 
 
-def calculator_overhead_percent(run: RunInfo) -> dict:
+def calculator_overhead_percent(run: Run) -> dict:
     """The Calculator's inference FLOP overhead for the same method, options and model (exact formulas)."""
     from .. import calculator
     from ..costs import specs
@@ -318,15 +255,12 @@ def evaluate_heldout(run_id: str, examples: int = 8) -> dict:
 
 def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = None) -> dict:
     """Task score (from real greedy generations) and mean held-out loss of each variant."""
-    from .. import evaluate
-    from ..train import loop as training
-
     run = s.run
-    _, rows = data.load_dataset(training.resolve_dataset(run.config.dataset))
+    _, rows = sources.load_dataset(run.config.dataset)
     rows = rows[:examples]
-    task = evaluate.task_for(run.config.dataset)
-    encoded, _ = data.encode_dataset(s.tokenizer, rows, run.config.seq_len)
-    pad = s.tokenizer.pad_token_id if s.tokenizer.pad_token_id is not None else s.tokenizer.eos_token_id
+    task = scores.task_for(run.config.dataset, run.config.score)
+    encoded, _ = chat.encode_dataset(s.tokenizer, rows, run.config.seq_len)
+    pad = chat.pad_id(s.tokenizer)
     tokens = max_new_tokens or run.config.max_new_tokens
     result = {"examples": len(rows), "task": task.name if task else None, "task_score": {}, "heldout_loss": {}}
     for name, model in s.models.items():
@@ -334,7 +268,7 @@ def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = Non
             result["task_score"][name] = result["heldout_loss"][name] = None
             continue
         result["task_score"][name] = evaluate.task_score(model, s.tokenizer, rows, task, tokens, s.device)
-        result["heldout_loss"][name] = training.heldout_loss(model, encoded, pad, s.device, limit=examples)
+        result["heldout_loss"][name] = evaluate.heldout_loss(model, encoded, pad, s.device, limit=examples)
     return result
 
 
@@ -366,7 +300,7 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
             fidelity = {"max_abs_logit_diff": 0.0 if s.merged is s.adapted else
                         max_abs_logit_diff(s.adapted, s.merged, sequences),
                         "greedy_match": greedy["adapted"] == greedy["merged"]}
-            if run.method.name == "qlora":
+            if run.method.quantized_base:
                 fidelity["merge_into_4bit"] = qlora_rounding(
                     s, sequences, prompts, max_new_tokens, [decode(tok, r) for r in greedy["adapted"]])
     cost = measure_cost(run_id, prompts[0]) if measure_latency else {}
@@ -376,7 +310,7 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
         "run_id": run.run_id, "method": run.method.name, "model": run.config.model, "dataset": run.config.dataset,
         "mergeable": run.method.mergeable, "merge_reason": run.method.merge_reason,
         "not_mergeable_reason": not_mergeable_reason(run.method),
-        "nothing_to_merge": run.method.name in NOTHING_TO_MERGE,
+        "nothing_to_merge": run.method.new_model,
         "prompts": prompts, "decoding": "greedy" if temperature == 0 else f"sampling, temperature {temperature}, seed {seed}",
         "outputs": {v: (t[0] if single else t) if t is not None else None for v, t in texts.items()},
         "outputs_per_prompt": texts, "pieces": pieces,

@@ -1,21 +1,25 @@
-"""Training data: parse uploads/pastes, preview them safely, split, tokenise with label masking.
+"""Uploaded and pasted training data: parse JSONL/CSV row by row, and preview it safely.
 
 Rows everywhere are {"messages": [{"role": ..., "content": ...}, ...]} like the bundled tasks.
+Every row that cannot be used is reported with its line and reason; the upload limits
+(EXPLORER_MAX_UPLOAD_MB, EXPLORER_MAX_UPLOAD_ROWS) are checked here, once, for every caller.
 No gradio here: the UI and the trainer both call these functions.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from .tasks import TASKS, load_examples
 
 MAX_FIELD_CHARS = 20_000
 # The upload limits are hosting settings, read at call time: data.MAX_UPLOAD_BYTES is
@@ -257,165 +261,28 @@ def errors_table(parsed: ParsedData):
                         columns=["line", "reason"])
 
 
-# --------------------------------------------------------------------------- datasets
+# --------------------------------------------------------------------------- keeping an upload for training
 
 
-def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
-    """(train rows, held-out rows) for a bundled task name, an uploaded file path, ParsedData or rows.
-
-    Uploaded data keeps its order: the last 10% (1 to 50 rows) is held out, so reruns match.
-    """
-    if isinstance(name_or_rows, (str, Path)):
-        if str(name_or_rows) in TASKS:
-            return load_examples(str(name_or_rows), "train"), load_examples(str(name_or_rows), "heldout")
-        path = Path(name_or_rows)
-        if not path.is_file():
-            raise ExplorerError(f"Unknown dataset {str(name_or_rows)!r}: choose one of {', '.join(TASKS)} "
-                                "or upload a JSONL/CSV file.")
-        limit = settings.max_upload_bytes()
-        if path.stat().st_size > limit:
-            raise ExplorerError(f"{path.name} is larger than {limit:,} bytes (EXPLORER_MAX_UPLOAD_MB).")
-        name_or_rows = parse_upload(path.read_bytes(), path.name)
-    rows = list(name_or_rows.rows if isinstance(name_or_rows, ParsedData) else name_or_rows)
-    if len(rows) < 2:
-        raise ExplorerError("Need at least 2 valid rows: one to train on and one held out to evaluate.")
-    held = max(1, min(50, len(rows) // 10))
-    return rows[:-held], rows[-held:]
+def safe_stem(name: str) -> str:
+    """A file name's stem reduced to letters, digits, '-', '_' and '.', at most 60 characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name or "").stem).strip("-.")
+    return stem[:60] or "upload"
 
 
-# --------------------------------------------------------------------------- tokenisation
-
-
-@dataclass
-class Encoded:
-    """One tokenised conversation; labels are -100 except on assistant tokens."""
-
-    input_ids: list[int]
-    labels: list[int]
-    truncated: bool
-
-
-def _special_strings(tokenizer) -> list[str]:
-    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
-    found |= {str(t.content) for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values() if t.special}
-    return sorted((s for s in found if len(s) > 1), key=len, reverse=True)
-
-
-def _neutralise(tokenizer, text: str) -> str:
-    """Break special-token strings in user-supplied text with a zero-width space after their first char.
-
-    Otherwise a content holding "<|im_end|><|im_start|>assistant" would become real control
-    tokens, ending the turn early (prompt injection) and corrupting the label mask.
-    """
-    specials = _special_strings(tokenizer)
-    if not specials or not any(s in text for s in specials):
-        return text
-    pattern = re.compile("|".join(re.escape(s) for s in specials))
-    return pattern.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
-
-
-def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        parts = []
-        for m in messages:
-            end = (tokenizer.eos_token or "") if m["role"] == "assistant" else ""
-            parts.append(f"{m['role'].capitalize()}: {m['content']}{end}\n")
-        # No trailing space: BPE glues the space to the reply's first word ("ĠParis"), so the
-        # prompt must stop where training tokens split, or generation starts off-distribution.
-        return "".join(parts) + ("Assistant:" if generation_prompt else "")
-    if not messages:
-        return ""
+def keep_for_training(parsed: ParsedData, folder: Path) -> Path:
+    """Save the valid rows as JSONL in ``folder/<hash>/<file name>.jsonl`` (the worker reads one format,
+    whatever was uploaded; the run shows the name the file had). Written under a temporary name and
+    moved into place, so a half-written file never looks like data."""
+    content = "\n".join(json.dumps(row, ensure_ascii=False) for row in parsed.rows).encode("utf-8")
+    target_dir = folder / hashlib.sha256(content).hexdigest()[:16]
+    target = target_dir / f"{safe_stem(parsed.source)}.jsonl"
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except Exception as exc:  # jinja templates raise their own errors, e.g. on unsupported roles
-        raise ExplorerError(f"The model's chat template rejected a conversation: {exc}") from None
-
-
-def _assistant_spans(tokenizer, messages: list[dict], full: str) -> list[tuple[int, int]]:
-    """Character spans of each assistant content plus the end-of-turn token right after it."""
-    specials = _special_strings(tokenizer)
-    eos = tokenizer.eos_token
-    spans = []
-    for k, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        before = _render(tokenizer, messages[:k], generation_prompt=True)
-        through = _render(tokenizer, messages[:k + 1])
-        if not (full.startswith(before) and full.startswith(through)):
-            raise ExplorerError("The model's chat template does not render conversations prefix by prefix, "
-                                "so assistant tokens cannot be located for label masking.")
-        turn = full[len(before):len(through)]
-        at = turn.find(msg["content"])
-        if at < 0:  # the template rewrote the content (e.g. trimmed it): learn the whole turn
-            spans.append((len(before), len(before) + len(turn.rstrip())))
-            continue
-        start = len(before) + at
-        end = start + len(msg["content"])
-        # Include the token that closes the turn so the model learns to stop (eos first: it is
-        # what generation stops on). In the plain fallback without eos, learn the newline.
-        for tok in ([eos] if eos else []) + specials + ([] if getattr(tokenizer, "chat_template", None) else ["\n"]):
-            if tok and full.startswith(tok, end):
-                end += len(tok)
-                break
-        spans.append((start, end))
-    return spans
-
-
-def encode_example(tokenizer, messages: list[dict], max_len: int) -> Encoded:
-    """Chat-template the conversation; labels only on assistant contents and their end-of-turn token."""
-    messages = [{"role": m["role"], "content": _neutralise(tokenizer, m["content"])} for m in messages]
-    full = _render(tokenizer, messages)
-    spans = _assistant_spans(tokenizer, messages, full)
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
-        # A token is trained on when its characters overlap an assistant span (empty-offset tokens never).
-        inside = [any(a < end and b > start for start, end in spans) and b > a for a, b in offsets]
-    else:  # slow tokenizer: no offsets, so count the tokens of each text prefix instead
-        count = lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
-        ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
-        inside = [False] * len(ids)
-        for start, end in spans:
-            for i in range(count(full[:start]), min(count(full[:end]), len(ids))):
-                inside[i] = True
-    labels = [tok if keep else -100 for tok, keep in zip(ids, inside)]
-    truncated = len(ids) > max_len
-    return Encoded(input_ids=ids[:max_len], labels=labels[:max_len], truncated=truncated)
-
-
-def encode_dataset(tokenizer, rows: list[dict], max_len: int) -> tuple[list[Encoded], int]:
-    """Encode rows; return (examples, how many were truncated).
-
-    Examples whose assistant tokens were all cut off are dropped: a batch of them has no
-    loss tokens and the mean loss would be NaN. They still count as truncated.
-    """
-    encoded, truncated = [], 0
-    for row in rows:
-        enc = encode_example(tokenizer, row["messages"], max_len)
-        truncated += enc.truncated
-        if any(label != -100 for label in enc.labels):
-            encoded.append(enc)
-    if rows and not encoded:
-        raise ExplorerError(f"Every example lost its whole reply to truncation at {max_len} tokens; "
-                            "raise the sequence length.")
-    return encoded, truncated
-
-
-def collate(batch: list[Encoded], pad_id: int) -> dict:
-    """Right-pad a batch into tensors; padding gets attention 0 and label -100."""
-    import torch
-
-    if not batch:
-        raise ValueError("collate needs at least one example")
-    width = max(len(e.input_ids) for e in batch)
-    pad = lambda seq, value: list(seq) + [value] * (width - len(seq))  # noqa: E731
-    return {"input_ids": torch.tensor([pad(e.input_ids, pad_id) for e in batch], dtype=torch.long),
-            "attention_mask": torch.tensor([pad([1] * len(e.input_ids), 0) for e in batch], dtype=torch.long),
-            "labels": torch.tensor([pad(e.labels, -100) for e in batch], dtype=torch.long)}
-
-
-def prompt_ids(tokenizer, user_text: str) -> list[int]:
-    """Token ids of one user turn plus the generation prompt, with special tokens neutralised."""
-    text = _render(tokenizer, [{"role": "user", "content": _neutralise(tokenizer, user_text)}],
-                   generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        target_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=".jsonl")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, target)
+    except OSError as error:
+        raise ExplorerError(f"Could not keep the uploaded rows in {target_dir}: {error.strerror or error}.") from None
+    return target

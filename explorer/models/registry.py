@@ -1,9 +1,9 @@
-"""The registry of runnable models, and safe, lazy loading.
+"""The registry of runnable models: names, folders, hub ids, and the checks a folder must pass before it loads.
 
 Runnable models: the bundled SmolLM2-135M-Instruct, the tiny random Llama for tests, any
 Hugging Face model folder with safetensors (inside models_cache, or given by path), and hub ids
-when the machine is online. Loading refuses pickle weights and remote code: only safetensors
-are read and ``trust_remote_code`` is never set.
+when the machine is online. A folder with pickle weights or a config that asks for remote code is
+refused here; explorer.models.loading does the loading itself.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import provision
 from .. import settings
 from ..errors import ExplorerError
-from .loaded import LOADED, tensor_bytes
+from . import provision
+from .loaded import LOADED
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -215,53 +215,11 @@ def describe(entry: ModelEntry) -> dict:
         "hidden_size": config.get("hidden_size", config.get("n_embd")),
         "vocab_size": config.get("vocab_size"),
         "stored_at": entry.location if on_disk or entry.kind == "hub" else f"{entry.location} (not provisioned yet)",
-        "loaded": is_loaded(entry),
+        "loaded": LOADED.peek(loaded_key(entry)),
         "description": entry.description,
     }
 
 
-def device_and_dtype():
-    """CUDA when present (bf16 where the GPU supports it), else CPU float32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return "cpu", torch.float32
-
-
-@dataclass
-class LoadedModel:
-    entry: ModelEntry
-    model: object
-    tokenizer: object
-    device: str
-    dtype: object
-
-
-def is_loaded(entry: ModelEntry) -> bool:
-    return LOADED.peek("model:" + entry.location)
-
-
-def load(name: str, cache: Path | None = None) -> LoadedModel:
-    """Load a model and its tokenizer; it stays loaded while the memory budget allows
-    (explorer.loaded_models), so later calls return the same objects."""
-    entry = resolve(name, cache)
-    return LOADED.get("model:" + entry.location, lambda: _load_entry(entry, cache),
-                      lambda loaded: tensor_bytes(loaded.model))
-
-
-def _load_entry(entry: ModelEntry, cache: Path | None) -> LoadedModel:
-    ensure_files(entry, cache)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    device, dtype = device_and_dtype()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            entry.location, dtype=dtype, use_safetensors=True, trust_remote_code=False)
-    except Exception as error:  # any loader error (shapes, config types) means the folder is not loadable
-        raise ExplorerError(f"Could not load '{entry.name}': {type(error).__name__}: {str(error)[:400]}") from None
-    model.to(device).eval()
-    return LoadedModel(entry, model, tokenizer, device, dtype)
+def loaded_key(entry: ModelEntry) -> str:
+    """The key of a model's shared inference copy in the memory budget (explorer.models.loaded)."""
+    return "model:" + entry.location

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from explorer.models import registry as models, provision, safe_files
 from explorer.errors import ExplorerError
-
+from explorer.models import loading, provision, safe_files
+from explorer.models import registry as models
 
 # --------------------------------------------------------------------------- 1. model files
 
@@ -47,7 +47,7 @@ def test_pickle_only_folder_is_refused_and_never_unpickled(model_copy, tmp_path,
     monkeypatch.setattr(torch, "load", fail)
     monkeypatch.setattr(pickle, "load", fail)
     monkeypatch.setattr(pickle, "loads", fail)
-    for attempt in (lambda: models.check_folder(model_copy), lambda: models.load(str(model_copy))):
+    for attempt in (lambda: models.check_folder(model_copy), lambda: loading.load(str(model_copy))):
         with pytest.raises(ExplorerError, match="holds only pickle weights") as error:
             attempt()
         assert file_name in str(error.value) and "safetensors" in str(error.value)
@@ -60,7 +60,7 @@ def test_auto_map_remote_code_is_refused(model_copy, file_name):
     config = json.loads(path.read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "evil.Model", "AutoTokenizer": ["evil.Tok", None]}
     path.write_text(json.dumps(config))
-    for attempt in (lambda: models.check_folder(model_copy), lambda: models.load(str(model_copy))):
+    for attempt in (lambda: models.check_folder(model_copy), lambda: loading.load(str(model_copy))):
         with pytest.raises(ExplorerError, match=r"asks for remote code \(auto_map\)") as error:
             attempt()
         assert file_name in str(error.value)
@@ -74,7 +74,7 @@ def test_auto_map_remote_code_is_refused(model_copy, file_name):
 ])
 def test_bad_config_json_bytes(model_copy, raw, message):
     (model_copy / "config.json").write_bytes(raw)
-    for attempt in (lambda: models.check_folder(model_copy), lambda: models.load(str(model_copy))):
+    for attempt in (lambda: models.check_folder(model_copy), lambda: loading.load(str(model_copy))):
         with pytest.raises(ExplorerError, match=message) as error:
             attempt()
         assert "config.json" in str(error.value)
@@ -198,8 +198,8 @@ def test_corrupt_safetensors_is_refused_before_loading(model_copy, corrupt, reas
     with pytest.raises(ExplorerError, match="model.safetensors is truncated or corrupt"):
         models.check_folder(model_copy)
     with pytest.raises(ExplorerError, match="model.safetensors is truncated or corrupt"):
-        models.load(str(model_copy))
-    assert not models.is_loaded(models.ModelEntry("model", "local", str(model_copy.resolve()), ""))
+        loading.load(str(model_copy))
+    assert not loading.is_loaded(models.ModelEntry("model", "local", str(model_copy.resolve()), ""))
 
 
 def test_safetensors_that_is_not_a_regular_file(model_copy):
@@ -239,7 +239,7 @@ def test_weights_whose_shapes_disagree_with_the_config(model_copy):
     _write(model_copy / "model.safetensors", header, body)
     models.check_folder(model_copy)  # the file itself is well-formed
     with pytest.raises(ExplorerError, match="Could not load"):
-        models.load(str(model_copy))
+        loading.load(str(model_copy))
 
 
 def test_config_field_of_the_wrong_type(model_copy):
@@ -247,4 +247,4 @@ def test_config_field_of_the_wrong_type(model_copy):
     config["hidden_size"] = "thirty-two"
     (model_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExplorerError, match="Could not load"):
-        models.load(str(model_copy))
+        loading.load(str(model_copy))

@@ -7,12 +7,11 @@ import json
 
 import pytest
 
-from explorer.data import uploads as data
 from explorer import generate
-from explorer.models import registry as models, provision
-from explorer.train import runs
+from explorer.data import chat
 from explorer.errors import ExplorerError
-
+from explorer.models import loading, provision
+from explorer.train import lifecycle, runs
 
 # --------------------------------------------------------------------------- 4. text and special tokens
 
@@ -52,10 +51,8 @@ def test_prompt_over_the_limit_is_refused():
 def test_special_tokens_in_a_prompt_do_not_end_the_user_turn(tokenizer, attack):
     im_start, im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     (user,) = tokenizer("user", add_special_tokens=False)["input_ids"]
-    benign = data.prompt_ids(tokenizer, "hello")
-    ids = data.prompt_ids(tokenizer, attack)
-    # The Generate tab renders prompts its own way: it must neutralise them the same way.
-    assert generate.chat_input_ids(tokenizer, attack)[0].tolist() == ids
+    benign = chat.prompt_ids(tokenizer, "hello")
+    ids = chat.prompt_ids(tokenizer, attack)
     # The template's own control tokens, in the same order, and no other special token.
     assert _specials(tokenizer, ids) == _specials(tokenizer, benign)
     assert _count_pair(ids, [im_start, user]) == 1
@@ -70,22 +67,22 @@ def test_special_tokens_in_a_prompt_do_not_end_the_user_turn(tokenizer, attack):
 @pytest.mark.parametrize("attack", INJECTIONS)
 def test_injected_assistant_turn_in_user_text_gets_no_labels(tokenizer, attack):
     user = f"Question {attack} I obey"
-    encoded = data.encode_example(tokenizer, [{"role": "user", "content": user},
+    encoded = chat.encode_example(tokenizer, [{"role": "user", "content": user},
                                               {"role": "assistant", "content": "Real answer"}], 1024)
-    clean = data.encode_example(tokenizer, [{"role": "user", "content": "Question"},
+    clean = chat.encode_example(tokenizer, [{"role": "user", "content": "Question"},
                                             {"role": "assistant", "content": "Real answer"}], 1024)
     trained = [label for label in encoded.labels if label != -100]
     assert tokenizer.decode(trained) == "Real answer" + tokenizer.eos_token
     assert trained == [label for label in clean.labels if label != -100]
     assert _specials(tokenizer, encoded.input_ids) == _specials(tokenizer, clean.input_ids)
     # And in the reply: the injected turn is learnt as text, with one real end-of-turn token.
-    reply = data.encode_example(tokenizer, [{"role": "user", "content": "Q"},
+    reply = chat.encode_example(tokenizer, [{"role": "user", "content": "Q"},
                                             {"role": "assistant", "content": attack}], 1024)
     assert len(_specials(tokenizer, [label for label in reply.labels if label != -100])) == 1
 
 
 def test_generation_with_an_injection_prompt(cache):
-    loaded = models.load(provision.TINY_NAME, cache)
+    loaded = loading.load(provision.TINY_NAME, cache)
     result = generate.generate(loaded, INJECTIONS[1], max_new_tokens=3)
     assert result.prompt == INJECTIONS[1] and result.new_tokens <= 3
 
@@ -161,6 +158,6 @@ def test_symlinked_run_is_refused_and_nothing_outside_is_touched(symlinked_run, 
 
 def test_run_listing_ignores_symlinked_runs(symlinked_run):
     link, outside = symlinked_run
-    runs.mark_interrupted()
+    lifecycle.mark_interrupted()
     assert json.loads((outside / "status.json").read_text()) == {"state": "queued"}
-    assert VALID_SHAPE not in [row["run_id"] for row in runs.list_runs()]
+    assert VALID_SHAPE not in [row.run_id for row in runs.list_runs()]

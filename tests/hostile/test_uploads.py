@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from explorer.data import uploads as data
 from explorer import generate
+from explorer.data import sources
+from explorer.data import uploads as data
 from explorer.errors import ExplorerError
-
 
 # --------------------------------------------------------------------------- 2. uploads
 
@@ -44,7 +44,7 @@ def test_oversized_file_on_disk_is_not_read(tmp_path, monkeypatch):
         handle.truncate(data.MAX_UPLOAD_BYTES + 1)  # sparse
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("an oversized file was read"))
     with pytest.raises(ExplorerError, match="big.jsonl is larger than 5,000,000 bytes"):
-        data.load_dataset(str(path))
+        sources.load_dataset(str(path))
 
 
 def _zip_bomb() -> bytes:

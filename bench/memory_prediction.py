@@ -37,9 +37,10 @@ def measure_one(method: str, steps: int) -> dict:
 
     from explorer.models import provision
     from explorer.train import loop as training
+    from explorer.train.config import TrainConfig
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    cfg = training.TrainConfig(model=provision.BUNDLED_NAME, method=method, steps=steps, eval_examples=0,
+    cfg = TrainConfig(model=provision.BUNDLED_NAME, method=method, steps=steps, eval_examples=0,
                                eval_every=10 ** 6)
     with tempfile.TemporaryDirectory() as folder:
         summary = training.train(cfg, {"head_type": "lm"} if method == "head" else {}, Path(folder))

@@ -20,18 +20,18 @@ os.environ.setdefault("EXPLORER_RUNS_DIR", tempfile.mkdtemp(prefix="bench-merge-
 warnings.filterwarnings("ignore")
 
 from explorer.compare import variants as compare  # noqa: E402
-from explorer.models import loaded as loaded_models, provision
-from explorer.train import runs, loop as training
 from explorer.methods import METHODS  # noqa: E402
+from explorer.models import loaded as loaded_models, provision  # noqa: E402
+from explorer.train import lifecycle  # noqa: E402
+from explorer.train.config import TrainConfig  # noqa: E402
 
 
 def one_step_run(method: str) -> str:
     options = {"head_type": "lm"} if method == "head" else {}
-    config = training.TrainConfig(model=provision.BUNDLED_NAME, method=method, dataset="pirate", steps=1,
-                                  batch_size=1, seq_len=64, eval_examples=0)
-    run_dir = runs.create_run(config, options)
-    training.train(config, options, run_dir)
-    runs.set_status(run_dir, "done")
+    config = TrainConfig(model=provision.BUNDLED_NAME, method=method, dataset="pirate", steps=1,
+                         batch_size=1, seq_len=64, eval_examples=0)
+    run_dir = lifecycle.create(config, options)
+    lifecycle.execute(run_dir)
     return run_dir.name
 
 

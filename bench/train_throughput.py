@@ -22,12 +22,12 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from explorer.data import uploads as data  # noqa: E402
-from explorer.models import provision
-from explorer.costs import specs
-from explorer.train import loop as training
+from explorer.costs import specs  # noqa: E402
 from explorer.costs.flops import count_flops  # noqa: E402
+from explorer.data import chat, sources  # noqa: E402
 from explorer.methods import METHODS  # noqa: E402
+from explorer.models import provision  # noqa: E402
+from explorer.train import loop as training  # noqa: E402
 
 
 def matmul_peak(seconds: float = 3.0, n: int = 1024) -> float:
@@ -48,7 +48,7 @@ def plain_loop(method: str, steps: int, batch_size: int, seq_len: int, lr: float
     model = METHODS[method].apply(prep.model, prep.spec, prep.options)
     model.train()
     tok = prep.tokenizer
-    encoded, _ = data.encode_dataset(tok, data.load_dataset("pirate")[0], seq_len)
+    encoded, _ = chat.encode_dataset(tok, sources.load_dataset("pirate")[0], seq_len)
     stream = training.batches(encoded, batch_size, tok.pad_token_id, 0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     tokens, seconds = 0, 0.0

@@ -37,6 +37,12 @@ def runs_dir() -> Path:
     return Path(override).resolve() if override else models_cache() / "runs"
 
 
+def races_dir() -> Path:
+    """EXPLORER_RACES_DIR: where races are saved (default: models_cache/races)."""
+    override = os.environ.get("EXPLORER_RACES_DIR")
+    return Path(override).resolve() if override else models_cache() / "races"
+
+
 def model_memory_budget_bytes() -> int:
     """EXPLORER_MODEL_MEMORY_GB: memory for loaded models (base models and Compare's adapted and merged
     copies); past it the least recently used are dropped (default 6 GB). One model is always kept."""

@@ -12,6 +12,7 @@ import tempfile  # noqa: E402
 
 # Each test process keeps its training runs apart (parallel workers, and the user's own runs).
 os.environ["EXPLORER_RUNS_DIR"] = tempfile.mkdtemp(prefix="explorer-test-runs-")
+os.environ["EXPLORER_RACES_DIR"] = tempfile.mkdtemp(prefix="explorer-test-races-")
 
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -19,11 +20,33 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from explorer import settings  # noqa: E402
 from explorer.models import provision  # noqa: E402
-from explorer import settings
+from explorer.train import lifecycle, runs  # noqa: E402
+from explorer.train.config import TrainConfig  # noqa: E402
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
+TINY = provision.TINY_NAME
+BUNDLED = provision.BUNDLED_NAME
+
+
+def train_run(method: str, dataset: str = "pirate", options: dict | None = None, model: str = TINY,
+              **overrides) -> str:
+    """A short run trained in this process through the run lifecycle (as the CLI trains); its run id.
+    Defaults suit the tiny model: 3 steps, no task score, held-out loss at the start and the end."""
+    values = dict(model=model, method=method, dataset=dataset, steps=3, batch_size=4, seq_len=64,
+                  eval_examples=0, eval_every=100)
+    values.update(overrides)
+    outcome = lifecycle.execute(lifecycle.create(TrainConfig(**values), options or {}))
+    assert outcome.state == "done", outcome.error
+    return outcome.summary["run_id"]
+
+
+def force_status(run_dir: Path, state: str, **extra) -> None:
+    """Put a run in a state directly, as an earlier server or another process may have left it (tests only:
+    the app changes a run's status through explorer.train.lifecycle alone)."""
+    runs.write_json(run_dir / "status.json", {"state": state, "time": 0, **extra})
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,11 @@ import json
 import shutil
 
 import pytest
+from conftest import TINY, train_run
 
-from explorer.learn import recommend
-from explorer.train import runs, loop as training
 from explorer.cli.main import main
-
-TINY = "tiny-random-llama"
+from explorer.learn import recommend
+from explorer.train import runs
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -75,18 +74,10 @@ def test_recommend_bad_input_is_one_line(capsys, args, message):
 # --------------------------------------------------------------------------- compose
 
 
-def train_run(method, dataset) -> str:
-    cfg = training.TrainConfig(model=TINY, method=method, dataset=dataset, steps=2, batch_size=4, seq_len=64,
-                               eval_examples=0, eval_every=100, learning_rate=0.05)
-    run_dir = runs.create_run(cfg, {})
-    training.train(cfg, {}, run_dir)
-    runs.set_status(run_dir, "done")
-    return run_dir.name
-
-
 @pytest.fixture(scope="module")
 def lora_runs(cache):
-    return train_run("lora", "pirate"), train_run("lora", "french")
+    return (train_run("lora", "pirate", steps=2, learning_rate=0.05),
+            train_run("lora", "french", steps=2, learning_rate=0.05))
 
 
 def test_compose_json_scores_a_b_and_combined(capsys, lora_runs):

@@ -10,28 +10,31 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import TINY, force_status, free_port
 
-from conftest import free_port
-from explorer.data import uploads as data
-from explorer.models import registry as models, provision
-from explorer.train import runs, loop as training
 from explorer import settings
+from explorer.data import sources
+from explorer.data import uploads as data
 from explorer.errors import ExplorerError
+from explorer.models import loading, provision
+from explorer.models import registry as models
+from explorer.train import lifecycle, runs
+from explorer.train import loop as training
+from explorer.train.config import TrainConfig
 from explorer.train.jobs import JobManager
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = provision.TINY_NAME
 
 # A stand-in worker (no torch, starts in a blink): "running" until the manager's STOP file appears.
 FAKE_WORKER = """
 import os, sys, time
 from pathlib import Path
-from explorer.train import runs
+from explorer.train import lifecycle
 run_dir = Path(sys.argv[1])
-runs.set_status(run_dir, "running", pid=os.getpid())
+lifecycle.change(run_dir, "running", pid=os.getpid())
 while not (run_dir / "STOP").exists():
     time.sleep(0.05)
-runs.set_status(run_dir, "stopped")
+lifecycle.change(run_dir, "stopped")
 """
 
 
@@ -46,7 +49,7 @@ def own_runs(tmp_path, monkeypatch):
 def config(**overrides):
     values = dict(model=TINY, method="lora", dataset="pirate", steps=3, eval_examples=0, batch_size=2, seq_len=64)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def wait_until(predicate, timeout=30.0, what="condition"):
@@ -152,9 +155,7 @@ def test_upload_caps_follow_the_settings(monkeypatch, tmp_path):
     big = tmp_path / "big.jsonl"
     big.write_bytes(b"\n".join([line] * 40))
     with pytest.raises(ExplorerError, match="larger than 1,000 bytes"):
-        training.resolve_dataset(str(big))
-    with pytest.raises(ExplorerError, match="larger than 1,000 bytes"):
-        data.load_dataset(str(big))
+        sources.load_dataset(str(big))
 
     monkeypatch.setenv("EXPLORER_MAX_UPLOAD_MB", "1")
     monkeypatch.setenv("EXPLORER_MAX_UPLOAD_ROWS", "3")
@@ -228,9 +229,9 @@ def test_a_worker_that_cannot_start_fails_its_run_and_the_queue_goes_on(own_runs
 
 
 def finished_run(state: str, padding: int, age: int) -> Path:
-    run_dir = runs.create_run(config(), {})
+    run_dir = lifecycle.create(config(), {})
     (run_dir / "padding.bin").write_bytes(b"\0" * padding)
-    runs.set_status(run_dir, state)
+    force_status(run_dir, state)
     stamp = time.time() - 1000 + age
     os.utime(run_dir / "settings.json", (stamp, stamp))
     return run_dir
@@ -239,7 +240,7 @@ def finished_run(state: str, padding: int, age: int) -> Path:
 def test_no_budget_means_no_limit(monkeypatch, own_runs):
     monkeypatch.delenv("EXPLORER_DISK_BUDGET_GB", raising=False)
     finished_run("done", 100_000, 0)
-    runs.create_run(config(), {})
+    lifecycle.create(config(), {})
 
 
 def test_over_the_disk_budget_new_runs_are_refused(monkeypatch, own_runs):
@@ -247,13 +248,13 @@ def test_over_the_disk_budget_new_runs_are_refused(monkeypatch, own_runs):
     monkeypatch.setenv("EXPLORER_DISK_BUDGET_GB", "0.00001")  # 10,000 bytes
     with pytest.raises(ExplorerError, match=r"over this server's disk budget .*EXPLORER_DISK_BUDGET_GB.*delete runs "
                                             r"in the Fine-tune tab"):
-        runs.create_run(config(), {})
+        lifecycle.create(config(), {})
     manager = fake_manager()
     with pytest.raises(ExplorerError, match="disk budget"):
         manager.submit(config(), {})
-    assert [r["run_id"] for r in runs.list_runs()] == [old.name], "nothing was created, nothing deleted"
+    assert [r.run_id for r in runs.list_runs()] == [old.name], "nothing was created, nothing deleted"
     shutil.rmtree(old)
-    runs.create_run(config(), {})  # back under budget
+    lifecycle.create(config(), {})  # back under budget
 
 
 def test_prune_oldest_deletes_the_oldest_finished_runs_only(monkeypatch, own_runs):
@@ -265,8 +266,8 @@ def test_prune_oldest_deletes_the_oldest_finished_runs_only(monkeypatch, own_run
     monkeypatch.setenv("EXPLORER_DISK_BUDGET_GB", "0.000025")  # 25,000 bytes: ~31,000 are used
     monkeypatch.setenv("EXPLORER_DISK_POLICY", "prune-oldest")
     assert runs.disk_usage_bytes() > 25_000
-    new = runs.create_run(config(), {})
-    left = {r["run_id"] for r in runs.list_runs()}
+    new = lifecycle.create(config(), {})
+    left = {r.run_id for r in runs.list_runs()}
     assert oldest_running.name in left and oldest_queued.name in left, "queued and running runs are never pruned"
     assert old_done.name not in left and old_failed.name not in left, "the oldest finished runs go first"
     assert newer_done.name in left and new.name in left, "only as many as needed to get under budget"
@@ -278,7 +279,7 @@ def test_prune_oldest_refuses_when_only_unfinished_runs_are_left(monkeypatch, ow
     monkeypatch.setenv("EXPLORER_DISK_BUDGET_GB", "0.00001")
     monkeypatch.setenv("EXPLORER_DISK_POLICY", "prune-oldest")
     with pytest.raises(ExplorerError, match="even after deleting the oldest finished runs"):
-        runs.create_run(config(), {})
+        lifecycle.create(config(), {})
     assert running.is_dir()
 
 
@@ -323,7 +324,7 @@ def test_local_sources_allow_folders_under_the_root_only(monkeypatch, model_fold
     monkeypatch.setenv("EXPLORER_MODEL_SOURCES", "local")
     entry = models.resolve(str(model_folders["ok"]))
     assert entry.kind == "local" and Path(entry.location) == model_folders["ok"].resolve()
-    assert models.load(str(model_folders["ok"])).entry == entry, "an allowed folder loads"
+    assert loading.load(str(model_folders["ok"])).entry == entry, "an allowed folder loads"
     assert models.resolve(TINY).kind == "tiny", "registry names stay allowed"
     refused = {
         "outside": "is outside",
@@ -356,7 +357,7 @@ def test_hub_sources_also_allow_hub_ids_when_online(monkeypatch, model_folders):
 def test_training_goes_through_the_model_policy(monkeypatch, model_folders, own_runs):
     monkeypatch.setenv("EXPLORER_MODEL_SOURCES", "registry")
     cfg = config(model=str(model_folders["ok"]), steps=1)
-    run_dir = runs.create_run(cfg, {})
+    run_dir = lifecycle.create(cfg, {})
     with pytest.raises(ExplorerError, match="only allows the models of its registry"):
         training.train(cfg, {}, run_dir)
 

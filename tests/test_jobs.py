@@ -7,12 +7,11 @@ import signal
 import time
 
 import pytest
+from conftest import TINY, force_status, wait_for_text
 
-from explorer.train import runs, loop as training
+from explorer.train import lifecycle, runs
+from explorer.train.config import TrainConfig
 from explorer.train.jobs import JobManager
-from conftest import wait_for_text
-
-TINY = "tiny-random-llama"
 
 
 def wait_state(run_dir, states, timeout=240):
@@ -28,7 +27,7 @@ def wait_state(run_dir, states, timeout=240):
 def tiny_config(**overrides):
     values = dict(model=TINY, method="lora", dataset="pirate", steps=3, eval_examples=0, batch_size=2, seq_len=64)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 @pytest.fixture
@@ -69,8 +68,8 @@ def test_stop_keeps_what_was_trained(manager):
 
 
 def test_restart_marks_unfinished_runs_interrupted(cache):
-    run_dir = runs.create_run(tiny_config(), {})
-    runs.set_status(run_dir, "running", pid=999999)
+    run_dir = lifecycle.create(tiny_config(), {})
+    force_status(run_dir, "running", pid=999999)
     JobManager()  # a new server
     assert runs.status(run_dir)["state"] == "interrupted"
 
@@ -80,7 +79,7 @@ def test_browser_short_run_shows_the_loss_curve_and_the_run(app_url, page, scree
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_role("combobox", name="Model").first.click()
     page.get_by_role("option", name=TINY).click()
-    page.locator("#ft-steps input[type=range]").fill("4")
+    page.locator("#ft-steps input").fill("4")
     page.locator("#ft-eval_examples input").fill("2")
     page.locator("#ft-start").click()
     wait_for_text(page, "#ft-progress", "Finished", timeout=240_000)

@@ -3,14 +3,14 @@
 import re
 
 import pytest
+from conftest import train_run, wait_for_text
 
 from explorer import calculator
-from explorer.learn import cards as learn, recommend
 from explorer.costs import memory, specs
+from explorer.learn import cards as learn
+from explorer.learn import recommend
 from explorer.methods import METHODS
 from explorer.ui.learn_tab import recommendation_markdown
-
-from conftest import wait_for_text
 
 
 @pytest.mark.parametrize("model", ["llama-2-7b", "smollm2-135m-instruct"])
@@ -32,15 +32,9 @@ def test_cards_show_the_chapters_claims_beside_exact_values():
 
 
 def test_side_by_side_lists_real_runs_of_each_method(cache):
-    from explorer.train import runs, loop as training
-
-    config = training.TrainConfig(model="tiny-random-llama", method="ia3", dataset="pirate", steps=1, batch_size=2,
-                                  seq_len=64, eval_examples=0)
-    run_dir = runs.create_run(config, {})
-    training.train(config, {}, run_dir)
-    runs.set_status(run_dir, "done")
+    run_id = train_run("ia3", steps=1, batch_size=2, eval_every=5)
     result = learn.side_by_side("smollm2-135m-instruct", "ia3", "lora")
-    assert result["runs"]["ia3"][0]["run_id"] == run_dir.name
+    assert result["runs"]["ia3"][0]["run_id"] == run_id
     assert result["cards"]["ia3"]["trainable"] < result["cards"]["lora"]["trainable"]
 
 

@@ -14,16 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY, force_status, free_port
 
-from conftest import free_port
-from explorer import calculator, settings
+from explorer import calculator
 from explorer.compare import variants as compare
-from explorer.train import runs, loop as training, worker
 from explorer.errors import ExplorerError
+from explorer.train import lifecycle, runs, worker
+from explorer.train import loop as training
+from explorer.train.config import TrainConfig
 from explorer.train.jobs import JobManager
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = "tiny-random-llama"
 USERS = 20
 
 
@@ -31,7 +32,7 @@ def tiny_config(**overrides):
     values = dict(model=TINY, method="lora", dataset="pirate", steps=3, eval_examples=0, batch_size=2, seq_len=48,
                   eval_every=100, learning_rate=0.05)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def wait_state(run_dir, states, timeout=120):
@@ -150,9 +151,9 @@ def test_twenty_users_at_once_while_a_run_trains(cache):
     assert len(COMBOS) == USERS and len(set(map(repr, COMBOS))) == USERS
     started = time.time()
     # A saved run for Compare, trained in this process as tests/test_compare.py does.
-    saved = runs.create_run(tiny_config(), {})
+    saved = lifecycle.create(tiny_config(), {})
     training.train(tiny_config(), {}, saved)
-    runs.set_status(saved, "done")
+    force_status(saved, "done")
     for model, method, options in COMBOS:  # exact counts cached, as for combinations asked before
         calculator.from_request(model, method, options)
     compare.session(saved.name)  # the run's models loaded, as after its first comparison
@@ -249,17 +250,17 @@ def test_killed_workers_leave_nothing_that_loads_and_the_queue_moves_on(cache, o
 def test_a_restart_mid_training_marks_runs_interrupted_and_new_runs_work(cache, own_runs):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    was_running = runs.create_run(tiny_config(), {})
-    runs.set_status(was_running, "running", pid=dead.pid)
+    was_running = lifecycle.create(tiny_config(), {})
+    force_status(was_running, "running", pid=dead.pid)
     (was_running / ".tmp-adapter-x1").mkdir()  # the worker was saving when the machine went down
     (was_running / ".tmp-adapter-x1" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
     (was_running / ".tmp-abc.json").write_text('{"state": "do')
-    was_queued = runs.create_run(tiny_config(), {})
-    finished = runs.create_run(tiny_config(), {})
-    runs.set_status(finished, "done")
-    elsewhere = runs.create_run(tiny_config(), {})
-    runs.set_status(elsewhere, "running", pid=os.getpid())  # alive: e.g. a CLI run in another terminal
-    before = {r["run_id"]: r["settings"] for r in runs.list_runs()}
+    was_queued = lifecycle.create(tiny_config(), {})
+    finished = lifecycle.create(tiny_config(), {})
+    force_status(finished, "done")
+    elsewhere = lifecycle.create(tiny_config(), {})
+    force_status(elsewhere, "running", pid=os.getpid())  # alive: e.g. a CLI run in another terminal
+    before = {r.run_id: r.settings for r in runs.list_runs()}
 
     manager = JobManager()  # what a restarted server does first
     assert manager.interrupted == 2
@@ -268,12 +269,12 @@ def test_a_restart_mid_training_marks_runs_interrupted_and_new_runs_work(cache, 
         assert status["state"] == "interrupted" and "server stopped" in status["error"]
     assert runs.status(finished)["state"] == "done" and runs.status(elsewhere)["state"] == "running"
     assert no_partial_files(was_running) == []
-    after = {r["run_id"]: r["settings"] for r in runs.list_runs()}
+    after = {r.run_id: r.settings for r in runs.list_runs()}
     assert after == before, "every run is still listed with its settings"
 
     new = manager.submit(tiny_config(), {})
     assert wait_state(new, {"done", "failed"}) == "done", runs.status(new)
-    assert new.name in {r["run_id"] for r in runs.list_runs()}
+    assert new.name in {r.run_id for r in runs.list_runs()}
 
 
 # --------------------------------------------------------------------------- out of memory
@@ -291,7 +292,7 @@ def test_out_of_memory_in_a_worker_names_the_settings_to_lower(cache, own_runs, 
             raise error
 
     monkeypatch.setattr(training, "make_optimizer", lambda name, params, lr: Exhausted(params, lr=lr))
-    run_dir = runs.create_run(tiny_config(batch_size=4, seq_len=64), {})
+    run_dir = lifecycle.create(tiny_config(batch_size=4, seq_len=64), {})
     assert worker.main(run_dir) == 1  # the worker's own code, in this process
     status = runs.status(run_dir)
     assert status["state"] == "failed"
@@ -326,7 +327,7 @@ def test_a_read_only_runs_folder_gives_a_clear_error(own_runs):
     os.chmod(own_runs, 0o555)
     try:
         with pytest.raises(ExplorerError, match="disk is full or not writable"):
-            runs.create_run(tiny_config(), {})
+            lifecycle.create(tiny_config(), {})
         assert list(own_runs.iterdir()) == []
     finally:
         os.chmod(own_runs, 0o755)
@@ -337,17 +338,17 @@ def test_a_full_disk_while_creating_a_run_leaves_nothing_behind(own_runs, monkey
     with pytest.raises(ExplorerError, match=r"Could not write .*settings.json: the disk is full or not writable "
                                             r"\(No space left on device\)\. Free some space \(delete runs in the "
                                             r"Fine-tune tab\)"):
-        runs.create_run(tiny_config(), {})
+        lifecycle.create(tiny_config(), {})
     assert list(own_runs.iterdir()) == [], "no run folder without its settings and status"
     monkeypatch.undo()
     monkeypatch.setenv("EXPLORER_RUNS_DIR", str(own_runs))
     monkeypatch.setattr(os, "mkdir", only_under(own_runs, os.mkdir))
     with pytest.raises(ExplorerError, match="disk is full or not writable"):
-        runs.create_run(tiny_config(), {})
+        lifecycle.create(tiny_config(), {})
 
 
 def test_a_full_disk_never_corrupts_status_or_settings(own_runs, monkeypatch):
-    run_dir = runs.create_run(tiny_config(), {})
+    run_dir = lifecycle.create(tiny_config(), {})
     settings_before = (run_dir / "settings.json").read_bytes()
     status_before = (run_dir / "status.json").read_bytes()
     for name in ("fsync", "replace"):
@@ -357,7 +358,7 @@ def test_a_full_disk_never_corrupts_status_or_settings(own_runs, monkeypatch):
             else:
                 patch.setattr(os, "replace", only_under(own_runs, os.replace))
             with pytest.raises(ExplorerError, match="disk is full or not writable"):
-                runs.set_status(run_dir, "running", pid=1)
+                force_status(run_dir, "running", pid=1)
             with pytest.raises(ExplorerError, match="disk is full or not writable"):
                 runs.write_json(run_dir / "settings.json", {"config": "half"})
         assert (run_dir / "status.json").read_bytes() == status_before, "the old status is whole"
@@ -370,7 +371,7 @@ def test_a_full_disk_never_corrupts_status_or_settings(own_runs, monkeypatch):
 
 
 def test_a_full_disk_while_saving_the_adapter_leaves_no_adapter(own_runs):
-    run_dir = runs.create_run(tiny_config(), {})
+    run_dir = lifecycle.create(tiny_config(), {})
 
     class Model:
         def save_pretrained(self, path, **kwargs):
@@ -385,7 +386,7 @@ def test_a_full_disk_while_saving_the_adapter_leaves_no_adapter(own_runs):
 
 
 def test_a_disk_that_fills_mid_training_fails_the_run_with_that_reason(cache, own_runs, monkeypatch):
-    run_dir = runs.create_run(tiny_config(steps=5), {})
+    run_dir = lifecycle.create(tiny_config(steps=5), {})
     original = runs.append_log
 
     def fills_up(folder, event):
@@ -406,23 +407,23 @@ def test_the_queue_survives_a_status_it_cannot_write(own_runs, monkeypatch):
     manager = JobManager()
     manager.worker_command = [sys.executable, "-c", "import sys; sys.exit(3)"]
     doomed = manager.submit(tiny_config(), {})
-    original = runs.set_status
+    original = lifecycle.change
 
     def cannot_write_for_doomed(run_dir, state, **extra):
         if run_dir == doomed and state == "failed":
             raise runs.not_writable(run_dir / "status.json", OSError(errno.ENOSPC, "No space left on device"))
         return original(run_dir, state, **extra)
 
-    monkeypatch.setattr(runs, "set_status", cannot_write_for_doomed)
+    monkeypatch.setattr(lifecycle, "change", cannot_write_for_doomed)
     deadline = time.time() + 30
     while manager.busy():
         assert time.time() < deadline
         time.sleep(0.05)
     assert runs.status(doomed)["state"] == "queued", "its status could not be written"
-    manager.worker_command = [sys.executable, "-c", "import sys; from pathlib import Path; from explorer.train import runs; "
-                              "runs.set_status(Path(sys.argv[1]), 'done')"]
+    manager.worker_command = [sys.executable, "-c", "import sys; from pathlib import Path; from explorer.train import lifecycle; "
+                              "run = Path(sys.argv[1]); lifecycle.change(run, 'running'); lifecycle.change(run, 'done')"]
     following = manager.submit(tiny_config(), {})
     assert wait_state(following, {"done"}, timeout=30) == "done"
-    monkeypatch.setattr(runs, "set_status", original)
+    monkeypatch.setattr(lifecycle, "change", original)
     JobManager()  # a restart tidies the run that kept its stale status
     assert runs.status(doomed)["state"] == "interrupted"

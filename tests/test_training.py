@@ -5,20 +5,23 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 
-from explorer.train import runs, loop as training
+from explorer.costs import specs
 from explorer.data import tasks
 from explorer.methods import METHODS
 from explorer.methods.own_modules import load_trainable
-
-TINY = "tiny-random-llama"
+from explorer.models import loading
+from explorer.train import loop as training
+from explorer.train import runs
+from explorer.train.config import TrainConfig
 
 
 def config(method, dataset="pirate", **overrides):
     values = dict(model=TINY, method=method, dataset=dataset, steps=5, batch_size=4, seq_len=64,
                   eval_examples=2, max_new_tokens=4, eval_every=5)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def snapshot(model):
@@ -110,7 +113,7 @@ def test_saved_own_method_reloads_through_the_project_loader(tmp_path, cache, me
     _, run_dir = run(tmp_path, config(method, learning_rate=0.05), options,
                      inspect_model=lambda stage, m: captured.__setitem__(stage, logits_of(m, ids)))
     spec_model = AutoModelForCausalLM.from_pretrained(cache / TINY, use_safetensors=True)
-    prepared = METHODS[method].apply(spec_model, training.specs.resolve(TINY),
+    prepared = METHODS[method].apply(spec_model, specs.resolve(TINY),
                                      METHODS[method].parse_options(options))
     saved = load_trainable(prepared, str(run_dir / "adapter"))
     assert saved["method"] == method
@@ -146,7 +149,8 @@ def test_qlora_base_memory_equals_the_loaded_4bit_model(cache, precision):
     (double-quantized) scales, and the un-quantized rest in the load's dtype."""
     from explorer.costs import memory
 
-    model, _, spec, _ = training.load_base(TINY, "qlora", METHODS["qlora"].parse_options({}), precision)
+    loaded = loading.load_fresh(TINY, METHODS["qlora"], METHODS["qlora"].parse_options({}), precision)
+    model, spec = loaded.model, loaded.spec
     held = 0
     for p in model.parameters():
         held += p.numel() * p.element_size()
@@ -167,7 +171,7 @@ def test_qlora_load_leaves_no_tensor_in_the_checkpoint_memory_map(cache):
     maps = Path("/proc/self/maps")
     if not maps.exists():
         pytest.skip("needs Linux /proc")
-    model, _, _, _ = training.load_base(TINY, "qlora", METHODS["qlora"].parse_options({}), "fp32")
+    model = loading.load_fresh(TINY, METHODS["qlora"], METHODS["qlora"].parse_options({}), "fp32").model
     mapped = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in maps.read_text().splitlines()
               if line.rstrip().endswith(".safetensors")]
     inside = [name for name, p in model.named_parameters() if any(a <= p.data_ptr() < b for a, b in mapped)]

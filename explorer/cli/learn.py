@@ -10,6 +10,7 @@ import json
 import sys
 
 from ..errors import ExplorerError
+from ..methods import METHODS
 
 JOB_FLAGS = {"model": "--model", "memory_gb": "--memory-gb", "examples": "--examples", "goal": "--goal",
              "latency_sensitive": "--latency-sensitive", "many_adapters": "--many-adapters"}
@@ -145,8 +146,8 @@ def cmd_compose(args) -> None:
     w = result["weights"]
     unique = list(dict.fromkeys(result["datasets"]))
     counts = ", ".join(str(n) for n in dict.fromkeys(result["examples"].values()))
-    title = compose.METHOD_TITLES[result["method"]]
-    print(f"{title[0].upper() + title[1:]} composition ({result['how']}, weights {w[0]:g} and {w[1]:g}) "
+    title = METHODS[result["method"]].title
+    print(f"{title} composition ({result['how']}, weights {w[0]:g} and {w[1]:g}) "
           f"on {result['model']}, {counts} held-out examples per dataset")
     labels = {"A": f"A {result['runs'][0]}", "B": f"B {result['runs'][1]}", "combined": "combined"}
     first = max(len(label) for label in labels.values())

@@ -14,6 +14,7 @@ Usage:
     python -m explorer compose --runs A,B --how linear|cat|ties|concat [--weights 1,1] [--examples N]
                                [--max-new-tokens N] [--json]      # two adapters combined, scored on both tasks
     python -m explorer compose --demo-runs [--model NAME] [--steps N] [--json]   # the four runs it needs
+    python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...] --steps N [--json]
 
 Errors print one line to stderr and exit with status 2; never a traceback.
 """
@@ -25,9 +26,9 @@ import json
 import os
 import sys
 
-from . import learn as cli_learn
 from .. import settings
 from ..errors import ExplorerError
+from . import learn, race
 
 
 def cmd_provision(args) -> None:
@@ -38,9 +39,9 @@ def cmd_provision(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from ..models import registry as models
+    from ..models import registry
 
-    rows = [models.describe(entry) for entry in models.registry().values()]
+    rows = [registry.describe(entry) for entry in registry.registry().values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -51,11 +52,11 @@ def cmd_models(args) -> None:
 
 def cmd_generate(args) -> None:
     from .. import generate
-    from ..models import registry as models
+    from ..models import loading
 
     generate.check_prompt(args.prompt)  # fail fast, before loading anything
     generate.check_max_new_tokens(args.max_new_tokens)
-    loaded = models.load(args.model)
+    loaded = loading.load(args.model)
     result = generate.generate(loaded, args.prompt, args.max_new_tokens)
     if args.json:
         print(json.dumps(result.as_dict()))
@@ -75,40 +76,37 @@ def parse_sets(items) -> dict:
     return values
 
 
-def cmd_train(args) -> None:
-    import dataclasses
-
-    from ..train import runs, loop as training
-
-    values = parse_sets(args.set)
-    config_keys = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    config = training.TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
-                                         "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
-    options = {k: v for k, v in values.items() if k not in config_keys}
-    from ..methods import METHODS
-
-    METHODS[config.method].parse_options(options)  # fail before any model loads
-    run_dir = runs.create_run(config, options)
-    runs.set_status(run_dir, "running", pid=os.getpid())
-
-    def on_event(event):
-        runs.append_log(run_dir, event)
+def progress_printer(steps: int):
+    """A training callback that prints progress to stderr (the run folder's log is another callback)."""
+    def show(event: dict) -> None:
         if event["event"] == "step":
             extra = f", held-out loss {event['eval_loss']:.4f}" if "eval_loss" in event else ""
-            print(f"step {event['step']}/{config.steps}: loss {event['loss']:.4f}{extra}, "
+            print(f"step {event['step']}/{steps}: loss {event['loss']:.4f}{extra}, "
                   f"{event['tokens_per_second']:.0f} tokens/s, eta {event['eta']:.0f} s", file=sys.stderr)
         elif event["event"] == "score":
             print(f"task score ({event['which']}): {event['score']:.3f}", file=sys.stderr)
         elif event["event"] == "start":
             print(f"training {event['trainable_params']:,} parameters on {event['device']}", file=sys.stderr)
+    return show
 
-    try:
-        summary = training.train(config, options, run_dir, on_event=on_event)
-    except BaseException as error:
-        runs.set_status(run_dir, "failed", error=str(error))
-        raise
-    runs.append_log(run_dir, {"event": "done", **summary})
-    runs.set_status(run_dir, "done")
+
+def cmd_train(args) -> None:
+    import dataclasses
+
+    from ..methods import METHODS
+    from ..train import lifecycle
+    from ..train.config import TrainConfig
+
+    values = parse_sets(args.set)
+    config_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
+                                "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
+    options = {k: v for k, v in values.items() if k not in config_keys}
+    METHODS[config.method].parse_options(options)  # fail before any model loads
+    outcome = lifecycle.execute(lifecycle.create(config, options), [progress_printer(config.steps)])
+    if outcome.state == "failed":
+        raise ExplorerError(outcome.error)
+    summary = outcome.summary
     keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
             "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
             "peak_memory_bytes", "stopped"]
@@ -143,10 +141,10 @@ def cmd_calc(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from ..compare import variants as compare
+    from ..compare import variants
 
-    prompts = args.prompt or compare.heldout_prompts(args.run_id, 3)
-    result = compare.run_comparison(args.run_id, prompts, args.max_new_tokens, temperature=float(args.temperature),
+    prompts = args.prompt or variants.heldout_prompts(args.run_id, 3)
+    result = variants.run_comparison(args.run_id, prompts, args.max_new_tokens, temperature=float(args.temperature),
                                     seed=int(args.seed), measure_latency=not args.no_latency,
                                     heldout_examples=int(args.heldout))
     if args.export:
@@ -235,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_compare)
 
-    cli_learn.add_parsers(sub)
+    learn.add_parsers(sub)
+    race.add_parser(sub)
     return parser
 
 

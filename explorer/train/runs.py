@@ -1,4 +1,7 @@
-"""Run folders in models_cache/runs/<run-id>/: settings, status, log.jsonl, summary and the adapter.
+"""Run folders in models_cache/runs/<run-id>/: settings, status, log.jsonl, summary and the adapter, and the
+``Run`` type every part of the app reads them through.
+
+Status changes are not made here: explorer.train.lifecycle owns them (``lifecycle.change``).
 
 Every file is written to a temporary name and moved into place with os.replace; the adapter folder is
 written whole under a temporary name and renamed. A run killed mid-save never leaves files that load.
@@ -19,15 +22,80 @@ import tempfile
 import time
 import uuid
 import zipfile
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
+from ..methods import METHODS
+from .config import TrainConfig
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9]+-[0-9a-f]{6}$")
 ADAPTER_DIR = "adapter"
 TMP_PREFIX = ".tmp-"
 FINISHED = ("done", "stopped", "failed", "cancelled", "interrupted")  # no worker will write to these again
+UPLOADS_DIR = "uploads"  # models_cache/uploads/<hash>/<original file name>.jsonl: uploaded datasets
+
+
+@dataclass
+class Run:
+    """One run as its folder holds it. The runs table, Compare, Learn, the composition experiment and the
+    CLI all read runs through this type (``list_runs``, ``read_run``, ``open_run``)."""
+
+    folder: Path
+    settings: dict       # settings.json as saved: {"config": {...}, "options": {...}} ({} when unreadable)
+    status: dict         # status.json: {"state", "time", "error"?, "pid"?}
+    summary: dict        # summary.json once the run has finished ({} before)
+    has_adapter: bool
+
+    @property
+    def run_id(self) -> str:
+        return self.folder.name
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", "unknown")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def error(self) -> str:
+        return self.status.get("error", "")
+
+    @cached_property
+    def config(self) -> TrainConfig | None:
+        """The parsed training settings (saved before a cap was lowered: still parsed), None when unreadable."""
+        try:
+            return TrainConfig.parse(self.settings["config"], caps=False)
+        except (ExplorerError, KeyError, TypeError, AttributeError):
+            return None
+
+    @property
+    def options(self) -> dict:
+        options = self.settings.get("options") if isinstance(self.settings, dict) else None
+        return options if isinstance(options, dict) else {}
+
+    @property
+    def method(self):
+        return METHODS[self.config.method] if self.config else None
+
+    @property
+    def dataset_label(self) -> str:
+        """A bundled task's name, or the file name an upload had (not the hash it is stored under)."""
+        return dataset_label(self.config.dataset) if self.config else ""
+
+    @property
+    def steps_trained(self) -> int:
+        steps = self.summary.get("steps")
+        return steps if isinstance(steps, int) else 0
+
+
+def dataset_label(dataset: str) -> str:
+    path = Path(str(dataset))
+    return path.stem if path.suffix else str(dataset)
 
 
 def not_writable(path: Path, error: BaseException) -> ExplorerError:
@@ -148,9 +216,10 @@ def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft
         raise
 
 
-def create_run(config, options_values: dict) -> Path:
-    """A new run folder (settings and "queued" status), after the disk budget check. A folder that
-    could not be written whole is removed again: no run without its settings and status."""
+def new_run_folder(config, options_values: dict, first_status: dict) -> Path:
+    """A new run folder with its settings and first status (explorer.train.lifecycle.create decides which),
+    after the disk budget check. A folder that could not be written whole is removed again: no run
+    without its settings and status."""
     enforce_disk_budget()
     run_dir = runs_dir() / new_run_id(config.method)
     try:
@@ -159,7 +228,7 @@ def create_run(config, options_values: dict) -> Path:
         raise not_writable(run_dir, error) from None
     try:
         write_json(run_dir / "settings.json", {"config": dataclasses.asdict(config), "options": options_values})
-        set_status(run_dir, "queued")
+        write_json(run_dir / "status.json", first_status)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -235,42 +304,47 @@ def enforce_disk_budget() -> list[str]:
     return pruned
 
 
-def set_status(run_dir: Path, state: str, **extra) -> None:
-    write_json(run_dir / "status.json", {"state": state, "time": time.time(), **extra})
-
-
 def status(run_dir: Path) -> dict:
     return read_json(run_dir / "status.json", {"state": "unknown"})
 
 
-def list_runs() -> list[dict]:
-    """Every run, newest first, with its settings, status and summary (missing parts tolerated)."""
-    rows = []
-    for folder in sorted(runs_dir().iterdir(), reverse=True):
-        if not RUN_ID.match(folder.name) or not folder.is_dir() or folder.is_symlink():
-            continue  # a symlink is never a run the app made: never read or write through it
-        rows.append({"run_id": folder.name, "settings": read_json(folder / "settings.json", {}),
-                     "status": status(folder), "summary": read_json(folder / "summary.json", {}),
-                     "has_adapter": (folder / ADAPTER_DIR).is_dir()})
-    return rows
+def read_run(folder: Path) -> Run:
+    """A run's folder read as it is now (missing or corrupt parts tolerated)."""
+    saved = read_json(folder / "settings.json", {})
+    summary = read_json(folder / "summary.json", {})
+    return Run(folder, saved if isinstance(saved, dict) else {}, status(folder),
+               summary if isinstance(summary, dict) else {}, (folder / ADAPTER_DIR).is_dir())
 
 
-def mark_interrupted() -> int:
-    """After a server restart no worker is alive: runs left queued or running were interrupted."""
-    count = 0
-    for folder in runs_dir().iterdir():
-        state = status(folder) if RUN_ID.match(folder.name) and not folder.is_symlink() else {}
-        if state.get("state") == "queued" or (state.get("state") == "running" and not _alive(state.get("pid"))):
-            try:
-                set_status(folder, "interrupted", error="The server stopped while this run was queued or running.")
-            except ExplorerError:
-                continue  # a read-only or full disk: the app still starts, the run keeps its old state
-            remove_partial_files(folder)
-            count += 1
-    return count
+def run_folders() -> list[Path]:
+    """Every run folder, newest first; a symlink is never a run the app made: never read or write through it."""
+    return [folder for folder in sorted(runs_dir().iterdir(), reverse=True)
+            if RUN_ID.match(folder.name) and folder.is_dir() and not folder.is_symlink()]
 
 
-def _alive(pid) -> bool:
+def list_runs() -> list[Run]:
+    """Every run, newest first."""
+    return [read_run(folder) for folder in run_folders()]
+
+
+def open_run(run_id: str, need_adapter: bool = True) -> Run:
+    """A run whose settings are valid (and, by default, whose adapter was saved); clear messages otherwise."""
+    run = read_run(run_path(run_id))
+    if not isinstance(run.settings.get("config"), dict):
+        raise ExplorerError(f"Run {run.run_id} has no readable settings.json (missing or corrupt), so its base "
+                            "model and method are unknown.")
+    try:
+        TrainConfig.parse(run.settings["config"], caps=False)  # saved before a cap was lowered: still opens
+        run.method.parse_options(run.options)
+    except (ExplorerError, TypeError, AttributeError) as error:
+        raise ExplorerError(f"Run {run.run_id}'s settings.json is not valid: {error}") from None
+    if need_adapter and not run.has_adapter:
+        raise ExplorerError(f"Run {run.run_id} has no saved adapter (its state is '{run.state}'): only runs that "
+                            "trained at least one step can be compared.")
+    return run
+
+
+def alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -283,7 +357,12 @@ def _alive(pid) -> bool:
 
 
 def delete_run(run_id: str) -> None:
-    shutil.rmtree(run_path(run_id))
+    """Remove a finished run's folder (a queued or running one must be stopped first)."""
+    folder = run_path(run_id)
+    state = status(folder).get("state")
+    if state in ("queued", "running"):
+        raise ExplorerError(f"Run {run_id} is still {state}: stop it first.")
+    shutil.rmtree(folder)
 
 
 def zip_adapter(run_id: str) -> Path:

@@ -10,6 +10,7 @@ from .finetune_tab import create_finetune_tab
 from .learn_tab import create_learn_tab
 from .model_lists import ModelPickers
 from .models_tab import create_models_tab
+from .race_tab import create_race_tab
 
 CSS = """
 #gen-stats { min-height: 2em; }
@@ -39,6 +40,8 @@ def build_app() -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Calculator", id="calculator") as calc_tab:
                 calc = create_calculator_tab()
+            with gr.Tab("Race", id="race") as race_tab:
+                race = create_race_tab()
             with gr.Tab("Fine-tune", id="finetune") as tune_tab:
                 tune = create_finetune_tab()
             with gr.Tab("Models", id="models") as models_tab:
@@ -49,26 +52,34 @@ def build_app() -> gr.Blocks:
             compare_tab.select(comp["refresh"], comp["run"], [comp["run"], comp["info"]], api_visibility="private")
 
             def open_in_compare(run_id):
-                """The run just trained, opened in the Compare tab (it must have saved an adapter)."""
+                """The selected run, opened in the Compare tab (it must have saved an adapter)."""
+                if not run_id:
+                    return (gr.skip(), gr.skip(), gr.skip(),
+                            "**No run selected:** start one above, or click a run in the table, then compare it.")
                 dropdown, info = comp["refresh"](run_id)
-                return gr.Tabs(selected="compare"), dropdown, info
+                return gr.Tabs(selected="compare"), dropdown, info, gr.skip()
 
-            tune["to_compare"].click(open_in_compare, tune["run_id"], [tabs, comp["run"], comp["info"]],
-                                     api_visibility="private")
+            tune["to_compare"].click(open_in_compare, tune["run_id"],
+                                     [tabs, comp["run"], comp["info"], tune["progress"]], api_visibility="private")
+            race["opened"].change(open_in_compare, race["opened"], [tabs, comp["run"], comp["info"], tune["progress"]],
+                                  api_visibility="private")
             with gr.Tab("Learn", id="learn") as learn_tab:
                 learn = create_learn_tab()
         # Models exported from Compare or copied into models_cache join every picker without a restart.
         pickers = ModelPickers()
         pickers.add(calc["model"], catalog=True, paste=True)
         pickers.add(tune["model"])
+        pickers.add(race["model"])
         pickers.add(gen["model"])
         for dropdown in learn["models"]:
             pickers.add(dropdown, catalog=True)
-        for tab in (calc_tab, tune_tab, models_tab, learn_tab):
+        for tab in (calc_tab, race_tab, tune_tab, models_tab, learn_tab):
             pickers.refresh_on(tab.select)
         pickers.refresh_on(gen["refresh"].click)
         pickers.refresh_on(demo.load)
         # Fill the calculator once the page is there (formulas first, then the exact count).
+        for handler, inputs, output in (tune["estimate"], race["preview"]):
+            demo.load(handler, inputs, output, api_visibility="private", show_progress="hidden")
         demo.load(calc["update"], calc["inputs"], calc["outputs"], api_visibility="private").then(
             calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private").then(
             *learn["versus"], api_visibility="private")

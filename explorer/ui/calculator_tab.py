@@ -11,13 +11,14 @@ import dataclasses
 import json
 
 import gradio as gr
+import pandas as pd
 
 from .. import calculator
 from ..costs import memory
 from ..errors import ExplorerError
 from ..methods import METHODS
 from . import calculator_view as view
-from .common import error_message
+from .common import Latest, api_errors, shows_errors
 from .model_lists import PASTE, model_choices
 from .widgets import method_option_groups, options_of, show_only, widget_for
 
@@ -29,6 +30,68 @@ def compute(model_name, config_text, method_name, widget_keys, values, settings_
         raise ExplorerError("Paste a config.json (or upload one) to use a custom model.")
     return calculator.from_request(model_name, method_name, {**options, **settings}, exact_mode=exact_mode,
                                    config_text=config_text if model_name == PASTE else None)
+
+
+OUTPUTS = 8  # headline, formula, FLOPs table, card, memory chart, fits table, family chart, family table
+confirmed = Latest()  # the inputs each browser session asked about last: an older exact count never shows
+
+
+# After an error: the message, and empty tables and charts: nothing of the previous model stays on screen
+# looking like this one's numbers.
+CLEARED = {1: pd.DataFrame(), 2: pd.DataFrame(), 3: "", 4: None, 5: pd.DataFrame(), 6: None, 7: pd.DataFrame()}
+
+
+def update(widget_keys, model_name, text, method_name, *values, request: gr.Request | None = None):
+    """Every number of the page from the formulas (the exact count only if it is cached already)."""
+    confirmed.set(request, (model_name, text, method_name, values))
+    return _update(widget_keys, model_name, text, method_name, *values)
+
+
+@shows_errors(outputs=OUTPUTS, blank=CLEARED)
+def _update(widget_keys, model_name, text, method_name, *values):
+    n = len(widget_keys)
+    r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "cached")
+    family_results = calculator.compare_all(r.spec, r.settings, (r.method, r.options))
+    return (view.headline(r), view.formula_table(r), view.flops_table(r), view.method_card(r),
+            view.memory_figure(r), view.fits_table(r), view.family_figure(family_results),
+            view.family_table(family_results))
+
+
+@shows_errors()
+def confirm_exact(widget_keys, model_name, text, method_name, *values, request: gr.Request | None = None):
+    """The headline again once the method was built on the meta device and counted; skipped when the user
+    has moved on meanwhile (a stale count must never carry the "Verified" mark)."""
+    n = len(widget_keys)
+    asked = (model_name, text, method_name, values)
+    if not confirmed.is_current(request, asked):
+        return gr.skip()
+    r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "compute")
+    return view.headline(r) if confirmed.is_current(request, asked) else gr.skip()
+
+
+def load_upload(path):
+    if not path:
+        return gr.skip(), gr.skip()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1_000_000)
+        json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return gr.skip(), f"// not a valid config.json: {error}"
+    return PASTE, text
+
+
+@api_errors
+def calc(model: str, method: str, options_json: str = "{}", config_json: str = "") -> dict:
+    """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": text})."""
+    try:
+        values = json.loads(options_json or "{}")
+    except json.JSONDecodeError as error:
+        raise ExplorerError(f"options are not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ExplorerError("options must be a JSON object of option and setting names.")
+    return calculator.from_request(model, method, values, exact_mode="compute",
+                                   config_text=config_json or None).as_json()
 
 
 def create_calculator_tab() -> dict:
@@ -69,57 +132,20 @@ def create_calculator_tab() -> dict:
 
     outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family]
     inputs = [model, config_text, method, *widgets, *settings_widgets]
-    n = len(widgets)
 
-    def update(model_name, text, method_name, *values):
-        try:
-            r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "cached")
-            family_results = calculator.compare_all(r.spec, r.settings, (r.method, r.options))
-            return (view.headline(r), view.formula_table(r), view.flops_table(r), view.method_card(r),
-                    view.memory_figure(r), view.fits_table(r), view.family_figure(family_results),
-                    view.family_table(family_results))
-        except Exception as error:  # bad input: one clear message, the rest of the page stays as it was
-            return (error_message(error),) + tuple(gr.skip() for _ in outputs[1:])
+    def on_update(request: gr.Request, *values):  # gradio passes the request to a leading parameter
+        return update(widget_keys, *values, request=request)
 
-    def confirm_exact(model_name, text, method_name, *values):
-        try:
-            r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "compute")
-            return view.headline(r)
-        except Exception as error:
-            return error_message(error)
-
-    def load_upload(path):
-        if not path:
-            return gr.skip(), gr.skip()
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read(1_000_000)
-            json.loads(text)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            return gr.skip(), f"// not a valid config.json: {error}"
-        return PASTE, text
+    def on_confirm(request: gr.Request, *values):
+        return confirm_exact(widget_keys, *values, request=request)
 
     method.change(lambda m: show_only(groups, m), method, list(groups.values()), api_visibility="private")
     upload.upload(load_upload, upload, [model, config_text], api_visibility="private")
-    for i, component in enumerate(inputs):
-        event = component.change(update, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
+    for component in inputs:
+        event = component.change(on_update, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
                                  api_visibility="private")
-        event.then(confirm_exact, inputs, headline, trigger_mode="always_last", show_progress="hidden",
+        event.then(on_confirm, inputs, headline, trigger_mode="always_last", show_progress="hidden",
                    api_visibility="private")
-
-    def calc(model: str, method: str, options_json: str = "{}", config_json: str = "") -> dict:
-        """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": ...})."""
-        try:
-            values = json.loads(options_json or "{}")
-            if not isinstance(values, dict):
-                raise ExplorerError("options must be a JSON object of option and setting names.")
-            return calculator.from_request(model, method, values, exact_mode="compute",
-                                           config_text=config_json or None).as_json()
-        except json.JSONDecodeError as error:
-            return {"error": f"options are not valid JSON: {error}"}
-        except Exception as error:
-            return {"error": str(error) if isinstance(error, ExplorerError) else error_message(error)}
-
     gr.api(calc, api_name="calc")
-    return {"update": update, "confirm": confirm_exact, "inputs": inputs, "outputs": outputs, "headline": headline,
+    return {"update": on_update, "confirm": on_confirm, "inputs": inputs, "outputs": outputs, "headline": headline,
             "model": model}

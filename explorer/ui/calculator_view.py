@@ -9,28 +9,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import calculator
-from ..costs import memory, specs
+from ..calculator.claims import checked_claims
+from ..costs import memory
+from ..human import human_bytes, human_number
 from ..learn.diagram import block_svg
-from ..methods import METHODS
-from ..costs.textbook import CLAIMS, TEXTBOOK_MODEL
 
 MEMORY_PARTS = [("weights_bytes", "base weights"), ("trainable_bytes", "trainable weights"),
                 ("gradients_bytes", "gradients"), ("optimizer_bytes", "optimizer states"),
                 ("activations_bytes", "activations")]
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def human_number(n: float) -> str:
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.3g}"
 
 
 def headline(r: calculator.CalcResult) -> str:
@@ -55,7 +41,7 @@ def formula_table(r: calculator.CalcResult) -> pd.DataFrame:
 
 def method_card(r: calculator.CalcResult) -> str:
     m = r.method_obj
-    merge = ("<b>Merges</b> into the base weights. " if m.mergeable else "<b>Cannot merge.</b> ") + escape(m.merge_reason)
+    merge = escape(m.merge_summary)
     svg = block_svg(r.spec.arch, m.adaptation(r.spec, r.options), m.title)
     return (f"<div class='method-card'><p><b>Where it adapts:</b> {escape(m.where)}</p>"
             f"<p>{escape(m.explanation)}</p><p><b>When to use:</b> {escape(m.when_to_use)}</p>"
@@ -111,9 +97,9 @@ def merges(method) -> str:
 
 
 def family_table(results: list[calculator.CalcResult]) -> pd.DataFrame:
-    rows = [[METHODS[x.method].title, f"{x.trainable:,}", f"{100 * x.trainable / x.total_params_with_method:.3g}%",
+    rows = [[x.method_obj.title, f"{x.trainable:,}", f"{100 * x.trainable / x.total_params_with_method:.3g}%",
              human_bytes(x.training.total_bytes), human_number(x.flops.inference_overhead_per_token_unmerged),
-             merges(METHODS[x.method])] for x in results]
+             merges(x.method_obj)] for x in results]
     return pd.DataFrame(rows, columns=["method", "trainable", "% of model", "training memory",
                                        "inference FLOPs overhead/token (unmerged)", "merges"])
 
@@ -159,7 +145,7 @@ def label_positions(points: list[tuple[float, float, str]]) -> list[str]:
 def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
     fig = go.Figure()
     points = [(max(x.trainable, 1), x.training.total_bytes / memory.GIB) for x in results]
-    titles = [METHODS[x.method].title for x in results]
+    titles = [x.method_obj.title for x in results]
     positions = label_positions([(math.log10(px), math.log10(py), t) for (px, py), t in zip(points, titles)])
     for x, (px, py), title, position in zip(results, points, titles, positions):
         overhead = max(x.flops.inference_overhead_per_token_unmerged, 0)
@@ -183,12 +169,7 @@ def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
 
 def textbook_table() -> pd.DataFrame:
     """The chapter's Llama-2-7B figures beside exact values (computed, not copied)."""
-    spec = specs.catalog()[TEXTBOOK_MODEL]
-    rows = []
-    for c in CLAIMS:
-        r = calculator.calculate(spec, c.method, METHODS[c.method].parse_options(c.options), exact_mode="skip")
-        value = r.trainable_formula if c.quantity == "params" else r.flops.inference_overhead_per_token_unmerged
-        unit = "parameters" if c.quantity == "params" else "FLOPs/token"
-        rows.append([c.what, f"≈{human_number(c.claimed)} (claim)", f"{value:,.0f} {unit}",
-                     f"{c.claimed / value:.3g}", c.reason])
+    rows = [[c.claim.what, f"≈{human_number(c.claim.claimed)} (claim)",
+             f"{c.exact:,.0f} {'parameters' if c.claim.quantity == 'params' else 'FLOPs/token'}", f"{c.ratio:.3g}",
+             c.claim.reason] for c in checked_claims()]
     return pd.DataFrame(rows, columns=["chapter's figure (Llama-2-7B)", "textbook says", "exact", "claim ÷ exact", "why"])

@@ -12,10 +12,11 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..compare import variants as compare, export
-from ..train import runs
+from ..compare import export
+from ..compare import variants as compare
 from ..errors import ExplorerError
-from .common import error_message
+from ..train import runs
+from .common import api_errors, shows_errors
 from .widgets import named_slider
 
 COLUMN_TITLES = {"base": "Base model", "adapted": "Adapted (adapter active, unmerged)",
@@ -26,27 +27,23 @@ def run_choices() -> list[tuple[str, str]]:
     """Runs with a saved adapter, newest first, labelled so a newcomer recognises them."""
     choices = []
     for run in runs.list_runs():
-        if not run["has_adapter"]:
+        if not run.has_adapter or run.config is None:
             continue
-        config = run["settings"].get("config", {})
-        score = run["summary"].get("task_score_adapted")
-        label = (f"{run['run_id']} · {config.get('method', '?')} · {config.get('model', '?')} · "
-                 f"{str(config.get('dataset', '?')).rsplit('/', 1)[-1]}" +
+        score = run.summary.get("task_score_adapted")
+        label = (f"{run.run_id} · {run.config.method} · {run.config.model} · {run.dataset_label}" +
                  (f" · score {score:.2f}" if isinstance(score, (int, float)) else ""))
-        choices.append((label, run["run_id"]))
+        choices.append((label, run.run_id))
     return choices
 
 
+@shows_errors()
 def describe_run(run_id: str) -> str:
     if not run_id:
         return "No finished run yet: train one in the **Fine-tune** tab (about two minutes on the bundled model)."
-    try:
-        run = compare.open_run(run_id)
-    except Exception as error:
-        return error_message(error)
-    merge = ("**Merges:** " if run.method.mergeable else "**Cannot merge:** ") + html.escape(run.method.merge_reason)
+    run = runs.open_run(run_id)
+    merge = html.escape(run.method.merge_summary)
     return (f"**{html.escape(run.method.title)}** on `{html.escape(run.config.model)}`, dataset "
-            f"`{html.escape(str(run.config.dataset).rsplit('/', 1)[-1])}`, {run.summary.get('steps', '?')} steps. "
+            f"`{html.escape(run.dataset_label)}`, {run.summary.get('steps', '?')} steps. "
             f"{merge}")
 
 
@@ -141,6 +138,59 @@ def heldout_text(result: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def refresh_runs(current):
+    choices = run_choices()
+    ids = [value for _, value in choices]
+    value = current if current in ids else (ids[0] if ids else None)
+    return gr.Dropdown(choices=choices, value=value), describe_run(value or "")
+
+
+def require_run(run_id: str) -> str:
+    if not run_id:
+        raise ExplorerError("Choose a run first (train one in the Fine-tune tab).")
+    return run_id
+
+
+@shows_errors(outputs=2, at=1)
+def fill_heldout(run_id):
+    return "\n".join(compare.heldout_prompts(require_run(run_id), 4)), gr.skip()
+
+
+@shows_errors(outputs=2, at=1, blank={0: ""})
+def do_compare(run_id, text, tokens, temp, seed_value):
+    result = compare.run_comparison(require_run(run_id), text, tokens, temperature=float(temp or 0),
+                                    seed=int(seed_value or 0), measure_latency=False)
+    return columns_html(result), fidelity_text(result)
+
+
+@shows_errors()
+def do_latency(run_id, text):
+    first = compare.check_prompts(text)[0]
+    return cost_text(compare.measure_cost(require_run(run_id), first))
+
+
+@shows_errors(outputs=2, blank={1: gr.Plot(visible=False)})
+def do_heldout(run_id, count):
+    result = compare.evaluate_heldout(require_run(run_id), int(count))
+    return heldout_text(result), gr.Plot(heldout_figure(result), visible=True)
+
+
+@shows_errors(outputs=2, at=1, blank={0: None})
+def do_export(run_id):
+    folder = export.export_merged(require_run(run_id))
+    archive = export.zip_export(folder)
+    return (str(archive), f"Saved the merged model in `{folder}`: it is now a model of the registry "
+            f"(named `{folder.name}`) in the Models and Fine-tune tabs, and transformers loads it with "
+            "`AutoModelForCausalLM.from_pretrained(folder)`.")
+
+
+@api_errors
+def compare_api(run_id: str, prompts_text: str, max_new_tokens: int = 32) -> dict:
+    """Compare as an API: the three outputs and the merge fidelity as JSON (errors as {"error": text})."""
+    result = compare.run_comparison(run_id, prompts_text, max_new_tokens, measure_latency=False)
+    return {k: v for k, v in result.items() if k != "pieces"}
+
+
 def create_compare_tab() -> dict:
     gr.Markdown("Did the fine-tune do anything, and what does merging change? Pick a saved run, give prompts, "
                 "and compare the base, adapted and merged models.")
@@ -172,66 +222,6 @@ def create_compare_tab() -> dict:
         export_button = gr.Button("Export merged model to models_cache")
         download = gr.File(label="Merged model (zip)", interactive=False)
     export_status = gr.Markdown()
-
-    def refresh_runs(current):
-        choices = run_choices()
-        ids = [value for _, value in choices]
-        value = current if current in ids else (ids[0] if ids else None)
-        return gr.Dropdown(choices=choices, value=value), describe_run(value or "")
-
-    def fill_heldout(run_id):
-        try:
-            return "\n".join(compare.heldout_prompts(run_id, 4)), gr.skip()
-        except Exception as error:
-            return gr.skip(), error_message(error)
-
-    def do_compare(run_id, text, tokens, temp, seed_value):
-        try:
-            if not run_id:
-                raise ExplorerError("Choose a run first (train one in the Fine-tune tab).")
-            result = compare.run_comparison(run_id, text, tokens, temperature=float(temp or 0),
-                                            seed=int(seed_value or 0), measure_latency=False)
-            return columns_html(result), fidelity_text(result)
-        except Exception as error:
-            return "", error_message(error)
-
-    def do_latency(run_id, text):
-        try:
-            if not run_id:
-                raise ExplorerError("Choose a run first.")
-            first = compare.check_prompts(text)[0]
-            return cost_text(compare.measure_cost(run_id, first))
-        except Exception as error:
-            return error_message(error)
-
-    def do_heldout(run_id, count):
-        try:
-            if not run_id:
-                raise ExplorerError("Choose a run first.")
-            result = compare.evaluate_heldout(run_id, int(count))
-            return heldout_text(result), gr.Plot(heldout_figure(result), visible=True)
-        except Exception as error:
-            return error_message(error), gr.Plot(visible=False)
-
-    def do_export(run_id):
-        try:
-            if not run_id:
-                raise ExplorerError("Choose a run first.")
-            folder = export.export_merged(run_id)
-            archive = export.zip_export(folder)
-            return (str(archive), f"Saved the merged model in `{folder}`: it is now a model of the registry "
-                    f"(named `{folder.name}`) in the Models and Fine-tune tabs, and transformers loads it with "
-                    "`AutoModelForCausalLM.from_pretrained(folder)`.")
-        except Exception as error:
-            return None, error_message(error)
-
-    def compare_api(run_id: str, prompts_text: str, max_new_tokens: int = 32) -> dict:
-        """Compare as an API: the three outputs and the merge fidelity as JSON (errors as {"error": ...})."""
-        try:
-            result = compare.run_comparison(run_id, prompts_text, max_new_tokens, measure_latency=False)
-            return {k: v for k, v in result.items() if k != "pieces"}
-        except Exception as error:
-            return {"error": str(error) if isinstance(error, ExplorerError) else error_message(error)}
 
     refresh.click(refresh_runs, run, [run, info], api_visibility="private")
     run.change(describe_run, run, info, api_visibility="private")

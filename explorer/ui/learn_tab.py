@@ -12,11 +12,11 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from ..learn import cards as learn, recommend
-from ..errors import ExplorerError
-from ..methods import METHODS
-from .calculator_view import human_bytes, human_number
-from .common import error_message
+from ..human import human_bytes, human_number
+from ..learn import cards as learn
+from ..learn import recommend
+from ..methods import DEFAULT_METHOD, METHODS
+from .common import error_message, shows_errors
 from .learn_compose import create_compose_section
 from .model_lists import model_choices
 from .widgets import widget_for
@@ -35,7 +35,7 @@ def claims_html(claims: list[dict]) -> str:
 
 
 def card_html(card: dict, model: str) -> str:
-    merge = ("<b>Merges</b>: " if card["mergeable"] else "<b>Cannot merge</b>: ") + escape(card["merge_reason"])
+    merge = escape(card["merge_summary"])
     if "error" in card:
         numbers = f"<p><i>{escape(card['error'])}</i></p>"
         svg = ""
@@ -52,11 +52,9 @@ def card_html(card: dict, model: str) -> str:
             f"{claims_html(card['claims'])}</div>")
 
 
+@shows_errors()
 def guide_html(model: str) -> str:
-    try:
-        cards = learn.guide(model, recommend_settings())
-    except Exception as error:
-        return error_message(error)
+    cards = learn.guide(model, recommend_settings())
     return f"<div class='learn-cards' id='learn-cards-inner'>{''.join(card_html(c, model) for c in cards)}</div>"
 
 
@@ -78,8 +76,7 @@ def side_by_side_table(model: str, a: str, b: str) -> tuple[pd.DataFrame, pd.Dat
         row("training memory (batch 4, 512 tokens, bf16)", lambda c: human_bytes(c["training_memory_bytes"])),
         row("inference FLOP overhead, unmerged", lambda c: f"{c['flop_overhead_unmerged_percent']:.3g}%"),
         row("inference FLOP overhead, merged", lambda c: f"{c['flop_overhead_merged_percent']:.3g}%"),
-        ["merges?"] + [("" if METHODS[m].new_model else "yes: " if cards[m]["mergeable"] else "no: ")
-                       + cards[m]["merge_reason"] for m in (a, b)],
+        ["merges?"] + [cards[m]["merge_summary"] for m in (a, b)],
     ], columns=["", METHODS[a].title, METHODS[b].title])
     run_rows = []
     for m in (a, b):
@@ -89,7 +86,7 @@ def side_by_side_table(model: str, a: str, b: str) -> tuple[pd.DataFrame, pd.Dat
                      isinstance(r.get("task_score_base"), (int, float)) else "")
             loss = (f"{r['eval_loss_first']:.3f} → {r['eval_loss_last']:.3f}"
                     if isinstance(r.get("eval_loss_last"), (int, float)) else "")
-            run_rows.append([METHODS[m].title, r["run_id"], r["model"], str(r["dataset"]).rsplit("/", 1)[-1],
+            run_rows.append([METHODS[m].title, r["run_id"], r["model"], r["dataset"],
                              r["steps"], loss, score])
     runs_frame = pd.DataFrame(run_rows, columns=["method", "run", "model", "dataset", "steps",
                                                  "held-out loss", "task score base → adapted"])
@@ -108,6 +105,29 @@ def recommendation_markdown(rec: recommend.Recommendation) -> str:
     return "\n".join(lines)
 
 
+def update_versus(model_name, a, b):
+    try:
+        return side_by_side_table(model_name, a, b)
+    except Exception as error:  # noqa: BLE001 - shown in the table's place
+        return pd.DataFrame([[error_message(error)]], columns=["error"]), pd.DataFrame()
+
+
+JOB_FIELDS = dataclasses.fields(recommend.Job)
+
+
+def fill_scenario(name):
+    """A scenario's job in the fields; "Describe your own job" puts every field back to its default, so no
+    value of the previous scenario stays behind."""
+    job = recommend.SCENARIOS[name].job if name else recommend.Job()
+    return [getattr(job, f.name) for f in JOB_FIELDS]
+
+
+@shows_errors()
+def do_recommend(*values):
+    job = recommend.Job.parse(dict(zip([f.name for f in JOB_FIELDS], values)))
+    return recommendation_markdown(recommend.recommend(job))
+
+
 def create_learn_tab() -> dict:
     gr.Markdown("The chapter's methods, with every number computed for the model you pick. "
                 "Claims from the chapter are shown beside the exact figures and labelled as claims.")
@@ -117,7 +137,7 @@ def create_learn_tab() -> dict:
         cards = gr.HTML(guide_html("llama-2-7b"), elem_id="learn-cards")
     with gr.Accordion("Two methods side by side", open=True):
         with gr.Row():
-            method_a = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value="lora", label="Method A",
+            method_a = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value=DEFAULT_METHOD, label="Method A",
                                    elem_id="learn-a")
             method_b = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value="prompt", label="Method B",
                                    elem_id="learn-b")
@@ -131,8 +151,8 @@ def create_learn_tab() -> dict:
         scenario = gr.Dropdown([("Describe your own job", "")] + [(s.summary.split(":")[0], name) for name, s in
                                                                  recommend.SCENARIOS.items()],
                                value="", label="Start from one of the chapter's scenarios")
-        fields = dataclasses.fields(recommend.Job)
-        with gr.Row():
+        fields = JOB_FIELDS
+        with gr.Row(elem_id="learn-job"):
             job_widgets = []
             for f in fields:
                 if f.name == "model":
@@ -146,25 +166,6 @@ def create_learn_tab() -> dict:
     with gr.Accordion("Composition experiment: do two adapters interfere?", open=True):
         create_compose_section()
 
-    def update_versus(model_name, a, b):
-        try:
-            return side_by_side_table(model_name, a, b)
-        except Exception as error:
-            return pd.DataFrame([[error_message(error)]], columns=["error"]), pd.DataFrame()
-
-    def fill_scenario(name):
-        if not name:
-            return [gr.skip()] * len(fields)
-        job = recommend.SCENARIOS[name].job
-        return [getattr(job, f.name) for f in fields]
-
-    def do_recommend(*values):
-        try:
-            job = recommend.Job.parse(dict(zip([f.name for f in fields], values)))
-            return recommendation_markdown(recommend.recommend(job))
-        except Exception as error:
-            return error_message(error)
-
     model.change(guide_html, model, cards, api_visibility="private")
     for component in (model, method_a, method_b):
         component.change(update_versus, [model, method_a, method_b], [versus, versus_runs], api_visibility="private")
@@ -174,4 +175,4 @@ def create_learn_tab() -> dict:
             "models": [model, job_widgets[[f.name for f in fields].index("model")]]}
 
 
-__all__ = ["create_learn_tab", "ExplorerError"]
+__all__ = ["create_learn_tab"]

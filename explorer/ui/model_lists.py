@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..models import registry as models
 from ..costs import specs
+from ..models import registry
 from .common import log
 
 PASTE = "__pasted__"
@@ -18,7 +18,7 @@ PASTE = "__pasted__"
 def model_choices(catalog: bool = False, paste: bool = False, runnable: list[str] | None = None) -> list:
     """Runnable model names; with catalog, (label, name) pairs of the catalog configs first; with paste,
     the pasted-config.json entry last. `runnable` saves re-reading the registry."""
-    names = list(models.registry()) if runnable is None else runnable
+    names = list(registry.registry()) if runnable is None else runnable
     if not catalog:
         return names
     choices = [(f"{specs.catalog_title(n)}  ·  catalog", n) for n in specs.catalog_names()]
@@ -42,7 +42,7 @@ class ModelPickers:
         If the registry cannot be read (models_cache unreadable), the lists stay as they were rather
         than every tab switch failing."""
         try:
-            runnable = list(models.registry())
+            runnable = list(registry.registry())
             return [gr.Dropdown(choices=model_choices(runnable=runnable, **kind)) for kind in self.kinds]
         except Exception:  # noqa: BLE001 - a stale list beats an error toast on every tab switch
             log.exception("could not refresh the model lists")

@@ -6,8 +6,9 @@ import gradio as gr
 import pandas as pd
 
 from .. import generate
-from ..models import registry as models, provision
-from .common import error_message
+from ..models import provision
+from ..models import loading, registry
+from .common import shows_errors
 from .model_lists import model_choices
 from .widgets import named_slider
 
@@ -15,21 +16,19 @@ COLUMNS = ["name", "architecture", "parameters", "layers", "hidden_size", "vocab
 
 
 def models_table() -> pd.DataFrame:
-    rows = [models.describe(entry) for entry in models.registry().values()]
+    rows = [registry.describe(entry) for entry in registry.registry().values()]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["parameters"] = table["parameters"].map(lambda n: f"{int(n):,}" if pd.notna(n) and n else "?")
     table["loaded"] = table["loaded"].map(lambda loaded: "yes" if loaded else "no")
     return table
 
 
+@shows_errors(outputs=3, at=1, blank={0: ""})
 def run_generation(model_name: str, prompt: str, max_new_tokens: float):
     """Returns (reply, stats markdown, refreshed table)."""
-    try:
-        generate.check_prompt(prompt)
-        loaded = models.load(model_name)
-        result = generate.generate(loaded, prompt, max_new_tokens)
-    except Exception as error:  # every failure becomes a message on the page
-        return "", error_message(error), models_table()
+    generate.check_prompt(prompt)
+    loaded = loading.load(model_name)
+    result = generate.generate(loaded, prompt, max_new_tokens)
     stats = (f"**{result.new_tokens} new tokens in {result.seconds:.2f} s: "
              f"{result.tokens_per_second:.1f} tokens/s** (greedy decoding, measured on {loaded.device}, "
              f"{str(loaded.dtype).replace('torch.', '')})")

@@ -6,7 +6,7 @@ import dataclasses
 
 import gradio as gr
 
-from ..methods import METHODS
+from ..methods import DEFAULT_METHOD, METHODS
 
 SLIDERS = {"r": (1, 256), "num_virtual_tokens": (1, 200), "bottleneck_dim": (1, 512), "batch_size": (1, 64),
            "encoder_hidden_size": (1, 4096), "lora_alpha": (1, 512), "steps": (1, 500)}
@@ -33,13 +33,17 @@ def named_slider(minimum, maximum, **kwargs) -> gr.Slider:
     return slider
 
 
-def widget_for(f: dataclasses.Field, elem_id: str):
-    """A widget for one option field; its help text is shown as the widget's info line."""
+def widget_for(f: dataclasses.Field, elem_id: str, sliders: bool = True):
+    """A widget for one option field; its help text is shown as the widget's info line.
+
+    ``sliders=False``: whole numbers get a plain number box instead of a slider. A slider's box snaps a typed
+    value into its range without a word; where a run is started from the values (Fine-tune), an
+    out-of-range value must be refused with a message instead (explorer.options.coerce says which)."""
     meta, label, default = f.metadata, f.name, f.default
     info = meta.get("help", "")
     if isinstance(default, bool):
         return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
-    if isinstance(default, int) and f.name in SLIDERS:
+    if isinstance(default, int) and f.name in SLIDERS and sliders:
         lo, hi = SLIDERS[f.name]
         return named_slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
     if isinstance(default, (int, float)):
@@ -49,7 +53,7 @@ def widget_for(f: dataclasses.Field, elem_id: str):
     return gr.Textbox(value=default, label=label, info=info, elem_id=elem_id)
 
 
-def method_option_groups(prefix: str, selected: str = "lora"):
+def method_option_groups(prefix: str, selected: str = DEFAULT_METHOD, sliders: bool = True):
     """One group of option widgets per method, only the selected one visible.
 
     Returns (keys, widgets, groups): keys[i] = (method, field) of widgets[i]."""
@@ -61,7 +65,7 @@ def method_option_groups(prefix: str, selected: str = "lora"):
                 gr.Markdown(f"{m.title} has no options.")
             with gr.Row():
                 for f in fields:
-                    widgets.append(widget_for(f, f"{prefix}-{name}-{f.name}"))
+                    widgets.append(widget_for(f, f"{prefix}-{name}-{f.name}", sliders))
                     keys.append((name, f.name))
         groups[name] = group
     return keys, widgets, groups

@@ -1,0 +1,20 @@
+"""Worker process of a race: ``python -m explorer.race.worker RACE_DIR`` scores the base model once and trains
+every queued entrant in turn (explorer.race.runner.run), at a lower CPU priority than the web server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+if __name__ == "__main__":
+    from ..train.worker import WORKER_NICE
+    from .runner import worker_main
+
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:
+        pass
+    sys.exit(worker_main(Path(sys.argv[1])))

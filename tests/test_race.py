@@ -1,0 +1,171 @@
+"""Race: entrant specs, the Pareto front, races on the tiny model through the CLI, reuse, stop, failures."""
+
+import json
+
+import pytest
+from conftest import TINY
+
+from explorer.cli.main import main
+from explorer.errors import ExplorerError
+from explorer.race import entrants, pareto, reading, results, runner
+from explorer.race.races import RaceSettings, create_race, read_race
+from explorer.train import loop, runs
+
+SMALL = dict(model=TINY, dataset="pirate", steps=3, batch_size=2, seq_len=64, eval_every=2, eval_examples=2,
+             probe_examples=5, max_new_tokens=4)
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_pareto_front_excludes_dominated_points_and_keeps_ties():
+    points = [(10, 1.0), (100, 0.5), (50, 2.0), (10, 1.0), (1000, 0.5), (5, 3.0), None]
+    assert pareto.front(points) == [True, True, False, True, False, True, False]
+    rows = [{"c": 1, "s": 0.2}, {"c": 2, "s": 0.9}, {"c": 3, "s": 0.5}, {"c": 4}]
+    assert pareto.front_of(rows, "c", "s", higher_is_better=True) == [True, True, False, False]
+
+
+def test_entrant_specs_parse_with_peft_option_names():
+    parsed = entrants.parse_specs("lora, lora:r=64:lora_alpha=128, ia3, prompt:num_virtual_tokens=10, lora")
+    assert [e.name for e in parsed] == ["lora", "lora:lora_alpha=128:r=64", "ia3", "prompt:num_virtual_tokens=10"]
+    assert parsed[1].options_dict == {"lora_alpha": "128", "r": "64"}
+    field = entrants.default_entrants()
+    names = [e.name for e in field]
+    assert names[:len(names) - 5] == list(entrants.METHODS)  # every method at its defaults first
+    assert names[-5:] == ["lora:r=1", "lora:r=2", "lora:r=4", "lora:r=16", "lora:r=64"]  # r=8 is LoRA's default
+    swept = entrants.with_rates([parsed[0]], (0.3, 1.0, 3.0))[0]
+    assert [e.learning_rate for e in swept] == pytest.approx([3e-4, 1e-3, 3e-3])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope", "Entrant 'nope': unknown method 'nope'"),
+    ("lora:rank=4", "Entrant 'lora:rank=4': LoRA has no option rank"),
+    ("lora:r=0", "Entrant 'lora:r=0': r must be between 1 and"),
+    ("lora:r", "'r' is not key=value"),
+    ("", "at least one entrant"),
+])
+def test_bad_specs_are_refused_with_one_line_before_anything_trains(spec, message, capsys, cache):
+    before = set(runs.runs_dir().iterdir())
+    code, out, err = run_cli(["race", "--model", TINY, "--entrants", spec, "--steps", "2"], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert set(runs.runs_dir().iterdir()) == before, "nothing was created"
+
+
+def test_an_entrant_that_cannot_work_on_this_model_is_refused_before_training(cache):
+    with pytest.raises(ExplorerError, match="Entrant 'lora:target_preset=custom:target_modules=nope'"):
+        create_race(RaceSettings(**SMALL), "lora:target_preset=custom:target_modules=nope")
+
+
+# --------------------------------------------------------------------------- real races on the tiny model
+
+
+@pytest.fixture(scope="module")
+def three(cache):
+    """A race of three entrants through the CLI, as JSON."""
+    from explorer.cli.main import main as cli
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    argv = ["race", "--model", TINY, "--dataset", "pirate", "--entrants", "lora,lora:r=1,ia3", "--steps", "3",
+            "--json"] + [f"--set={k}={v}" for k, v in SMALL.items() if k not in ("model", "dataset", "steps")]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert cli(argv) == 0
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def test_cli_race_prints_every_entrant_with_measured_and_calculator_figures(three):
+    assert three["model"] == TINY and three["dataset"] == "pirate" and three["steps"] == 3
+    rows = {e["name"]: e for e in three["entrants"]}
+    assert list(rows) == ["lora", "lora:r=1", "ia3"]
+    keys = {"name", "method", "options", "run_id", "trainable_params", "peak_memory_bytes", "predicted_peak_bytes",
+            "train_seconds", "tokens_per_second", "heldout_loss_first", "heldout_loss_last", "task_score_base",
+            "task_score_adapted", "probe_score_base", "probe_score", "saved_bytes",
+            "inference_overhead_flops_per_token", "mergeable", "pareto"}
+    for row in rows.values():
+        assert keys <= set(row) and "error" not in row
+        assert row["trainable_params"] == row["calculator_trainable_params"] > 0, "measured = the Calculator's count"
+        assert row["saved_bytes"] > 4 * row["trainable_params"] and row["mergeable"] is True
+        assert isinstance(row["probe_score"], float) and isinstance(row["task_score_adapted"], float)
+        assert row["heldout_loss_first"] == three["base"]["heldout_loss"], "one base score for all entrants"
+        run = runs.read_run(runs.run_path(row["run_id"]))
+        assert run.state == "done" and run.has_adapter, "entrants are ordinary runs"
+        assert run.config.steps == 3 and run.config.seed == 0 and run.config.score_base is False
+    assert rows["lora"]["trainable_params"] == 8 * rows["lora:r=1"]["trainable_params"]
+    # the front of held-out loss against trainable parameters, recomputed from the rows
+    points = [(r["trainable_params"], r["heldout_loss_last"]) for r in rows.values()]
+    assert [r["pareto"] for r in rows.values()] == pareto.front(points)
+    assert rows["ia3"]["pareto"], "the smallest entrant is always on the front"
+
+
+def test_rerunning_a_race_reuses_finished_entrants(three, cache):
+    before = set(runs.runs_dir().iterdir())
+    race = create_race(RaceSettings(**SMALL), "lora,lora:r=1,ia3")
+    assert [e["reused"] for e in race.entrants] == [True, True, True]
+    assert [e["run_id"] for e in race.entrants] == [e["run_id"] for e in three["entrants"]]
+    race = runner.run(race)
+    assert set(runs.runs_dir().iterdir()) == before, "no new runs"
+    assert race.base["reused_from"] == three["race_id"], "the base scores are reused too"
+    assert results.as_json(race)["entrants"] == three["entrants"]
+
+
+def test_stop_mid_race_keeps_the_finished_entrants(cache):
+    race = create_race(RaceSettings(**SMALL), "lora:r=2,ia3,prompt")
+
+    def stop_after_the_first(event):
+        if event["event"] == "entrant" and event["state"] == "done":
+            runner.request_stop(read_race(race.race_id))
+
+    race = runner.run(race, on_event=stop_after_the_first)
+    assert race.states() == ["done", "cancelled", "cancelled"]
+    table = results.rows(race)
+    assert table[0]["heldout_loss_last"] is not None and table[1]["heldout_loss_last"] is None
+
+
+def test_an_entrant_that_fails_is_reported_and_the_race_finishes(cache, monkeypatch):
+    real, calls = loop.make_optimizer, []
+
+    def out_of_memory_the_second_time(name, params, lr):
+        calls.append(lr)
+        if len(calls) == 2:
+            raise MemoryError()
+        return real(name, params, lr)
+
+    monkeypatch.setattr(loop, "make_optimizer", out_of_memory_the_second_time)
+    race = runner.run(create_race(RaceSettings(**SMALL), "lora:r=3,lora:r=5,ia3"))
+    assert race.states() == ["done", "failed", "done"] and race.finished
+    rows = results.as_json(race)["entrants"]
+    assert rows[1]["error"].startswith("Out of memory") and rows[1]["pareto"] is False
+    assert "error" not in rows[0] and "error" not in rows[2]
+
+
+def test_the_reading_judges_the_chapters_claims_from_numbers(three):
+    race = read_race(three["race_id"])
+    found = reading.reading(results.rows(race))
+    verdicts = {v.key: v for v in found["claims"]}
+    assert verdicts["matches_soft_prompts"].verdict == "cannot tell"  # no prompt or prefix entrant here
+    low = verdicts["low_rank"]
+    assert low.verdict in ("supported", "not supported") and "r=1" in low.numbers
+    assert any("Per unit of trainable parameters" in line for line in found["best_per_cost"])
+    text = reading.as_markdown(results.rows(race))
+    assert "Claim:" in text and "cannot tell" in text
+
+
+def test_csv_and_html_exports_hold_every_entrant(three):
+    race = read_race(three["race_id"])
+    csv_text = results.to_csv(race)
+    assert csv_text.splitlines()[0].startswith("name,method,options") and len(csv_text.splitlines()) == 4
+    from explorer.race import report
+
+    page = report.to_html(race)
+    assert page.startswith("<!doctype html>") and page.count("Plotly.newPlot") == 2
+    assert len(page) > 1_000_000, "plotly's script is inlined: the report opens offline"
+    for row in three["entrants"]:
+        assert row["name"] in page

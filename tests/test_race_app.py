@@ -38,7 +38,7 @@ def test_browser_two_entrant_race_shows_curves_table_and_pareto_chart(app_url, p
     traces = page.evaluate("() => document.querySelector('#race-live .js-plotly-plot').data"
                            ".filter(t => t.type === 'scatter').length")
     assert traces == 2, "one held-out loss curve per entrant"
-    assert page.locator("#race-table tbody tr").count() == 2
+    assert page.locator("#race-table [role=grid]").get_attribute("aria-rowcount") == "3", "a header and two rows"
     points = page.evaluate("() => document.querySelector('#race-pareto .js-plotly-plot').data.length")
     assert points >= 2, "a point per finished entrant (and the front's line)"
     screenshot("race_tab")

@@ -146,7 +146,7 @@ def cmd_compare(args) -> None:
     prompts = args.prompt or variants.heldout_prompts(args.run_id, 3)
     result = variants.run_comparison(args.run_id, prompts, args.max_new_tokens, temperature=float(args.temperature),
                                     seed=int(args.seed), measure_latency=not args.no_latency,
-                                    heldout_examples=int(args.heldout))
+                                    heldout_examples=int(args.heldout), probe_examples=int(args.probe))
     if args.export:
         from ..compare import export
 
@@ -155,6 +155,7 @@ def cmd_compare(args) -> None:
         keys = ["run_id", "method", "model", "mergeable", "not_mergeable_reason", "prompts", "decoding", "outputs",
                 "max_abs_logit_diff_adapted_vs_merged", "greedy_match", "fidelity", "latency_ms_per_token",
                 "latency_overhead_percent", "flop_overhead_percent", "task_score", "heldout_loss", "heldout_examples",
+                "probe_score",
                 "exported_to"]
         print(json.dumps({k: result.get(k) for k in keys}, indent=2))
         return
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", default="0", help="0 = greedy (default); above 0 samples with --seed")
     p.add_argument("--seed", default="0")
     p.add_argument("--heldout", default="8", help="held-out examples for task score and loss (0 = skip)")
+    p.add_argument("--probe", default="0", help="forgetting probe: general questions asked of each variant (0-80)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--export", action="store_true", help="also save the merged model into models_cache")
     p.add_argument("--json", action="store_true")

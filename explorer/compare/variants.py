@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import evaluate
-from ..data import chat, scores, sources
+from ..data import chat, probe, scores, sources
 from ..errors import ExplorerError
 from ..methods.base import Method
 from ..models import loading
@@ -245,16 +245,20 @@ def calculator_overhead_percent(run: Run) -> dict:
 # --------------------------------------------------------------------------- held-out evaluation
 
 
-def evaluate_heldout(run_id: str, examples: int = 8) -> dict:
+def evaluate_heldout(run_id: str, examples: int = 8, probe_examples: int = 0) -> dict:
     if not isinstance(examples, int) or not 1 <= examples <= 64:
         raise ExplorerError(f"held-out examples must be a whole number from 1 to 64, got {examples!r}.")
+    if not isinstance(probe_examples, int) or not 0 <= probe_examples <= len(probe.questions()):
+        raise ExplorerError(f"probe questions must be a whole number from 0 to {len(probe.questions())}, "
+                            f"got {probe_examples!r}.")
     s = session(run_id)
     with s.lock:
-        return heldout_eval(s, examples)
+        return heldout_eval(s, examples, probe_examples=probe_examples)
 
 
-def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = None) -> dict:
-    """Task score (from real greedy generations) and mean held-out loss of each variant."""
+def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = None, probe_examples: int = 0) -> dict:
+    """Task score (from real greedy generations) and mean held-out loss of each variant; with
+    ``probe_examples``, the share of the forgetting probe's general questions each variant answers."""
     run = s.run
     _, rows = sources.load_dataset(run.config.dataset)
     rows = rows[:examples]
@@ -262,13 +266,15 @@ def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = Non
     encoded, _ = chat.encode_dataset(s.tokenizer, rows, run.config.seq_len)
     pad = chat.pad_id(s.tokenizer)
     tokens = max_new_tokens or run.config.max_new_tokens
-    result = {"examples": len(rows), "task": task.name if task else None, "task_score": {}, "heldout_loss": {}}
+    result = {"examples": len(rows), "task": task.name if task else None, "task_score": {}, "heldout_loss": {},
+              "probe_score": {}, "probe_examples": probe_examples}
     for name, model in s.models.items():
         if model is None:
-            result["task_score"][name] = result["heldout_loss"][name] = None
+            result["task_score"][name] = result["heldout_loss"][name] = result["probe_score"][name] = None
             continue
         result["task_score"][name] = evaluate.task_score(model, s.tokenizer, rows, task, tokens, s.device)
         result["heldout_loss"][name] = evaluate.heldout_loss(model, encoded, pad, s.device, limit=examples)
+        result["probe_score"][name] = probe.probe_score(model, s.tokenizer, probe_examples, s.device)
     return result
 
 
@@ -276,7 +282,7 @@ def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = Non
 
 
 def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float = 0.0, seed: int = 0,
-                   measure_latency: bool = True, heldout_examples: int = 0) -> dict:
+                   measure_latency: bool = True, heldout_examples: int = 0, probe_examples: int = 0) -> dict:
     """Everything the Compare tab and the ``compare`` CLI show, as plain JSON-able values."""
     import math
 
@@ -304,7 +310,7 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
                 fidelity["merge_into_4bit"] = qlora_rounding(
                     s, sequences, prompts, max_new_tokens, [decode(tok, r) for r in greedy["adapted"]])
     cost = measure_cost(run_id, prompts[0]) if measure_latency else {}
-    heldout = evaluate_heldout(run_id, heldout_examples) if heldout_examples else None
+    heldout = evaluate_heldout(run_id, heldout_examples, probe_examples) if heldout_examples else None
     single = len(prompts) == 1
     return {
         "run_id": run.run_id, "method": run.method.name, "model": run.config.model, "dataset": run.config.dataset,
@@ -322,4 +328,5 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
         "task_score": None if heldout is None else heldout["task_score"],
         "heldout_loss": None if heldout is None else heldout["heldout_loss"],
         "heldout_examples": None if heldout is None else heldout["examples"],
+        "probe_score": None if heldout is None else heldout["probe_score"],
     }

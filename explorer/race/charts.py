@@ -22,24 +22,26 @@ def live_figure(race: Race, training_loss: bool = False) -> go.Figure:
     """Held-out loss against step for every entrant (its own colour), the one training now drawn thicker
     and named "(training)"; training loss too on demand, dotted."""
     fig = go.Figure()
+    base = race.base.get("heldout_loss")
+    start = [(0, base)] if isinstance(base, float) else []  # every entrant starts from the base model
     for i, (entrant, folder) in enumerate(zip(race.entrants, race.run_folders())):
         events = runs.read_log(folder)
         state = runs.status(folder).get("state")
         running = state == "running"
         name = entrant["name"] + (" (training)" if running else "" if state in ("done", "queued") else f" ({state})")
-        evals = [e for e in events if "eval_loss" in e]
-        fig.add_scatter(x=[e["step"] for e in evals], y=[e["eval_loss"] for e in evals], mode="lines+markers",
+        evals = ([] if state == "queued" else start) + [(e["step"], e["eval_loss"]) for e in events if "eval_loss" in e]
+        fig.add_scatter(x=[s for s, _ in evals], y=[v for _, v in evals], mode="lines+markers",
                         name=name, line=dict(color=colour(i), width=4 if running else 2), legendgroup=str(i))
         if training_loss:
             steps = [e for e in events if e.get("event") == "step"]
             fig.add_scatter(x=[e["step"] for e in steps], y=[e["loss"] for e in steps], mode="lines",
                             name=f"{entrant['name']} (training loss)", legendgroup=str(i), showlegend=False,
                             line=dict(color=colour(i), width=1, dash="dot"))
-    base = race.base.get("heldout_loss")
     if isinstance(base, float):
         fig.add_hline(y=base, line=dict(color="#999", dash="dash"), annotation_text="base model",
                       annotation_position="top left")
-    fig.update_layout(title="Held-out loss of every entrant (live)", xaxis_title="optimizer step",
+    fig.update_layout(title="Held-out loss of every entrant (live; step 0 is the base model)",
+                      xaxis_title="optimizer step",
                       yaxis_title="held-out loss", height=420, margin=dict(l=50, r=10, t=50, b=40),
                       legend=dict(font=dict(size=10)))
     return fig

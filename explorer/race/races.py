@@ -43,12 +43,13 @@ class RaceSettings:
     batch_size: int = option(4, "Examples per step.", min=1, max=1024)
     seq_len: int = option(96, "Tokens per example.", min=8, max=32_768)
     seed: int = option(0, "One seed for data order and initialisation, for every entrant.", min=0, max=2**31 - 1)
-    eval_every: int = option(5, "Held-out loss every this many steps (the live chart's points).", min=1,
+    eval_every: int = option(10, "Held-out loss every this many steps (the live chart's points).", min=1,
                              max=100_000)
+    eval_loss_examples: int = option(8, "Held-out examples the held-out loss is measured on.", min=1, max=1000)
     eval_examples: int = option(8, "Held-out examples for the task score.", min=0, max=1000)
-    probe_examples: int = option(20, "General questions asked after training, to see what was forgotten.",
+    probe_examples: int = option(10, "General questions asked after training, to see what was forgotten.",
                                  min=0, max=80)
-    max_new_tokens: int = option(24, "Tokens generated per scored reply.", min=1, max=512)
+    max_new_tokens: int = option(16, "Tokens generated per scored reply.", min=1, max=512)
     rate_sweep: bool = option(False, "Train each entrant at its default learning rate ×0.3, ×1 and ×3 and keep "
                               "the best held-out loss (three times the time).")
 
@@ -66,7 +67,8 @@ class RaceSettings:
             "model": self.model, "method": entrant.method, "dataset": self.dataset, "score": self.score,
             "steps": self.steps, "learning_rate": entrant.learning_rate, "batch_size": self.batch_size,
             "seq_len": self.seq_len, "seed": self.seed, "eval_every": self.eval_every,
-            "eval_examples": self.eval_examples, "probe_examples": self.probe_examples,
+            "eval_loss_examples": self.eval_loss_examples, "eval_examples": self.eval_examples,
+            "probe_examples": self.probe_examples,
             "max_new_tokens": self.max_new_tokens, "score_base": False})
 
 
@@ -212,5 +214,6 @@ def write_base(race: Race, base: dict) -> None:
 
 def base_key(race_settings: RaceSettings) -> str:
     """What the base model's scores depend on: a race with the same key reuses them."""
-    keys = ("model", "dataset", "score", "seq_len", "eval_examples", "probe_examples", "max_new_tokens")
+    keys = ("model", "dataset", "score", "seq_len", "eval_loss_examples", "eval_examples", "probe_examples",
+            "max_new_tokens")
     return json.dumps({k: getattr(race_settings, k) for k in keys}, sort_keys=True)

@@ -35,7 +35,8 @@ def evaluate_base(race: Race) -> dict:
     _, heldout = sources.load_dataset(s.dataset)
     encoded, _ = chat.encode_dataset(tok, heldout, s.seq_len)
     task = scores.task_for(s.dataset, s.score)
-    return {"key": key, "heldout_loss": evaluate.heldout_loss(model, encoded, chat.pad_id(tok), loaded.device),
+    return {"key": key, "heldout_loss": evaluate.heldout_loss(model, encoded, chat.pad_id(tok), loaded.device,
+                                                              limit=s.eval_loss_examples),
             "task_score": evaluate.task_score(model, tok, heldout[:s.eval_examples], task, s.max_new_tokens,
                                               loaded.device),
             "probe_score": probe.probe_score(model, tok, s.probe_examples, loaded.device, s.max_new_tokens),

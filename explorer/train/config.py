@@ -33,6 +33,7 @@ class TrainConfig:
     optimizer: str = option("adamw", "AdamW, 8-bit AdamW (bitsandbytes) or SGD.", choices=("adamw", "adamw8bit", "sgd"))
     eval_every: int = option(5, "Held-out loss every this many steps.", min=1, max=100_000)
     eval_examples: int = option(16, "Held-out examples for the task score (generated before and after).", min=0, max=1000)
+    eval_loss_examples: int = option(16, "Held-out examples the held-out loss is measured on.", min=1, max=1000)
     max_new_tokens: int = option(32, "Tokens generated per held-out example for the task score.", min=1, max=512)
     probe_examples: int = option(0, "General-knowledge questions (capitals, arithmetic, colours...) asked after "
                                  "training to see what the fine-tune forgot; 0 = none.", min=0, max=80)

@@ -2,10 +2,11 @@
 measurements.
 
 Time: a run's training steps cost ``steps × tokens per step × training FLOPs per token`` (the Calculator's
-exact FLOP formulas). What this machine delivers is measured by the runs it has finished: each one's
-tokens/s times its own FLOPs per token is an effective FLOP/s. The estimate uses the median of the newest
-runs on the same model (any method), else of any model; with no finished run it says so instead of
-guessing. Held-out scoring and model loading come on top and are estimated the same way from those runs.
+exact FLOP formulas). What this machine delivers is measured by the runs of the same model it has finished:
+each one's tokens/s times its own FLOPs per token is an effective FLOP/s, and the estimate uses the median of
+the newest. Other models are no guide (a tiny model's steps are almost all overhead, so its effective FLOP/s says
+nothing about a larger model's), so with no finished run of this model the estimate says so instead of
+guessing. Held-out scoring and model loading come on top, taken from the same runs.
 """
 
 from __future__ import annotations
@@ -48,24 +49,25 @@ def _flops_per_token(model: str, method: str, options: tuple, seq_len: int) -> f
                                 exact_mode="skip").flops.train_per_token
 
 
-def _measured(model: str) -> tuple[list[float], list[float], str]:
-    """Effective training FLOP/s and seconds outside training steps of the newest finished runs."""
-    same, other = [], []
+def _measured(model: str) -> tuple[list[float], list[float]]:
+    """Effective training FLOP/s, and seconds outside training steps, of the newest finished runs of ``model``."""
+    rates, others = [], []
     for run in runs.list_runs():
         summary, config = run.summary, run.config
-        if run.state != "done" or config is None or not summary.get("tokens_per_second") or not summary.get("steps"):
+        if (run.state != "done" or config is None or config.model != model or not summary.get("tokens_per_second")
+                or not summary.get("steps")):
             continue
         try:
             flops = _flops_per_token(config.model, config.method, tuple(sorted(run.options.items())), config.seq_len)
-        except Exception:  # noqa: BLE001 - a run of a model no longer here says nothing about this machine
+        except Exception:  # noqa: BLE001 - a run whose settings no longer parse says nothing about this machine
             continue
-        row = (summary["tokens_per_second"] * flops, summary.get("seconds", 0) - summary.get("train_seconds", 0))
-        (same if config.model == model else other).append(row)
-        if len(same) >= NEWEST:
+        rates.append(summary["tokens_per_second"] * flops)
+        other = summary.get("seconds", 0) - summary.get("train_seconds", 0)
+        if other > 0:
+            others.append(other)
+        if len(rates) >= NEWEST:
             break
-    chosen, where = (same, f"the {len(same)} newest finished run(s) of {model} here") if same else \
-        (other[:NEWEST], f"the {min(len(other), NEWEST)} newest finished run(s) of other models here")
-    return [r[0] for r in chosen], [r[1] for r in chosen if r[1] > 0], where
+    return rates, others
 
 
 def estimate(config: TrainConfig, options_values: dict, tokens_per_example: float | None = None) -> Estimate:
@@ -75,10 +77,11 @@ def estimate(config: TrainConfig, options_values: dict, tokens_per_example: floa
     options = method.parse_options(options_values)
     spec = specs.resolve(config.model)
     result = calculator.calculate(spec, config.method, options, train_settings(config), exact_mode="skip")
-    rates, others, where = _measured(config.model)
+    rates, others = _measured(config.model)
     if not rates:
-        return Estimate(result.training.total_bytes, None, None,
-                        "no run has finished on this machine yet, so there is no measured speed to go by")
+        return Estimate(result.training.total_bytes, None, None, f"no run of {config.model} has finished on this "
+                        "machine yet, so there is no measured speed to go by")
+    where = f"the {len(rates)} newest finished run(s) of {config.model} here"
     per_example = min(tokens_per_example or config.seq_len, config.seq_len)
     tokens = config.steps * config.batch_size * config.grad_accum * per_example
     seconds = tokens * result.flops.train_per_token / statistics.median(rates)

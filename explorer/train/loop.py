@@ -176,8 +176,10 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     reset_peak_memory(prep.device)
     stream = batches(train_enc, config.batch_size, pad_id, config.seed)
     losses, eval_losses, stopped, tokens_seen = [], [], False, 0
-    eval_losses.append((0, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device)))
-    on_event({"event": "eval", "step": 0, "eval_loss": eval_losses[-1][1]})
+    if config.score_base:  # a race measures the base model's held-out loss once for all its entrants
+        eval_losses.append((0, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device,
+                                                     limit=config.eval_loss_examples)))
+        on_event({"event": "eval", "step": 0, "eval_loss": eval_losses[-1][1]})
     train_seconds = 0.0  # time in training steps only: held-out evaluations are not throughput
     for step in range(1, config.steps + 1):
         if should_stop():
@@ -203,7 +205,8 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
                  "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
                  "peak_memory_bytes": peak_memory_bytes(prep.device)}
         if step % config.eval_every == 0 or step == config.steps:
-            eval_losses.append((step, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device)))
+            eval_losses.append((step, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device,
+                                                            limit=config.eval_loss_examples)))
             event["eval_loss"] = eval_losses[-1][1]
         on_event(event)
     model.eval()
@@ -220,7 +223,8 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         "run_id": run_dir.name, "run_dir": str(run_dir), "method": config.method, "model": config.model,
         "dataset": config.dataset, "steps": len(losses),
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-        "eval_loss_first": eval_losses[0][1], "eval_loss_last": eval_losses[-1][1],
+        "eval_loss_first": eval_losses[0][1] if eval_losses else None,
+        "eval_loss_last": eval_losses[-1][1] if eval_losses else None,
         "trainable_params": measured_trainable, "calculator_trainable_params": predicted.trainable_formula,
         "task_score_base": score_base, "task_score_adapted": score_adapted,
         "probe_score_base": probe_base, "probe_score": probe_adapted,

@@ -111,16 +111,26 @@ def cost_text(cost: dict) -> str:
 
 
 def heldout_figure(result: dict) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("task score (higher is better)",
-                                                        "held-out loss (lower is better)"))
+    probed = any(v is not None for v in result.get("probe_score", {}).values())
+    titles = ["task score (higher is better)", "held-out loss (lower is better)"]
+    if probed:
+        titles.append("forgetting probe: general questions answered")
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     names = [v for v in compare.VARIANTS if result["heldout_loss"].get(v) is not None]
-    colors = {"base": "#9e9e9e", "adapted": "#1f77b4", "merged": "#2ca02c"}
+    colors = [{"base": "#9e9e9e", "adapted": "#1f77b4", "merged": "#2ca02c"}[n] for n in names]
     scores = [result["task_score"].get(v) for v in names]
     if any(s is not None for s in scores):
-        fig.add_bar(x=names, y=scores, marker_color=[colors[n] for n in names], row=1, col=1, showlegend=False)
-    fig.add_bar(x=names, y=[result["heldout_loss"][v] for v in names], marker_color=[colors[n] for n in names],
-                row=1, col=2, showlegend=False)
+        fig.add_bar(x=names, y=scores, marker_color=colors, row=1, col=1, showlegend=False)
+    else:
+        fig.add_annotation(text="no task score for this data", showarrow=False, row=1, col=1, x=0.5, y=0.5,
+                           xref="x domain", yref="y domain")
+    fig.add_bar(x=names, y=[result["heldout_loss"][v] for v in names], marker_color=colors, row=1, col=2,
+                showlegend=False)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    if probed:
+        fig.add_bar(x=names, y=[result["probe_score"][v] for v in names], marker_color=colors, row=1, col=3,
+                    showlegend=False)
+        fig.update_yaxes(range=[0, 1.05], row=1, col=3)
     fig.update_layout(height=320, margin=dict(l=40, r=10, t=70, b=30))  # room above the titles for the toolbar
     return fig
 
@@ -135,6 +145,10 @@ def heldout_text(result: dict) -> str:
         parts.append("uploaded data has no automatic task score; the loss is shown")
     parts.append("held-out loss: " + ", ".join(f"{v} {loss:.3f}" for v, loss in result["heldout_loss"].items()
                                                 if loss is not None))
+    probed = {v: s for v, s in result.get("probe_score", {}).items() if s is not None}
+    if probed:
+        parts.append(f"forgetting probe ({result['probe_examples']} general questions): " +
+                     ", ".join(f"{v} {s:.2f}" for v, s in probed.items()))
     return "; ".join(parts) + "."
 
 
@@ -170,8 +184,8 @@ def do_latency(run_id, text):
 
 
 @shows_errors(outputs=2, blank={1: gr.Plot(visible=False)})
-def do_heldout(run_id, count):
-    result = compare.evaluate_heldout(require_run(run_id), int(count))
+def do_heldout(run_id, count, probe_questions):
+    result = compare.evaluate_heldout(require_run(run_id), int(count), int(probe_questions or 0))
     return heldout_text(result), gr.Plot(heldout_figure(result), visible=True)
 
 
@@ -214,6 +228,8 @@ def create_compare_tab() -> dict:
     with gr.Row():
         latency_button = gr.Button("Measure latency")
         examples = named_slider(1, 64, value=8, step=1, label="held-out examples")
+        probe_questions = named_slider(0, 80, value=0, step=1, label="forgetting probe questions",
+                                       info="General questions (capitals, arithmetic...): did the fine-tune forget?")
         heldout_button = gr.Button("Evaluate on held-out set")
     cost = gr.Markdown()
     heldout_summary = gr.Markdown()
@@ -229,7 +245,8 @@ def create_compare_tab() -> dict:
     go_button.click(do_compare, [run, prompts, max_tokens, temperature, seed], [columns, fidelity],
                     api_visibility="private")
     latency_button.click(do_latency, [run, prompts], cost, api_visibility="private")
-    heldout_button.click(do_heldout, [run, examples], [heldout_summary, chart], api_visibility="private")
+    heldout_button.click(do_heldout, [run, examples, probe_questions], [heldout_summary, chart],
+                         api_visibility="private")
     export_button.click(do_export, run, [download, export_status], api_visibility="private")
     gr.api(compare_api, api_name="compare")
     return {"run": run, "info": info, "refresh": refresh_runs}

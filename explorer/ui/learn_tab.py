@@ -152,15 +152,17 @@ def create_learn_tab() -> dict:
                                                                  recommend.SCENARIOS.items()],
                                value="", label="Start from one of the chapter's scenarios")
         fields = JOB_FIELDS
-        with gr.Row(elem_id="learn-job"):
-            job_widgets = []
-            for f in fields:
-                if f.name == "model":
-                    job_widgets.append(gr.Dropdown(model_choices(catalog=True), value=f.default, label="model",
-                                                   info=f.metadata.get("help", ""), elem_id="learn-job-model",
-                                                   allow_custom_value=True))  # or a config.json path
-                else:
-                    job_widgets.append(widget_for(f, f"learn-job-{f.name}"))
+        job_widgets = []
+        half = len(fields) // 2  # two rows: the model picker gets room for its label beside its arrow
+        for row_fields in (fields[:half], fields[half:]):
+            with gr.Row(elem_id="learn-job"):
+                for f in row_fields:
+                    if f.name == "model":
+                        job_widgets.append(gr.Dropdown(model_choices(catalog=True), value=f.default, label="model",
+                                                       info=f.metadata.get("help", ""), elem_id="learn-job-model",
+                                                       allow_custom_value=True, scale=2, min_width=320))
+                    else:  # (the model box also takes a config.json path)
+                        job_widgets.append(widget_for(f, f"learn-job-{f.name}"))
         advise = gr.Button("Recommend", variant="primary", elem_id="learn-recommend")
         advice = gr.Markdown(elem_id="learn-advice")
     with gr.Accordion("Composition experiment: do two adapters interfere?", open=True):

@@ -1,0 +1,86 @@
+"""Tab handlers as plain functions (no browser): errors clear stale numbers, a stale exact count never shows,
+merge sentences do not repeat, the decision helper resets, the demo asks first, API errors are plain text."""
+
+import dataclasses
+
+import gradio as gr
+import pandas as pd
+
+from explorer.errors import ExplorerError
+from explorer.learn import recommend
+from explorer.methods import METHODS
+from explorer.ui import calculator_tab, learn_compose, learn_tab
+from explorer.ui.common import api_errors, shows_errors
+from explorer.ui.widgets import options_of
+
+KEYS = [(name, f.name) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
+OPTIONS = [f.default for m in METHODS.values() for f in dataclasses.fields(m.options_type)]
+SETTINGS = [f.default for f in dataclasses.fields(calculator_tab.memory.TrainSettings)]
+
+
+class Request:
+    def __init__(self, session):
+        self.session_hash = session
+
+
+def test_a_calculator_error_clears_the_previous_models_numbers():
+    good = calculator_tab.update(KEYS, "llama-2-7b", "", "lora", *OPTIONS, *SETTINGS, request=Request("a"))
+    assert "LoRA on llama-2-7b" in good[0] and len(good[1]) > 0
+    bad = calculator_tab.update(KEYS, "__pasted__", "{not json", "lora", *OPTIONS, *SETTINGS, request=Request("a"))
+    assert bad[0].startswith("**Error:**")
+    assert all(isinstance(v, pd.DataFrame) and v.empty for v in (bad[1], bad[2], bad[5], bad[7]))
+    assert bad[3] == "" and bad[4] is None and bad[6] is None, "no card or chart of the old model stays"
+
+
+def test_a_stale_exact_count_never_carries_the_verified_mark():
+    session = Request("dragging")
+    r8 = [8 if key == ("lora", "r") else value for key, value in zip(KEYS, OPTIONS)]
+    r16 = [16 if key == ("lora", "r") else value for key, value in zip(KEYS, OPTIONS)]
+    calculator_tab.update(KEYS, "llama-2-7b", "", "lora", *r8, *SETTINGS, request=session)
+    calculator_tab.update(KEYS, "llama-2-7b", "", "lora", *r16, *SETTINGS, request=session)  # the slider moved on
+    stale = calculator_tab.confirm_exact(KEYS, "llama-2-7b", "", "lora", *r8, *SETTINGS, request=session)
+    assert isinstance(stale, type(gr.skip())), "r=8's count arriving after r=16 was asked for is dropped"
+    fresh = calculator_tab.confirm_exact(KEYS, "llama-2-7b", "", "lora", *r16, *SETTINGS, request=session)
+    assert "Verified" in fresh and "39,976,960" in fresh  # LoRA r=16 on all 7 linears of Llama-2-7B
+
+
+def test_merge_sentences_say_it_once():
+    for name, method in METHODS.items():
+        sentence = method.merge_summary
+        assert sentence.count("merge") <= 2 and "Cannot merge. Cannot merge" not in sentence, name
+    assert METHODS["full"].merge_summary.startswith("Nothing to merge:")
+    assert METHODS["prompt"].merge_summary.startswith("Cannot merge:")
+    assert METHODS["lora"].merge_summary.startswith("Merges into the base weights: ")
+
+
+def test_describe_your_own_job_resets_every_field():
+    scenario = learn_tab.fill_scenario("support-bot-70b")
+    assert scenario[0] == "llama-2-70b"
+    assert learn_tab.fill_scenario("") == [getattr(recommend.Job(), f.name) for f in learn_tab.JOB_FIELDS]
+
+
+def test_the_demo_says_what_it_will_train_before_it_starts(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(tmp_path / "runs"))
+    text, confirm = learn_compose.propose_demo()
+    assert "trains 4 run(s)" in text and "Confirm: train them" in text and confirm.visible is True
+    assert list((tmp_path / "runs").iterdir()) == [], "nothing was queued by asking"
+
+
+def test_api_errors_are_plain_text_and_page_errors_are_markdown():
+    @api_errors
+    def api():
+        raise ExplorerError("r must be <= 4096 & > 0")
+
+    @shows_errors(outputs=2, at=1, blank={0: ""})
+    def page():
+        raise ExplorerError("r must be <= 4096 & > 0")
+
+    assert api() == {"error": "r must be <= 4096 & > 0"}
+    assert page() == ("", "**Error:** r must be &lt;= 4096 &amp; &gt; 0")
+    assert calculator_tab.calc("llama-2-7b", "lora", '{"r": -1}') == {"error": "r must be between 1 and 4096, got -1."}
+
+
+def test_options_of_reads_only_the_chosen_methods_widgets():
+    values = [8 if key == ("lora", "r") else value for key, value in zip(KEYS, OPTIONS)]
+    chosen = options_of("lora", KEYS, values)
+    assert chosen["r"] == 8 and set(chosen) == {f.name for f in dataclasses.fields(METHODS["lora"].options_type)}

@@ -65,6 +65,11 @@ class Interval:
     def bounded(self) -> bool:
         return self.low is not None and self.high is not None
 
+    def scaled(self, factor: float) -> "Interval":
+        """The same interval in other units (seconds to ms, a ratio times FLOPs per token)."""
+        times = lambda v: None if v is None else v * factor  # noqa: E731
+        return Interval(self.estimate * factor, times(self.low), times(self.high), self.n, self.kind)
+
     def relative_half_width(self) -> float:
         """How far the interval reaches from the estimate, relative to it (inf when unbounded)."""
         if not self.bounded or not self.estimate:
@@ -322,6 +327,7 @@ class Figure:
         return verdict(self.interval, self.target, self.noise)
 
     def cells(self) -> list[str]:
+        """name, estimate, interval, A/A resolution, target, verdict: as text."""
         i, f = self.interval, self.fmt.format
         bounds = f"{'-inf' if i.low is None else f(i.low)} .. {'inf' if i.high is None else f(i.high)}"
         if not i.bounded:
@@ -330,6 +336,12 @@ class Figure:
         target = "—" if self.target is None else str(self.target)
         return [self.name, "—" if math.isnan(i.estimate) else f(i.estimate), f"{i.kind} {bounds}", noise,
                 target, self.verdict]
+
+    def line(self) -> str:
+        """The figure in one sentence, e.g. for a bench's last line or a README table cell."""
+        name, estimate, interval, noise, target, verdict = self.cells()
+        goal = "" if self.target is None else f"; target {target}: {verdict}"
+        return f"{name} {estimate} ({interval}; A/A resolution {noise}{goal})"
 
 
 def final_block(title: str, figures: list[Figure], note: str = "") -> str:

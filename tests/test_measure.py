@@ -217,3 +217,11 @@ def test_final_block_shows_interval_resolution_and_verdict():
                                 "0.95", "not", "resolved", "at", "this", "noise", "level"]
     assert lines[3].split() == ["MFU", "28.1%", "95%", "CI", "27.0%", "..", "29.0%", "±2.0%", "—", "—"]
     assert "-inf .. inf (n=3: too few)  unknown" in lines[4]
+
+
+def test_scaled_interval_and_one_line_summary():
+    i = measure.Interval(0.5, 0.25, None, 7).scaled(4)
+    assert i == measure.Interval(2.0, 1.0, None, 7)
+    fig = measure.Figure("worst p95 ms", measure.Interval(41.0, 39.5, 45.25, 100), 0.031, measure.at_most(100),
+                         fmt="{:.1f}")
+    assert fig.line() == "worst p95 ms 41.0 (95% CI 39.5 .. 45.2; A/A resolution ±3.1%; target <= 100: met)"

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     deadline = time.perf_counter() + args.seconds
     print(f"model {args.model}, {args.tokens} generated tokens per sample, time cap {args.seconds:g} s", flush=True)
     print(f"{'method':<8} {'rounds':>6} {'base ms/tok':>11} {'A/A':>7} {'adapted/base':>12} {'merged/base':>11} "
-          f"{'FLOP overhead':>13}", flush=True)
+          f"{'FLOP overhead':>13}  stopped", flush=True)
     figures = []
     for left, method in zip(range(len(methods), 0, -1), methods):
         share_end = time.perf_counter() + (deadline - time.perf_counter()) / left
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         merged = rounds.ratio("merged", "base") if "merged" in rounds.samples else None
         print(f"{method:<8} {rounds.count:>6} {rounds.interval('base').estimate:>11.2f} {aa.estimate:>7.3f} "
               f"{adapted.estimate:>12.3f} {'cannot merge' if merged is None else f'{merged.estimate:.3f}':>11} "
-              f"{flops['adapted']:>12.2f}%", flush=True)
+              f"{flops['adapted']:>12.2f}%  {rounds.stopped}", flush=True)
         figures.append(measure.Figure(f"{method}: A/A base / base", aa, noise))
         if merged is not None:
             name = f"{method}: merged / base" + (" (merged = adapted)" if same else "")

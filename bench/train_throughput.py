@@ -1,7 +1,7 @@
 """The app's training loop against a plain PEFT + torch loop, and the model FLOP utilisation, in one run.
 
 Usage: python bench/train_throughput.py [--model smollm2-135m-instruct] [--method lora] [--steps 4]
-                                        [--batch-size 4] [--seq-len 96] [--seconds 900]
+                                        [--batch-size 4] [--seq-len 96] [--warmup 1] [--rounds N] [--seconds 900]
 README figures: python bench/train_throughput.py --seconds 900
 
 Each round runs, in rotating order (bench/measure.py): the app's loop (explorer.train.loop.train, as a run
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=96)
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="matmul burst per round")
+    parser.add_argument("--warmup", type=int, default=1, help="unrecorded rounds before measuring")
     parser.add_argument("--seconds", type=float, default=900.0, help="time cap for the whole bench")
     parser.add_argument("--rounds", type=int, default=None, help="stop after this many rounds")
     args = parser.parse_args(argv)
@@ -124,29 +125,26 @@ def main(argv: list[str] | None = None) -> None:
     rounds = measure.interleave(
         {"app": lambda: app_round(config), "plain": lambda: plain_round(config, lr),
          "peak": lambda: matmul_flops_per_second(args.peak_seconds)},
-        control="plain", seconds=args.seconds, max_rounds=args.rounds, precision=0.01,
+        control="plain", seconds=args.seconds, warmup=args.warmup, max_rounds=args.rounds, precision=0.01,
         ratios=[("app", "plain"), ("app", "peak"), ("plain", "peak")],
         progress=lambda r: print(f"  round {r.count}: app {r.samples['app'][-1]:.1f} tokens/s, plain "
                                  f"{r.samples['plain'][-1]:.1f}, peak {r.samples['peak'][-1] / 1e9:.1f} GFLOP/s",
                                  flush=True))
+    print(measure.final_block("train_throughput", figures(rounds, per_token), rounds.describe()))
+
+
+def figures(rounds: measure.Rounds, per_token: float) -> list[measure.Figure]:
     noise = rounds.resolution()
-
-    def mfu(loop: str) -> measure.Interval:
-        i = rounds.ratio(loop, "peak")
-        scale = lambda v: None if v is None else v * per_token  # noqa: E731
-        return measure.Interval(scale(i.estimate), scale(i.low), scale(i.high), i.n, i.kind)
-
-    gflops = lambda i: measure.Interval(i.estimate / 1e9, *(None if v is None else v / 1e9  # noqa: E731
-                                                             for v in (i.low, i.high)), i.n, i.kind)
-    print(measure.final_block("train_throughput", [
+    mfu = {loop: rounds.ratio(loop, "peak").scaled(per_token) for loop in ("app", "plain")}
+    return [
         measure.Figure("app / plain tokens/s", rounds.ratio("app", "plain"), noise, measure.at_least(0.95)),
         measure.Figure("A/A: plain / plain", rounds.control_ratio(), noise),
-        measure.Figure("model FLOP utilisation, app", mfu("app"), noise, fmt="{:.1%}"),
-        measure.Figure("model FLOP utilisation, plain", mfu("plain"), noise, fmt="{:.1%}"),
-        measure.Figure("fp32 matmul peak GFLOP/s", gflops(rounds.interval("peak")), noise, fmt="{:.1f}"),
+        measure.Figure("model FLOP utilisation, app", mfu["app"], noise, fmt="{:.1%}"),
+        measure.Figure("model FLOP utilisation, plain", mfu["plain"], noise, fmt="{:.1%}"),
+        measure.Figure("fp32 matmul peak GFLOP/s", rounds.interval("peak").scaled(1e-9), noise, fmt="{:.1f}"),
         measure.Figure("app tokens/s", rounds.interval("app"), noise, fmt="{:.1f}"),
         measure.Figure("plain tokens/s", rounds.interval("plain"), noise, fmt="{:.1f}"),
-    ], rounds.describe()))
+    ]
 
 
 if __name__ == "__main__":

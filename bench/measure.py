@@ -293,7 +293,7 @@ def interleave(variants: dict[str, Callable[[], float]], *, control: str | None 
             break
         now = clock()
         if r and now - start + (now - rounds_start) / r > seconds:
-            result.stopped = f"time cap {seconds:g} s"
+            result.stopped = f"time cap {seconds:.0f} s"
             break
         for slot in rotation(slots, r):
             result.samples[slot].append(float(call[slot]()))

@@ -22,18 +22,24 @@ API (for bench/race.py and any new bench; the benches run as scripts, so ``impor
     import measure
 
     rounds = measure.interleave({"app": app_round, "plain": plain_round}, control="plain",
-                                seconds=args.seconds, warmup=1, precision=0.01)
-    # each callable runs one sample and returns its value (tokens/s, ms, ...); measure.timed(fn) wraps a
-    # function into one that returns the seconds it took. Order within round r: measure.rotation(slots, r).
+                                seconds=args.seconds, warmup=1, precision=0.01, ratios=[("app", "plain")])
+    # Each callable runs one sample and returns its value (tokens/s, ms per token, ...); measure.timed(fn, *args)
+    # makes one that returns the seconds fn took. Round r runs measure.rotation(rounds.slots, r); the control
+    # runs twice per round, as slot "plain (A/A)". Stops at max_rounds, when the intervals of ``ratios`` and
+    # the A/A are within ±precision (after min_rounds=6), or before a round that would pass ``seconds``.
     ratio = rounds.ratio("app", "plain")         # Interval: median of per-round app/plain, 95% CI
-    aa = rounds.control_ratio()                  # Interval of plain / plain (A/A)
+    aa = rounds.control_ratio()                  # Interval of plain (A/A) / plain
+    p95 = rounds.interval("app", q=0.95)         # any quantile of one slot's samples, with its interval
     figures = [measure.Figure("app / plain tokens/s", ratio, rounds.resolution(), measure.at_least(0.95)),
-               measure.Figure("A/A plain / plain", aa, rounds.resolution())]
+               measure.Figure("A/A: plain / plain", aa, rounds.resolution())]
     print(measure.final_block("train_throughput", figures, rounds.describe()))
+    print(figures[0].line())                     # one sentence: estimate, interval, resolution, verdict
 
-``Interval`` (estimate, low, high, n, kind), ``verdict(interval, target, resolution)``, ``median_interval``,
-``quantile_interval``, ``spread`` (the range over a few runs, for figures too slow for 6 rounds) and the
-targets ``at_least``, ``at_most``, ``within`` are usable on their own, e.g. on samples a bench collects itself.
+``Interval`` (estimate, low, high, n, kind; ``scaled(factor)`` for units), ``verdict(interval, target,
+resolution)``, ``all_of(verdicts)`` (a target every figure must meet), ``median_interval``,
+``quantile_interval``, ``spread`` (median and range of at least 3 runs, for figures too slow for 6 rounds)
+and the targets ``at_least``, ``at_most``, ``within`` work on their own too, e.g. on samples a bench collects
+itself (a race's entrants, one run each: use ``spread`` over repeated races, or ``interleave`` a step function).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     (5, 0.5, (0, 6)),      # 5 rounds cannot bound a median at 95%: 2 * (1/2)^5 = 6.25% > 5%
     (6, 0.5, (1, 6)),      # min .. max of 6: coverage 1 - 2/64 = 96.9%
     (10, 0.5, (2, 9)),
-    (20, 0.5, (6, 15)),    # the textbook table's values (Conover, table A3)
+    (20, 0.5, (6, 15)),    # as the sign test's tables give
     (100, 0.5, (40, 61)),
     (71, 0.95, (63, 72)),  # a p95 needs 72 samples for its upper bound: 0.95^71 = 2.6% > 2.5%
     (72, 0.95, (64, 72)),

@@ -175,36 +175,37 @@ def qlora_rounding(s: Session, sequences, prompts: list[str], max_new_tokens: in
 # --------------------------------------------------------------------------- latency
 
 
+def generation_ms_per_token(s: Session, model, prompt: str, new_tokens: int) -> float:
+    """Milliseconds per token of one greedy generation of exactly ``new_tokens`` tokens (bench/ times it too)."""
+    import time
+
+    import torch
+
+    ids = torch.tensor([chat.prompt_ids(s.tokenizer, prompt)], device=s.device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=chat.pad_id(s.tokenizer))
+    if s.device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000 / new_tokens
+
+
 def latency_ms_per_token(s: Session, prompt: str, new_tokens: int = 24, repeats: int = 5) -> dict:
     """Median milliseconds per generated token of each variant, after one warm-up each.
 
     Variants are timed in turn within each repeat (in a rotating order), so a slow moment of the machine
     hits all of them."""
     import statistics
-    import time
 
-    import torch
-
-    ids = torch.tensor([chat.prompt_ids(s.tokenizer, prompt)], device=s.device)
-    pad = chat.pad_id(s.tokenizer)
     live = {name: m for name, m in s.models.items() if m is not None}
     samples = {name: [] for name in live}
-
-    def once(model) -> float:
-        start = time.perf_counter()
-        with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad)
-        if s.device == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) * 1000 / new_tokens
-
     for model in live.values():
-        once(model)
+        generation_ms_per_token(s, model, prompt, new_tokens)
     names = list(live)
     for r in range(repeats):  # the order rotates, so no variant always runs first (or right after another)
         for name in names[r % len(names):] + names[:r % len(names)]:
-            samples[name].append(once(live[name]))
+            samples[name].append(generation_ms_per_token(s, live[name], prompt, new_tokens))
     result = {name: (statistics.median(samples[name]) if name in samples else None) for name in VARIANTS}
     return result
 

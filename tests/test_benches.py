@@ -1,0 +1,49 @@
+"""Every bench runs end to end on the tiny model with a short time cap (what they print is not asserted:
+timing targets live in the benches, measured on a quiet machine)."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+
+BENCH = Path(__file__).parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+VERDICTS = ("met", "missed", "not resolved at this noise level")
+
+
+def run_bench(name: str, argv: list[str], capsys) -> str:
+    importlib.import_module(name).main(argv)
+    return capsys.readouterr().out
+
+
+def final_rows(out: str, title: str) -> list[str]:
+    """The final block's figure rows (after its title and header line)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"== {title}"))
+    assert lines[start + 1].split()[:3] == ["figure", "estimate", "interval"]
+    return [line for line in lines[start + 2:] if line.strip()]
+
+
+@pytest.mark.parametrize("name,argv,title,expected", [
+    ("calc_latency", ["--model", TINY, "--rounds", "3", "--seconds", "5"], "calc_latency",
+     [f"{TINY}: p95 ms per update"]),
+    ("train_throughput", ["--model", TINY, "--steps", "1", "--batch-size", "2", "--seq-len", "64", "--warmup", "0",
+                          "--rounds", "1", "--peak-seconds", "0.05"], "train_throughput",
+     ["app / plain tokens/s", "A/A: plain / plain", "model FLOP utilisation, app", "fp32 matmul peak GFLOP/s"]),
+    ("merge_overhead", ["--model", TINY, "--methods", "lora", "--tokens", "2", "--warmup", "0", "--seconds", "1"],
+     "merge_overhead", ["lora: A/A base / base", "lora: merged / base", "lora: adapted / base"]),
+    ("memory_prediction", ["--model", TINY, "--runs", "1", "--malloc", "default", "--steps", "1", "lora"],
+     "memory_prediction", ["lora (default allocator): predicted / measured"]),
+])
+def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected):
+    rows = final_rows(run_bench(name, argv, capsys), title)
+    for figure in expected:
+        row = next(r for r in rows if r.startswith(figure + " "))
+        assert row.rstrip().endswith(VERDICTS + ("—",))
+    # one round (or run) is too few for an interval: no bench may claim a verdict from it
+    if name != "calc_latency":
+        assert all("too few" in r and not r.endswith((" met", " missed")) for r in rows)

@@ -178,7 +178,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     losses, eval_losses, stopped, tokens_seen = [], [], False, 0
     if config.score_base:  # a race measures the base model's held-out loss once for all its entrants
         eval_losses.append((0, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device,
-                                                     limit=config.eval_loss_examples)))
+                                                     batch_size=config.batch_size, limit=config.eval_loss_examples)))
         on_event({"event": "eval", "step": 0, "eval_loss": eval_losses[-1][1]})
     train_seconds = 0.0  # time in training steps only: held-out evaluations are not throughput
     for step in range(1, config.steps + 1):
@@ -206,6 +206,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
                  "peak_memory_bytes": peak_memory_bytes(prep.device)}
         if step % config.eval_every == 0 or step == config.steps:
             eval_losses.append((step, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device,
+                                                            batch_size=config.batch_size,  # memory ≤ a step's
                                                             limit=config.eval_loss_examples)))
             event["eval_loss"] = eval_losses[-1][1]
         on_event(event)

@@ -48,6 +48,12 @@ def test_parameter_formula_equals_peft(model, method):
     ("adapter", {"bottleneck_dim": 5, "after_attention": False}),
     ("head", {"head_type": "classifier", "num_classes": 3}),
     ("ia3", {"target_modules": "q_proj,up_proj", "feedforward_modules": "up_proj"}),
+    ("pissa", {"r": 5, "target_preset": "q,v"}),
+    ("loraplus", {"r": 2, "target_preset": "attention", "loraplus_lr_ratio": 4}),
+    ("vera", {"r": 16, "target_preset": "q,v"}),
+    ("vera", {"r": 7, "target_preset": "custom", "target_modules": "o_proj,down_proj"}),
+    ("ln_tuning", {"target_modules": "norm"}),
+    ("ln_tuning", {"target_modules": "post_attention_layernorm"}),
 ])
 @pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-0.5b", "gemma-2-2b"])
 def test_non_default_options_match_peft(model, method, options):
@@ -73,7 +79,7 @@ def measured_flops(model, seq_len, training=True):
 # Every method on a Llama (SmolLM2) and on GPT-2; the shape-sensitive ones on the other families.
 FLOP_CASES = ([(model, method) for model in ("smollm2-135m", "gpt2") for method in METHODS]
               + [(model, method) for model in ("qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini")
-                 for method in ("lora", "dora", "ia3", "prefix", "adapter")])
+                 for method in ("lora", "dora", "ia3", "prefix", "adapter", "vera", "ln_tuning")])
 
 
 @pytest.mark.parametrize("model_name, method", FLOP_CASES)
@@ -91,6 +97,46 @@ def test_flop_formula_equals_torch_flop_counter(model_name, method):
             assert measured_flops(model, seq_len) == count_flops(spec.arch, adaptation, seq_len)
         inference, _ = count_flops(spec.arch, adaptation, 8, training=False)
         assert measured_flops(model, 8, training=False)[0] == inference
+
+
+@pytest.mark.parametrize("model_name, method, options", [
+    ("gemma-2-2b", "ln_tuning", {"target_modules": "post_attention_layernorm,norm"}),
+    ("qwen2.5-0.5b", "ln_tuning", {"target_modules": "norm"}),
+    ("phi-3-mini", "vera", {"r": 8, "target_preset": "q,v"}),
+])
+def test_flop_formula_equals_torch_flop_counter_with_other_options(model_name, method, options):
+    spec = specs.catalog()[model_name]
+    parsed = METHODS[method].parse_options(options)
+    adaptation = METHODS[method].adaptation(spec, parsed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = exact.build_on_meta(spec, method, parsed, attn_implementation="eager")
+        assert measured_flops(model, 12) == count_flops(spec.arch, adaptation, 12)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("model_name", ["smollm2-135m", "gpt2"])
+def test_what_a_method_adds_untrained_equals_the_buffers_it_builds(model_name, method):
+    """VeRA's shared random matrices (frozen buffers, not parameters) are shown apart; every other method adds
+    none, and the test would catch one that starts to."""
+    spec = specs.catalog()[model_name]
+    options = METHODS[method].parse_options({})
+    before = sum(b.numel() for b in specs.meta_model(spec).buffers())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after = sum(b.numel() for b in exact.build_on_meta(spec, method, options).buffers())
+    assert after - before == sum(t.count for t in METHODS[method].frozen_terms(spec, options))
+
+
+def test_vera_counts_out_plus_r_per_layer_and_shows_its_shared_matrices_frozen():
+    spec = specs.catalog()["llama-2-7b"]
+    result = calculator.from_request("llama-2-7b", "vera", {"r": "256", "target_modules": "q_proj,v_proj"})
+    assert result.trainable_formula == 32 * 2 * (4096 + 256)
+    out = result.as_json()
+    assert [t["count"] for t in out["frozen_formula"]] == [256 * 4096, 4096 * 256]
+    assert out["adapter_file_bytes"] == 4 * (32 * 2 * (4096 + 256) + 2 * 256 * 4096)
+    assert result.training.weights_bytes - calculator.calculate(spec, "lora").training.weights_bytes == \
+        4 * 2 * 256 * 4096  # the shared matrices are frozen float32 buffers
 
 
 def test_lora_training_costs_two_forwards_full_costs_three():

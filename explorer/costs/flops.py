@@ -49,7 +49,11 @@ def _linear(count: _Counter, a: Adaptation, tokens: int, name: str, fan_in: int,
             count.matmul(2 * fan_in * fan_in * rank + 2 * fan_in * rank * fan_out, False, False)
             if training and a.lora_dropout > 0:  # ... and with dropout it re-runs W on the dropped-out input
                 count.matmul(2 * tokens * fan_in * fan_out, rg_in, False)
-    return rg_in or a.full or bool(rank) or name in a.ia3_out or name in a.ia3_in
+    vera_rank = a.vera.get(name, 0)
+    if vera_rank:  # λ_b ⊙ (B·(λ_d ⊙ (A·x))): A and B are frozen shared buffers, only the vectors train
+        count.matmul(2 * tokens * fan_in * vera_rank, rg_in, False)
+        count.matmul(2 * tokens * vera_rank * fan_out, True, False)  # its input depends on λ_d
+    return rg_in or a.full or bool(rank) or bool(vera_rank) or name in a.ia3_out or name in a.ia3_in
 
 
 def _adapter(count: _Counter, a: Adaptation, tokens: int, hidden: int, rg_in: bool) -> bool:
@@ -70,7 +74,7 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
         n, t, e = a.prefix_tokens, a.prefix_token_dim, a.prefix_mlp_hidden
         count.matmul(2 * n * t * e, True, True)
         count.matmul(2 * n * e * arch.layers * 2 * t, True, True)
-    rg = a.full or a.prompt_tokens > 0
+    rg = a.full or a.prompt_tokens > 0 or "attn_in" in a.norms  # a trained norm before the first attention
     # Every layer costs the same given whether its input requires grad, so at most two distinct
     # layers need counting (this keeps a 126-layer model as fast as a 2-layer one).
     per_state: dict[bool, tuple[int, int, bool]] = {}
@@ -82,10 +86,11 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
         count.forward += forward
         count.backward += backward
         rg = rg_next
-    if a.head == "classifier":  # mean-pooled hidden state -> linear, once per sequence
+    if a.pooled_head:  # mean-pooled hidden state -> linear (classes or embedding width), once per sequence
         count.matmul(2 * batch * arch.hidden * a.num_classes, False, True)
     else:
         head_trainable = a.full or a.head == "lm"
+        rg = rg or "final" in a.norms
         count.matmul(2 * tokens * arch.hidden * arch.vocab, rg, head_trainable)
         if a.lora.get("lm_head"):
             r = a.lora["lm_head"]
@@ -112,9 +117,10 @@ def _count_layer(count: _Counter, arch: Arch, a: Adaptation, batch: int, s: int,
     rg_core = rg_p or rg_v
     o = next(lin for lin in arch.linears if lin.reads == "attn_core")
     rg_out = _linear(count, a, tokens, o.name, o.in_features, o.out_features, rg_core, training)
+    rg_out = rg_out or "attn_out" in a.norms  # Gemma-2's norm after attention
     if a.adapter_dim and a.adapter_after_attention:
         rg_out = _adapter(count, a, tokens, arch.hidden, rg_out)
-    rg_h = rg_x or rg_out
+    rg_h = rg_x or rg_out or "mlp_in" in a.norms  # the MLP reads the normed stream
     if arch.experts:
         rg_mlp = _moe(count, arch, a, tokens, rg_h)
     else:
@@ -126,7 +132,7 @@ def _count_layer(count: _Counter, arch: Arch, a: Adaptation, batch: int, s: int,
         rg_mlp = _linear(count, a, tokens, down.name, down.in_features, down.out_features, rg_mid, training)
     if a.adapter_dim and a.adapter_after_ffn:
         rg_mlp = _adapter(count, a, tokens, arch.hidden, rg_mlp)
-    return count.forward, count.backward, rg_h or rg_mlp
+    return count.forward, count.backward, rg_h or rg_mlp or "mlp_out" in a.norms
 
 
 def _qkv_requires_grad(arch: Arch, rg: dict) -> tuple[bool, bool, bool]:
@@ -165,7 +171,7 @@ def flop_report(arch: Arch, a: Adaptation, seq_len: int, mergeable: bool) -> Flo
         arch.linear(n).out_features for n in a.ia3_out if n != "lm_head") + arch.layers * sum(
         arch.linear(n).in_features for n in a.ia3_in)
     merged = 0.0 if mergeable else overhead
-    if a.head == "classifier":
+    if a.pooled_head:
         merged = overhead
     return FlopReport(base_fwd / per, inference_fwd / per, (fwd + bwd) / per, (2 * fwd + bwd) / per,
                       overhead, merged, float(elementwise))

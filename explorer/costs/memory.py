@@ -82,13 +82,15 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     tokens = s.batch_size * seq
     logits = tokens * arch.vocab * 4 * 2
     if a.head:  # frozen backbone runs without autograd: only the head's input and output are kept
-        head = s.batch_size * arch.hidden * act if a.head == "classifier" else logits
+        head = s.batch_size * arch.hidden * act if a.pooled_head else logits
         return tokens * arch.hidden * act + head
     mlp = 2 * arch.hidden + (2 if arch.model_type == "gpt2" else 4) * arch.intermediate
     if arch.experts:
         mlp = 2 * arch.hidden + arch.experts_per_token * 4 * arch.intermediate + arch.experts
     per_token = 4 * arch.hidden + arch.q_dim + 2 * arch.kv_dim + arch.heads * keys + mlp
     per_token += sum(a.lora.values())                                 # LoRA: A's output per adapted layer
+    for name, rank in a.vera.items():  # VeRA keeps A's output (for λ_d's gradient) and B's (for λ_b's)
+        per_token += rank + arch.linear(name).out_features
     for name in a.lora:
         if name == "lm_head" or a.lora_dropout <= 0:
             continue
@@ -129,6 +131,7 @@ def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings)
         weights = arch.total_params() * width
         return Memory(weights, 0, trainable * width, optimizer, activation_bytes(arch, a, s))
     weights = base_weight_bytes(arch, s.precision, nf4=a.quantized_base, double_quant=a.double_quant)
+    weights += a.vera_shared * 4  # VeRA's shared random matrices: frozen float32 buffers
     return Memory(weights, trainable * 4, trainable * 4, optimizer, activation_bytes(arch, a, s))
 
 

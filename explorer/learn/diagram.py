@@ -24,7 +24,7 @@ def _box(x, y, w, h, label, fill, note=""):
 
 def block_svg(arch: Arch, a: Adaptation, method_title: str) -> str:
     """A block drawn bottom-up: embeddings, attention linears, core, output, MLP linears, LM head."""
-    adapted = set(a.lora) | set(a.ia3_out) | set(a.ia3_in)
+    adapted = set(a.lora) | set(a.ia3_out) | set(a.ia3_in) | set(a.vera)
 
     def fill_for(name: str) -> str:
         return HIGHLIGHT if a.full or name in adapted else FROZEN
@@ -32,14 +32,17 @@ def block_svg(arch: Arch, a: Adaptation, method_title: str) -> str:
     parts, y = [], 10
     width = 520
     head_fill = HIGHLIGHT if (a.full or a.head or "lm_head" in a.lora) else FROZEN
-    parts.append(_box(150, y, 220, 28, "LM head" if a.head != "classifier" else "pool + classifier head",
-                      NEW if a.head == "classifier" else head_fill))
+    head_label = {"classifier": "pool + classifier head", "embedding": "pool + embedding projection"}
+    parts.append(_box(150, y, 220, 28, head_label.get(a.head, "LM head"), NEW if a.pooled_head else head_fill))
     y += 44
     rows = []
     mlp_in = [lin for lin in arch.linears if lin.reads == "mlp_in"]
     mlp_out = [lin for lin in arch.linears if lin.reads == "mlp_mid"]
     if a.adapter_dim and a.adapter_after_ffn:
         rows.append([("adapter (after FFN)", NEW, f"bottleneck {a.adapter_dim}")])
+    if a.norms:  # LN tuning: which norms train (a block's norms, by what they feed)
+        rows.append([(f"norm before {where}", HIGHLIGHT if feeds in a.norms else FROZEN, "element-wise scale")
+                     for where, feeds in (("attention", "attn_in"), ("MLP", "mlp_in"))])
     if arch.experts:
         rows.append([(f"{arch.experts} experts (top-{arch.experts_per_token})", HIGHLIGHT if a.full else FROZEN,
                       "fused 3-D expert weights")])

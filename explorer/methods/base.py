@@ -41,10 +41,19 @@ class Adaptation:
     prefix_tokens: int = 0                      # prefix tuning: virtual keys/values per layer
     prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
     prefix_token_dim: int = 0
-    head: str = ""                              # "lm" (LM head trainable) or "classifier"
-    num_classes: int = 0
+    head: str = ""                              # "lm" (LM head trainable), "classifier" or "embedding"
+    num_classes: int = 0                        # outputs of a new pooled head: classes, or the embedding width
+    vera: dict = field(default_factory=dict)    # VeRA: linear name -> rank of the shared frozen random matrices
+    vera_shared: int = 0                        # ... whose entries (frozen buffers, not parameters) it adds
+    norms: frozenset = frozenset()              # LN tuning: trained norms, by what they feed: "attn_in",
+                                                # "attn_out", "mlp_in", "mlp_out" (in every block) or "final"
     quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
     double_quant: bool = True                   # ... with their block scales quantized too
+
+    @property
+    def pooled_head(self) -> bool:
+        """A new head on the mean-pooled final hidden states (no LM head runs): a classifier or an embedding."""
+        return self.head in ("classifier", "embedding")
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,17 @@ class Method:
     peft_type: str = ""            # PEFT's peft_type in its saved adapter_config.json (PEFT-built methods)
     switches: dict = field(default_factory=dict)  # request keys that pick a sibling: {"use_dora": {True: "dora"}}
     check_training: Callable = lambda options: None      # refuse options the trainer cannot train
+    literature: tuple = ()         # what its papers claim (shown on its card, labelled as claims, not measured here)
+    in_default_race: bool = True   # in the race's default field (the LoRA variants are raced by naming them)
+    frozen_terms: Callable = lambda spec, options: []    # what it adds that does not train (VeRA's shared matrices)
+    data_kind: Callable = lambda options: "chat"         # the rows it trains on: "chat", "labelled" or "pairs"
+    # Training hooks (explorer.train.loop). ``make_optimizer(model, options, lr, optimizer_cls, optimizer_kwargs)``
+    # replaces the loop's own optimizer (LoRA+'s per-matrix learning rates); None keeps the loop's.
+    make_optimizer: Callable | None = None
+    # ``before_training(model, scratch_dir) -> dict``: called once the method is applied, before the first step;
+    # returns extra arguments for saving (PiSSA and OLoRA keep their initial adapter in ``scratch_dir`` so the
+    # save converts the result into a LoRA for the original base).
+    before_training: Callable = lambda model, scratch: {}
 
     def parse_options(self, values: dict | None = None):
         """Options from loose values (UI widgets, CLI strings), checked; clear message on bad input."""

@@ -22,7 +22,7 @@ METHODS: dict[str, Method] = {
     "loraplus": loraplus.METHOD,
     "vera": vera.METHOD,
     "ln_tuning": ln_tuning.METHOD,
-    # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (see pissa.py's card text).
+    # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from
 

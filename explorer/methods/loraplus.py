@@ -40,7 +40,7 @@ METHOD = Method(
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation,
     apply=lambda model, spec, options: apply_lora(model, spec, options),
     validate=lambda spec, options: resolve_targets(spec.arch, options), family="lora", peft_type="LORA",
-    artifact="LoRA adapter", combinations=("linear", "cat", "ties"), in_default_race=False,
+    artifact="LoRA adapter", in_default_race=False,  # (the composition demo stays LoRA and prompt tuning)
     make_optimizer=make_optimizer,
     literature=("Hayou et al. 2024 (LoRA+, abstract) claim 1-2% better results and up to about 2x faster "
                 "fine-tuning than LoRA at the same computational cost, from a well-chosen ratio of B's to A's "

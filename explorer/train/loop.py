@@ -133,6 +133,11 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     import torch
 
     method = METHODS[config.method]
+    if method.data_kind(method.parse_options(options_values)) != "chat":  # a classifier or embedding head
+        from .heads import train_head
+
+        return train_head(config, options_values, run_dir, on_event, should_stop, inspect_model)
+    sources.require_kind(config.dataset, "chat", method.title)
     started = time.time()
     seed_everything(config.seed)
     prep = prepare(config, options_values)

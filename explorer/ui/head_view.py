@@ -33,9 +33,9 @@ def head_figure(events: list[dict]) -> go.Figure:
     result = result_event(events)
     if result["event"] == "classification":
         labels = result["labels"]
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55],
-                            subplot_titles=("Loss", f"Confusion matrix (held-out, accuracy "
-                                                    f"{result['eval_accuracy']:.2f})"))
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.2,
+                            subplot_titles=("Loss", f"Confusion matrix, held-out<br>accuracy "
+                                                    f"{result['eval_accuracy']:.2f}"))
         _loss_traces(fig, events)
         matrix = result["confusion_matrix"]
         fig.add_heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", showscale=False, text=matrix,
@@ -46,9 +46,10 @@ def head_figure(events: list[dict]) -> go.Figure:
     else:
         k = result["heatmap_pairs"]
         names = [f"a{i + 1}" for i in range(k)], [f"b{i + 1}" for i in range(k)]
-        fig = make_subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], subplot_titles=(
-            "Loss", f"Cosine similarity, base (recall@1 {result['eval_recall_at_1_base']:.2f})",
-            f"Cosine similarity, trained head (recall@1 {result['eval_recall_at_1']:.2f})"))
+        fig = make_subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], horizontal_spacing=0.08,
+                            subplot_titles=("Loss", f"Cosine, untrained base<br>recall@1 "
+                                                    f"{result['eval_recall_at_1_base']:.2f}",
+                                            f"Cosine, trained head<br>recall@1 {result['eval_recall_at_1']:.2f}"))
         _loss_traces(fig, events)
         for col, key in ((2, "similarity_base"), (3, "similarity")):
             z = result[key]
@@ -56,7 +57,7 @@ def head_figure(events: list[dict]) -> go.Figure:
                             showscale=col == 3, text=[[f"{v:.2f}" for v in row] for row in z],
                             texttemplate="%{text}", row=1, col=col)
             fig.update_yaxes(autorange="reversed", row=1, col=col)
-    fig.update_layout(height=360, margin=dict(l=40, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(height=380, margin=dict(l=40, r=10, t=60, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
 
 

@@ -48,6 +48,7 @@ def test_parameter_formula_equals_peft(model, method):
     ("adapter", {"bottleneck_dim": 5, "after_attention": False}),
     ("head", {"head_type": "classifier", "num_classes": 3}),
     ("ia3", {"target_modules": "q_proj,up_proj", "feedforward_modules": "up_proj"}),
+    ("head", {"head_type": "embedding", "embedding_dim": 17}),
     ("pissa", {"r": 5, "target_preset": "q,v"}),
     ("loraplus", {"r": 2, "target_preset": "attention", "loraplus_lr_ratio": 4}),
     ("vera", {"r": 16, "target_preset": "q,v"}),
@@ -100,6 +101,8 @@ def test_flop_formula_equals_torch_flop_counter(model_name, method):
 
 
 @pytest.mark.parametrize("model_name, method, options", [
+    ("smollm2-135m", "head", {"head_type": "classifier", "num_classes": 4}),
+    ("gpt2", "head", {"head_type": "embedding", "embedding_dim": 32}),
     ("gemma-2-2b", "ln_tuning", {"target_modules": "post_attention_layernorm,norm"}),
     ("qwen2.5-0.5b", "ln_tuning", {"target_modules": "norm"}),
     ("phi-3-mini", "vera", {"r": 8, "target_preset": "q,v"}),

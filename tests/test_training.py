@@ -145,8 +145,10 @@ def test_bad_settings_are_clear(tmp_path, cache):
         training.TrainConfig.parse({"learning_rate": "nan"})
     with pytest.raises(ExplorerError, match="Unknown dataset"):
         run(tmp_path, config("lora", dataset="no-such-dataset"))
-    with pytest.raises(ExplorerError, match="classifier"):
+    with pytest.raises(ExplorerError, match="needs labelled text .*'pirate' is chat data"):
         run(tmp_path, config("head"), {"head_type": "classifier"})
+    with pytest.raises(ExplorerError, match="LoRA needs chat rows .*'topics' is labelled text"):
+        run(tmp_path, config("lora", dataset="topics"))
     with pytest.raises(ExplorerError, match="not a run id"):
         runs.run_path("../../etc")
 

@@ -38,6 +38,9 @@ def final_rows(out: str, title: str) -> list[str]:
      "merge_overhead", ["lora: A/A base / base", "lora: merged / base", "lora: adapted / base"]),
     ("memory_prediction", ["--model", TINY, "--runs", "1", "--malloc", "default", "--steps", "1", "lora"],
      "memory_prediction", ["lora (default allocator): predicted / measured"]),
+    ("race", ["--model", TINY, "--entrants", "lora,ia3", "--steps", "2", "--set", "eval_examples=1",
+              "--set", "probe_examples=1", "--set", "max_new_tokens=2", "--set", "batch_size=2",
+              "--set", "seq_len=64"], "race", ["race minutes", "worst entrant's share outside steps"]),
 ])
 def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected):
     rows = final_rows(run_bench(name, argv, capsys), title)

@@ -27,6 +27,9 @@ CSS = """
 .cmp-table .cmp-prompt { background: #f4f4f5; font-style: italic; }
 .cmp-table .cmp-none { color: #777; }
 .cmp-table mark, .cmp-legend mark { background: #ffe08a; padding: 0; }
+/* Table headers break between words, never inside one ("metho d"). */
+#ft-runs th span, #race-table th span, #models-table th span { word-break: normal !important;
+                                                              overflow-wrap: normal !important; }
 /* A reply without spaces must wrap, not push the other columns off-screen. */
 #compose-replies tbody td span, #models-table tbody td span, #calc-flops tbody td span,
 #calc-textbook tbody td span { overflow-wrap: anywhere; word-break: break-word; }

@@ -16,7 +16,7 @@ import pandas as pd
 from .. import calculator
 from ..costs import memory
 from ..errors import ExplorerError
-from ..methods import METHODS
+from ..methods import DEFAULT_METHOD, METHODS
 from . import calculator_view as view
 from .common import Latest, api_errors, shows_errors
 from .model_lists import PASTE, model_choices
@@ -101,7 +101,7 @@ def create_calculator_tab() -> dict:
     with gr.Row():
         model = gr.Dropdown(model_choices(catalog=True, paste=True), value="llama-2-7b", label="Base model", scale=2, elem_id="calc-model",
                             info="Real published configs; runnable models; or your own config.json")
-        method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value="lora", label="Method",
+        method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value=DEFAULT_METHOD, label="Method",
                              scale=1, elem_id="calc-method")
     with gr.Accordion("Custom config.json", open=False):
         config_text = gr.Code(language="json", label="Paste a config.json, then choose 'Pasted or uploaded "

@@ -229,10 +229,11 @@ def create_compare_tab() -> dict:
         latency_button = gr.Button("Measure latency")
         examples = named_slider(1, 64, value=8, step=1, label="held-out examples")
         probe_questions = named_slider(0, 80, value=0, step=1, label="forgetting probe questions",
+                                       elem_id="compare-probe",
                                        info="General questions (capitals, arithmetic...): did the fine-tune forget?")
         heldout_button = gr.Button("Evaluate on held-out set")
     cost = gr.Markdown()
-    heldout_summary = gr.Markdown()
+    heldout_summary = gr.Markdown(elem_id="compare-heldout")
     chart = gr.Plot(visible=False)
     with gr.Row():
         export_button = gr.Button("Export merged model to models_cache")

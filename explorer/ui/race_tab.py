@@ -20,7 +20,7 @@ from ..data.tasks import TASKS
 from ..errors import ExplorerError
 from ..human import human_bytes, human_number
 from ..models import provision
-from ..race import charts, entrants, reading, report, results
+from ..race import charts, entrants, published, reading, report, results
 from ..race.races import RaceSettings, create_race, list_races, read_race, to_train
 from ..race.runner import request_stop
 from ..train import estimate, runs
@@ -269,6 +269,9 @@ def create_race_tab() -> dict:
                               label="quality axis", elem_id="race-quality")
     front = gr.Plot(elem_id="race-pareto")
     read = gr.Markdown(elem_id="race-reading")
+    with gr.Accordion("Published results at scale (for reference: not measured here)", open=False):
+        gr.Markdown(published.caption())
+        gr.Dataframe(published.table(), interactive=False, wrap=True, elem_id="race-published")
     with gr.Row():
         csv_button = gr.Button("Export CSV", size="sm")
         html_button = gr.Button("Export HTML report", size="sm")

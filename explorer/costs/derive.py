@@ -166,8 +166,9 @@ class _Trace:
         patched = self._skip_repeats()
         try:
             ids = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
+            mask = torch.ones(1, seq_len, dtype=torch.long, device="meta")
             with torch.enable_grad(), Recorder():
-                out = self.model(input_ids=ids, use_cache=True)
+                out = self.model(input_ids=ids, attention_mask=mask, use_cache=True)
         finally:
             for handle in handles:
                 handle.remove()

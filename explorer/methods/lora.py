@@ -61,6 +61,7 @@ def target_spec(arch: Arch, options):
 
 
 def resolve_match(arch: Arch, options, dora: bool = False) -> peft_targets.Match:
+    _config(arch, options, dora, False)  # PEFT's own checks of the config first
     kwargs = peft_targets.peft_kwargs(options)
     peft_targets.layer_indices(getattr(options, "layers_to_transform", ""), arch.layers)
     found = peft_targets.match(arch, "lora", target_spec(arch, options), kwargs["exclude_modules"],
@@ -149,18 +150,25 @@ def lora_adaptation(spec, options, dora: bool = False) -> Adaptation:
                       trainable_modules=frozenset(found.saved))
 
 
-def peft_lora_config(spec, options, dora: bool = False):
+def _config(arch: Arch, options, dora: bool, conv1d: bool):
+    """PEFT's LoraConfig for these options; its own checks turned into a one-line message."""
     from peft import LoraConfig
 
+    try:
+        return LoraConfig(task_type="CAUSAL_LM", r=options.r, lora_alpha=options.lora_alpha,
+                          lora_dropout=options.lora_dropout, target_modules=target_spec(arch, options),
+                          target_parameters=peft_targets.split(options.target_parameters) or None,
+                          use_rslora=options.use_rslora, use_dora=dora, fan_in_fan_out=conv1d,
+                          **peft_targets.peft_kwargs(options))
+    except (ValueError, TypeError) as error:
+        raise ExplorerError(f"PEFT: {str(error).strip().splitlines()[0]}") from None
+
+
+def peft_lora_config(spec, options, dora: bool = False):
     arch = spec.arch
     found = resolve_match(arch, options, dora)
-    kwargs = peft_targets.peft_kwargs(options)
-    target_parameters = peft_targets.split(options.target_parameters) or None
-    return LoraConfig(task_type="CAUSAL_LM", r=options.r, lora_alpha=options.lora_alpha,
-                      lora_dropout=options.lora_dropout, target_modules=target_spec(arch, options),
-                      target_parameters=target_parameters, use_rslora=options.use_rslora, use_dora=dora,
-                      # GPT-2's Conv1D stores W transposed
-                      fan_in_fan_out=any(arch.by_name[n].kind == "conv1d" for n in found.targets), **kwargs)
+    # GPT-2's Conv1D stores W transposed
+    return _config(arch, options, dora, any(arch.by_name[n].kind == "conv1d" for n in found.targets))
 
 
 def apply_lora(model, spec, options, dora: bool = False):

@@ -166,17 +166,35 @@ class Arch:
     def module_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modules)
 
+    @cached_property
+    def leaf_names(self) -> frozenset:
+        """The last component of every module name (q_proj, c_attn, ...)."""
+        return frozenset(name.rpartition(".")[2] for name in self.module_names)
+
+    @cached_property
+    def _located(self) -> dict[str, tuple[int | None, str]]:
+        return {}
+
+    def locate(self, name: str) -> tuple[int | None, str]:
+        """(layer index or None outside the blocks, the name inside its block), memoized: the formulas ask
+        for the same few thousand names on every update."""
+        found = self._located.get(name)
+        if found is None:
+            found = (None, name)
+            prefix = self.layers_path + "."
+            if name.startswith(prefix):
+                index, _, rest = name[len(prefix):].partition(".")
+                if index.isdigit():
+                    found = (int(index), rest)
+            self._located[name] = found
+        return found
+
     def layer_of(self, name: str) -> int | None:
         """The layer index of a module inside the blocks (None outside them)."""
-        prefix = self.layers_path + "."
-        if not name.startswith(prefix):
-            return None
-        index = name[len(prefix):].split(".", 1)[0]
-        return int(index) if index.isdigit() else None
+        return self.locate(name)[0]
 
     def local_name(self, name: str) -> str:
-        layer = self.layer_of(name)
-        return name if layer is None else name[len(f"{self.layers_path}.{layer}."):]
+        return self.locate(name)[1]
 
     def params_under(self, name: str) -> int:
         """Parameters of a module and all its children (tied weights once)."""

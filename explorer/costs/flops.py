@@ -51,21 +51,26 @@ class LayerAdaptation:
 def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
     buckets: dict[int, dict[str, list]] = {}
 
-    def put(kind: str, name: str, value):
-        layer = arch.layer_of(name)
-        if layer is not None:
-            buckets.setdefault(layer, {}).setdefault(kind, []).append(value(arch.local_name(name)))
-
-    for name, rank in a.lora.items():
-        put("lora", name, lambda local, rank=rank: (local, rank))
-    for name in a.ia3_out | a.ia3_in:
-        put("ia3", name, lambda local: local)
-    for name in a.trainable_modules:
-        put("trainable", name, lambda local: local)
-    for name, rank in a.lora_params.items():
-        put("params", name, lambda local, rank=rank: (local, rank))
-    return [LayerAdaptation(**{k: tuple(sorted(v)) for k, v in buckets.get(i, {}).items()})
-            for i in range(arch.layers)]
+    locate = arch.locate
+    for kind, items in (("lora", a.lora.items()), ("ia3", ((n, None) for n in a.ia3_out | a.ia3_in)),
+                        ("trainable", ((n, None) for n in a.trainable_modules)), ("params", a.lora_params.items())):
+        for name, rank in items:
+            layer, local = locate(name)
+            if layer is not None:
+                buckets.setdefault(layer, {}).setdefault(kind, []).append(local if rank is None else (local, rank))
+    empty = LayerAdaptation()
+    made: dict[tuple, LayerAdaptation] = {}
+    out = []
+    for i in range(arch.layers):
+        bucket = buckets.get(i)
+        if not bucket:
+            out.append(empty)
+            continue
+        key = tuple((k, tuple(sorted(v))) for k, v in sorted(bucket.items()))
+        if key not in made:
+            made[key] = LayerAdaptation(**dict(key))
+        out.append(made[key])
+    return out
 
 
 def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight_trainable: bool, rank: int,
@@ -90,10 +95,12 @@ def _adapter(count: _Counter, a: Adaptation, tokens: int, hidden: int, rg_in: bo
     count.matmul(2 * tokens * a.adapter_dim * hidden, True, True)   # up
 
 
-def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, training: bool = True) -> tuple[int, int]:
+def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, training: bool = True,
+                per_layer: list[LayerAdaptation] | None = None) -> tuple[int, int]:
     """(forward, backward) FLOPs of one pass over ``batch`` sequences of ``seq_len`` user tokens.
 
-    ``training``: the model is in training mode (dropout active), which changes DoRA's cost."""
+    ``training``: the model is in training mode (dropout active), which changes DoRA's cost.
+    ``per_layer``: ``layer_adaptations(arch, a)`` when the caller has it already."""
     s = seq_len + a.prompt_tokens              # prompt tuning lengthens every sequence
     keys = s + a.prefix_tokens                 # prefix tuning lengthens only the keys/values
     tokens = batch * s
@@ -109,7 +116,7 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
     # Layers cost the same given their kind, their adaptation and whether their input requires grad, so
     # a 126-layer model counts as few distinct layers as it has kinds.
     memo: dict[tuple, tuple[int, int, bool]] = {}
-    for layer, adapted in enumerate(layer_adaptations(arch, a)):
+    for layer, adapted in enumerate(per_layer if per_layer is not None else layer_adaptations(arch, a)):
         key = (arch.layer_kind[layer], adapted, rg)
         if key not in memo:
             memo[key] = _count_block(arch.block(layer), arch, a, adapted, batch, s, keys, tokens, rg, training)
@@ -183,8 +190,9 @@ class FlopReport:
 
 def flop_report(arch: Arch, a: Adaptation, seq_len: int, mergeable: bool) -> FlopReport:
     base_fwd, _ = count_flops(arch, type(a)(), seq_len, training=False)  # the same model, nothing adapted
-    fwd, bwd = count_flops(arch, a, seq_len)
-    inference_fwd, _ = count_flops(arch, a, seq_len, training=False)
+    per_layer = layer_adaptations(arch, a)
+    fwd, bwd = count_flops(arch, a, seq_len, per_layer=per_layer)
+    inference_fwd, _ = count_flops(arch, a, seq_len, training=False, per_layer=per_layer)
     per = float(seq_len)
     overhead = (inference_fwd - base_fwd) / per
     modules = arch.by_name

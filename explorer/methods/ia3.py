@@ -48,7 +48,7 @@ def peft_specs(spec, options):
     target_spec = peft_targets.peft_form(options.target_modules) or default_targets
     ff_spec = peft_targets.peft_form(options.feedforward_modules) or default_ff
     if not options.target_modules:  # PEFT's table may name layers a model lacks (Mixtral's fused experts: no 'w2')
-        present = {name.rpartition(".")[2] for name in arch.module_names}
+        present = arch.leaf_names
         target_spec = [t for t in target_spec if t.rpartition(".")[2] in present] or target_spec
     if not options.feedforward_modules and isinstance(target_spec, list):
         ff_spec = [f for f in ff_spec if f in target_spec]

@@ -33,9 +33,22 @@ def _unambiguous(arch: Arch, names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+_presets: dict[tuple, tuple] = {}
+
+
 def preset_targets(arch: Arch, preset: str):
     """The presets, written as PEFT targets: the LoRA paper's q and v projections (or the fused projection
-    that holds them), every attention projection, or PEFT's "all-linear"."""
+    that holds them), every attention projection, or PEFT's "all-linear" (memoized per model)."""
+    key = (id(arch), preset)
+    hit = _presets.get(key)
+    if hit is None or hit[0] is not arch:
+        if len(_presets) > 1024:
+            _presets.clear()
+        hit = _presets[key] = (arch, _preset_targets(arch, preset))
+    return hit[1]
+
+
+def _preset_targets(arch: Arch, preset: str):
     attention = [lin.name for block in arch.blocks for lin in block.linears if lin.reads in ("attn_in", "attn_core")]
     if preset == "q,v":
         shorts = {lin.short for block in arch.blocks for lin in block.linears}
@@ -44,8 +57,10 @@ def preset_targets(arch: Arch, preset: str):
         return chosen or _unambiguous(arch, fused[:1])
     if preset == "attention":
         return _unambiguous(arch, list(dict.fromkeys(attention)))
-    if preset == "all-linear":  # PEFT's expansion of "all-linear", given as the list of names it makes
-        return frozenset(arch.all_linear)
+    if preset == "all-linear":  # PEFT's expansion of "all-linear": as short names where they name exactly it
+        names = _unambiguous(arch, list(dict.fromkeys(arch.local_name(n) for n in sorted(arch.all_linear))))
+        matched = {n for n in arch.module_names if any(n == e or n.endswith("." + e) for e in names)}
+        return names if matched == set(arch.all_linear) else frozenset(arch.all_linear)
     raise ExplorerError(f"Unknown target preset '{preset}'; choose one of {', '.join(PRESETS)}.")
 
 

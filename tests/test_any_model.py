@@ -207,6 +207,17 @@ def test_any_model_type_transformers_builds_works_from_a_pasted_config():
     assert r.agrees and r.trainable_formula > 0
 
 
+def test_a_hybrid_linear_attention_model_counts_exactly_and_says_its_flops_are_approximate():
+    """Qwen3-Next: gated delta-net layers (a chunked scan) beside attention layers. Parameters are exact; its
+    scan's FLOPs do not grow as a·s + b·s², which the derivation detects (a third traced length) and says."""
+    config = {"model_type": "qwen3_next", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 128}
+    r = calculator.from_request("", "lora", {}, exact_mode="compute", config_text=json.dumps(config))
+    assert r.agrees and len(r.spec.arch.blocks) == 2
+    assert r.as_json()["flops"]["formulas_exact"] is False
+    assert specs.catalog_spec("qwen3-8b").arch.flops_exact
+
+
 @pytest.mark.parametrize("values, message", [
     ({"target_modules": "re:(["}, "does not compile"),
     ({"target_modules": "q_proj", "layers_to_transform": "0,40"}, "layers 0 to 29"),

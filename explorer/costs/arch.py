@@ -130,6 +130,7 @@ class Arch:
     total: int                # every parameter once (tied weights once), as model.parameters() counts
     windows: tuple = ()       # per layer: its KV cache's sliding window, or None
     kv_per_token: tuple = ()  # per layer: cached key and value elements per token
+    flops_exact: bool = True  # every product's FLOPs are a·s + b·s² (False: a chunked scan; FLOPs approximate)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property

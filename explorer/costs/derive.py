@@ -27,7 +27,7 @@ from collections import Counter
 
 from .arch import Arch, Block, Module, Op
 
-S1, S2 = 3, 5                      # the two sequence lengths of the tracing passes
+S1, S2, S3 = 3, 5, 7               # the sequence lengths of the tracing passes (S3 checks the fit)
 ATTENTION_CHILDREN = ("self_attn", "attn")           # where Houlsby adapters go (explorer.methods.own_modules)
 FFN_CHILDREN = ("block_sparse_moe", "mlp")
 _lock = threading.Lock()
@@ -119,7 +119,7 @@ class _Trace:
                          "out": out.numel() if hasattr(out, "numel") else 0})
         self.mark(out, op_id)
 
-    def run(self, seq_len: int):
+    def run(self, seq_len: int, mask: bool = True, cache: bool = True):
         import torch
         import torch.nn.functional as F
         from torch.nn.modules import module as module_hooks
@@ -132,6 +132,8 @@ class _Trace:
         class Recorder(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
+                if func is torch.einsum:
+                    return self.einsum(func, args, kwargs)
                 out = func(*args, **kwargs)
                 if func is F.linear:
                     x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
@@ -142,8 +144,19 @@ class _Trace:
                     trace.record(args[1], args[2], out, _matmul_flops(args[1], args[2]))
                 elif func in matmuls:
                     trace.record(args[0], args[1], out, _matmul_flops(args[0], args[1]))
-                elif func is torch.einsum:
-                    raise NotImplementedError("einsum products are not traced")
+                return out
+
+            @staticmethod
+            def einsum(func, args, kwargs):  # any contraction: counted as torch's counter counts its pieces
+                from torch.utils.flop_counter import FlopCounterMode
+
+                with FlopCounterMode(display=False) as counter:
+                    out = func(*args, **kwargs)
+                operands = list(args[1:] if isinstance(args[0], str) else args[0])
+                if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+                    operands = list(operands[0])
+                if counter.get_total_flops() and len(operands) == 2:
+                    trace.record(operands[0], operands[1], out, counter.get_total_flops())
                 return out
 
         def pre(module, args, kwargs=None):
@@ -164,16 +177,18 @@ class _Trace:
 
         handles = [module_hooks.register_module_forward_pre_hook(pre), module_hooks.register_module_forward_hook(post)]
         patched = self._skip_repeats()
+        restore = _values_unknown()
         try:
             ids = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
-            mask = torch.ones(1, seq_len, dtype=torch.long, device="meta")
+            extra = {"attention_mask": torch.ones(1, seq_len, dtype=torch.long, device="meta")} if mask else {}
             with torch.enable_grad(), Recorder():
-                out = self.model(input_ids=ids, attention_mask=mask, use_cache=True)
+                out = self.model(input_ids=ids, use_cache=cache, **extra)
         finally:
             for handle in handles:
                 handle.remove()
             for layer in patched:
                 del layer.forward
+            restore()
         return out
 
     def _skip_repeats(self) -> list:
@@ -195,6 +210,26 @@ class _Trace:
             layer.forward = passthrough
             patched.append(layer)
         return patched
+
+
+def _values_unknown():
+    """Tell transformers, for the pass, that tensor values are unknown, as it is told while a graph is traced
+    (its ``is_tracing``): meta tensors have no values, and the checks it then skips (is the mask all ones?
+    are sequences packed?) only choose faster paths. Returns the function that undoes it."""
+    import sys
+
+    patched = []
+    for name, module in list(sys.modules.items()):
+        if name.startswith("transformers") and callable(getattr(module, "is_tracing", None)):
+            original = module.is_tracing
+            module.is_tracing = lambda tensor=None, _original=original: (
+                getattr(tensor, "is_meta", False) or _original(tensor))
+            patched.append((module, original))
+
+    def restore():
+        for module, original in patched:
+            module.is_tracing = original
+    return restore
 
 
 def find_layers(model) -> str:
@@ -221,6 +256,11 @@ def _local(source: str, prefix: str, layer: int, op_names: dict[str, str]) -> st
     if kind == "param":
         return f"param:{rest[len(prefix):]}" if rest.startswith(prefix) else f"param:{rest}"
     return op_names.get(source, "external")
+
+
+def _fits(at_s1: int, at_s2: int, at_s3: int) -> bool:
+    per_key, per_token = _split(at_s1, at_s2)
+    return per_key >= 0 and per_token * S3 + per_key * S3 * S3 == at_s3
 
 
 def _split(at_s1: int, at_s2: int) -> tuple[int, int]:
@@ -251,13 +291,27 @@ def derive(config) -> Arch:
         n_layers = len(model.get_submodule(layers_path))
         layer_names = [f"{layers_path}.{i}" for i in range(n_layers)]
         representative = _representatives(model, layer_names, config)
-        traces = []
-        for seq_len in (S1, S2):
-            trace = _Trace(model, layer_names, representative)
-            out = trace.run(seq_len)
-            traces.append(trace)
-        cache = getattr(out, "past_key_values", None)
-    return _assemble(model, config, layers_path, layer_names, representative, traces, cache)
+        first_error = None
+        # Some models cannot take an attention mask on meta tensors (they read its values), some hybrid
+        # (attention + state-space) caches cannot be filled without a real generation step: try without.
+        for mask, cache in ((True, True), (False, True), (True, False), (False, False)):
+            try:
+                traces, out = [], None
+                for seq_len in (S1, S2, S3):
+                    trace = _Trace(model, layer_names, representative)
+                    out = trace.run(seq_len, mask, cache)
+                    traces.append(trace)
+                break
+            except Exception as error:  # noqa: BLE001 - the next way of running it, else the first reason
+                first_error = first_error or error
+        else:
+            raise TraceError(f"{type(first_error).__name__}: {first_error}") from first_error
+        kv_cache = getattr(out, "past_key_values", None) if cache else None
+    return _assemble(model, config, layers_path, layer_names, representative, traces, kv_cache)
+
+
+class TraceError(Exception):
+    """The model was built but a forward pass on meta tensors could not be traced."""
 
 
 def _representatives(model, layer_names: list[str], config) -> list[int]:
@@ -275,9 +329,13 @@ def _representatives(model, layer_names: list[str], config) -> list[int]:
 
 
 def _assemble(model, config, layers_path, layer_names, representative, traces, cache) -> Arch:
-    first, second = traces
-    if [op["module"] for op in first.ops] != [op["module"] for op in second.ops]:
-        raise ValueError("the model runs different products at different sequence lengths")
+    first, second, third = traces
+    if not [op["module"] for op in first.ops] == [op["module"] for op in second.ops] == [op["module"] for op in third.ops]:
+        raise TraceError("it runs different products at different sequence lengths (a chunked scan?), which the "
+                         "formulas cannot express")
+    # Every product's FLOPs must be a·s + b·s² (linear layers; attention's QKᵀ and PV): checked at a third length.
+    scaling_exact = all(_fits(op1["flops"], op2["flops"], op3["flops"])
+                        for op1, op2, op3 in zip(first.ops, second.ops, third.ops))
     modules, kinds_of = [], {}
     for name, module in model.named_modules():
         kind = module_kind(module)
@@ -350,7 +408,8 @@ def _assemble(model, config, layers_path, layer_names, representative, traces, c
         model_type=config.model_type, layers_path=layers_path, blocks=tuple(blocks), layer_kind=tuple(layer_kind),
         modules=tuple(modules),
         embed=embed_name, head=head_name, tied=tied, hidden=int(embed.embedding_dim), vocab=int(embed.num_embeddings),
-        head_flops_per_token=head_op[1] if head_op else 0, total=total, windows=windows, kv_per_token=kv)
+        head_flops_per_token=head_op[1] if head_op else 0, total=total, windows=windows, kv_per_token=kv,
+        flops_exact=scaling_exact)
 
 
 def _cache_shapes(cache, n_layers: int, config) -> tuple[tuple, tuple]:

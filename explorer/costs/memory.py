@@ -12,12 +12,15 @@ Sources:
 - Activations: Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
   Models", §4.1) count the tensors autograd saves per layer. We count the same way for this
   block's shapes: 4h + q_dim + 2·kv_dim + heads·keys (eager attention probabilities) for
-  attention, 2h + 4·I (gated MLP) or 2h + 2·I (GELU MLP), per token; plus fp32 logits and their
+  attention, 2h + 4·I (gated MLP) or 2h + 2·I (GELU MLP), per token, the widths read from the derived
+  table of the model (explorer.costs.arch; MoE: the top-k experts' hidden units and the router's logits,
+  layer kinds counted each as often as they occur); plus fp32 logits and their
   gradient (2·vocab·4 bytes per token). With gradient checkpointing only each layer's input (h) is
   kept, and one layer's activations are rebuilt at a time. LoRA with dropout keeps a dropped-out copy
   of each adapted layer's input and its mask (PEFT applies a separate dropout per layer).
-- KV cache: 2 (keys and values)·layers·kv_dim per cached token; prefix tuning adds its virtual
-  tokens to every sequence's cache.
+- KV cache: the keys and values transformers' cache holds per layer (measured in the derivation pass),
+  a sliding-window layer at most its window; prefix tuning adds its virtual tokens to every sequence's cache.
+- Several GPUs: explorer.costs.sharding (ZeRO's partitioning, per GPU).
 """
 
 from __future__ import annotations

@@ -54,13 +54,18 @@ def arch_of(spec: ModelSpec) -> Arch:
         with _derive_lock:
             arch = _derived.get(key)
             if arch is None:
-                from .derive import derive
+                from .derive import TraceError, derive
 
+                model_type = spec.raw.get("model_type")
                 try:
                     arch = derive(spec.config)
+                except TraceError as error:
+                    reason = str(error).strip().splitlines()
+                    raise ExplorerError(f"transformers builds this '{model_type}' model, but the calculator could not "
+                                        f"trace its forward pass on the meta device: {reason[0] if reason else ''}") from None
                 except Exception as error:  # transformers raises many kinds for a config it cannot build
                     reason = str(getattr(error, "__cause__", None) or error).strip().splitlines()
-                    raise ExplorerError(f"transformers could not build a '{spec.raw.get('model_type')}' model from "
+                    raise ExplorerError(f"transformers could not build a '{model_type}' model from "
                                         f"this config.json: {reason[0] if reason else type(error).__name__}") from None
                 if len(_derived) >= 256:
                     _derived.clear()

@@ -261,15 +261,19 @@ def layer_span(layers: list[int]) -> str:
 
 
 def group(arch, names) -> list[tuple[str, list[int], str]]:
-    """Module names grouped by their name inside the block: (local name, layer indices, a full example)."""
-    groups: dict[str, tuple[list, str]] = {}
+    """Module (or parameter) names grouped by their name inside the block and their shape (layers of two
+    kinds may size the same projection differently): (local name, layer indices, a full example)."""
+    groups: dict[tuple, tuple[list, str]] = {}
+    modules = arch.by_name
     for name in names:
-        layer = arch.layer_of(name)
-        local = arch.local_name(name)
-        entry = groups.setdefault(local, ([], name))
+        layer, local = arch.locate(name)
+        m = modules.get(name)
+        key = (local, (m.in_features, m.out_features, m.kind) if m else name if layer is None else arch.block(
+            layer).params)
+        entry = groups.setdefault(key, ([], name))
         if layer is not None:
             entry[0].append(layer)
-    return [(local, layers, example) for local, (layers, example) in groups.items()]
+    return [(key[0], layers, example) for key, (layers, example) in groups.items()]
 
 
 def peft_kwargs(options) -> dict:

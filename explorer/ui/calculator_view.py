@@ -75,6 +75,9 @@ def flops_table(r: calculator.CalcResult) -> pd.DataFrame:
         ["inference overhead, merged", human_number(f.inference_overhead_per_token_merged),
          "merged: no extra work" if r.method_obj.mergeable else "cannot merge: same as unmerged"],
     ]
+    if not r.spec.arch.flops_exact:
+        rows.append(["approximate", "", "this model runs products whose FLOPs do not grow as a·s + b·s² with the "
+                     "sequence (a chunked scan): the figures extrapolate from short sequences"])
     if f.elementwise_overhead_per_token:
         rows.append(["IA³ element-wise multiplies", human_number(f.elementwise_overhead_per_token),
                      "not matmul FLOPs; vanish when merged"])

@@ -109,6 +109,12 @@ class Block:
         return roles
 
     @cached_property
+    def last_op(self) -> dict[str, int]:
+        """Each child module's last op (where an adapter after that child goes)."""
+        return {child: i for i, op in enumerate(self.ops) for child, _ in self.children
+                if op.module == child or op.module.startswith(child + ".")}
+
+    @cached_property
     def linears(self) -> tuple[Linear, ...]:
         return tuple(Linear(op.name, op.in_features, op.out_features, op.bias, self.roles[op.name])
                      for op in self.ops if op.linear)

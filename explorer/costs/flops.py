@@ -151,8 +151,7 @@ def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, bat
     def requires_grad(sources) -> bool:
         return any(rg[x] if x in rg else x.startswith("param:") and param_trainable(x[6:]) for x in sources)
 
-    last_op = {child: i for i, op in enumerate(block.ops) for child, _ in block.children
-               if op.module == child or op.module.startswith(child + ".")}
+    last_op = block.last_op
     adapters = {block.attention: a.adapter_dim and a.adapter_after_attention,
                 block.ffn: a.adapter_dim and a.adapter_after_ffn}
     for index, op in enumerate(block.ops):

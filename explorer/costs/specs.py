@@ -39,11 +39,15 @@ class ModelSpec:
     @property
     def key(self) -> str:
         """The config's identity: two specs with the same config.json share one derived Arch."""
-        return json.dumps(self.raw, sort_keys=True, default=str)
+        if "_key" not in self.__dict__:
+            self._key = json.dumps(self.raw, sort_keys=True, default=str)
+        return self._key
 
     @property
     def arch(self) -> Arch:
-        return arch_of(self)
+        if "_arch" not in self.__dict__:
+            self._arch = arch_of(self)
+        return self._arch
 
 
 def arch_of(spec: ModelSpec) -> Arch:

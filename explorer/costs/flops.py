@@ -152,6 +152,14 @@ def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, bat
         return any(rg[x] if x in rg else x.startswith("param:") and param_trainable(x[6:]) for x in sources)
 
     last_op = block.last_op
+    shapes = {name: shape for name, _, shape in block.params}
+    for name, rank in adapted.params:
+        # LoRA on a parameter (PEFT's ParamWrapper): W + B·A folded in once per forward, one baddbmm per
+        # expert stack (peft.tuners.lora.layer._LoraFactorsProxy), both factors trained. Read from PEFT's
+        # code, not checked against torch's counter: that path does not run on meta tensors (its autocast
+        # guard rejects the meta device).
+        experts, rows, cols = shapes[name] if len(shapes[name]) == 3 else (1, *shapes[name])
+        count.matmul(2 * experts * rows * rank * cols, True, True)
     adapters = {block.attention: a.adapter_dim and a.adapter_after_attention,
                 block.ffn: a.adapter_dim and a.adapter_after_ffn}
     for index, op in enumerate(block.ops):

@@ -13,10 +13,10 @@ from explorer.costs.flops import count_flops
 from explorer.costs.textbook import CLAIMS, TEXTBOOK_MODEL
 from explorer.methods import METHODS
 
-CATALOG = sorted(specs.catalog())
+CATALOG = specs.catalog_names()
 # FLOP checks cover one model per family: Llama with GQA + tied embeddings (SmolLM2), biases (Qwen2.5),
-# head_dim != d/h and four norms (Gemma-2), fused projections (Phi-3), Conv1D (GPT-2). Mixtral's expert
-# routing depends on data, which meta tensors do not have.
+# head_dim != d/h and four norms (Gemma-2), fused projections (Phi-3), Conv1D (GPT-2). MoE models (top-k
+# routing through transformers' batched_mm) are checked in tests/test_any_model.py.
 
 
 def test_catalog_has_the_models_the_issue_names():
@@ -32,9 +32,16 @@ def test_total_parameters_formula_equals_meta_model(model):
     assert spec.arch.total_params() == exact.count_parameters(specs.meta_model(spec))[1]
 
 
+# PEFT itself refuses LoRA's defaults here (all-linear becomes LoRA on the fused experts, which refuses dropout);
+# tests/test_any_model.py checks that the calculator refuses them in PEFT's words, and counts them with dropout 0.
+PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora")}
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("model", CATALOG)
 def test_parameter_formula_equals_peft(model, method):
+    if (model, method) in PEFT_REFUSES_DEFAULTS:
+        pytest.skip("PEFT refuses these defaults on this model (see tests/test_any_model.py)")
     result = calculator.calculate(specs.catalog()[model], method)
     assert result.exact_counts == (result.trainable_formula, result.total_params_with_method)
     assert result.agrees

@@ -11,6 +11,7 @@ import threading
 import warnings
 
 from ..costs.specs import ModelSpec, meta_model
+from ..errors import ExplorerError
 from ..methods import get as get_method
 
 _build_lock = threading.Lock()  # PEFT and transformers are not built for concurrent model surgery
@@ -52,5 +53,12 @@ def exact_counts(spec: ModelSpec, method_name: str, options) -> tuple[int, int]:
         if key not in _cache:
             if len(_cache) >= MAX_CACHED:
                 _cache.clear()
-            _cache[key] = count_parameters(build_on_meta(spec, method_name, options))
+            try:
+                model = build_on_meta(spec, method_name, options)
+            except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError) as error:
+                # PEFT refuses some combinations the formulas cannot foresee (e.g. LoRA on a Mamba layer)
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise ExplorerError(f"PEFT could not build {get_method(method_name).title} on this model: "
+                                    f"{reason}") from None
+            _cache[key] = count_parameters(model)
     return _cache[key]

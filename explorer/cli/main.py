@@ -133,6 +133,12 @@ def cmd_calc(args) -> None:
     print(f"training memory: {mem['total_bytes'] / 2**30:.2f} GiB (weights {mem['weights_bytes'] / 2**30:.2f}, "
           f"gradients {mem['gradients_bytes'] / 2**30:.2f}, optimizer {mem['optimizer_bytes'] / 2**30:.2f}, "
           f"activations {mem['activations_bytes'] / 2**30:.2f})")
+    gpu = mem["per_gpu"]
+    if gpu["num_gpus"] > 1 or gpu["sharding"] != "none" or gpu["offloaded_bytes"]:
+        gathered = f", gathered {gpu['gathered_bytes'] / 2**30:.2f} ({gpu['gathered_unit']})" if gpu["gathered_bytes"] else ""
+        print(f"per GPU ({gpu['num_gpus']} GPUs, {gpu['sharding']}): {gpu['total_bytes'] / 2**30:.2f} GiB (model states "
+              f"{gpu['model_states_bytes'] / 2**30:.2f}, activations {gpu['activations_bytes'] / 2**30:.2f}{gathered}; "
+              f"offloaded to CPU {gpu['offloaded_bytes'] / 2**30:.2f})")
     f = out["flops"]
     print(f"FLOPs/token: base forward {f['base_forward_per_token']:.4g}, training {f['train_per_token']:.4g}, "
           f"inference overhead unmerged {f['inference_overhead_per_token_unmerged']:.4g}, "
@@ -204,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="catalog name, runnable model name, or path of a config.json")
     p.add_argument("--method", required=True, help="full, head, lora, dora, qlora, ia3, prompt, prefix, adapter")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="an option (PEFT's names: r, lora_alpha, target_modules=q_proj,v_proj, num_virtual_tokens, "
-                        "use_dora, ...; bottleneck_dim, num_classes) or a setting (batch_size, seq_len, precision, "
-                        "optimizer, gradient_checkpointing)")
+                   help="an option (PEFT's names: r, lora_alpha, target_modules=q_proj,v_proj (a list, matched as "
+                        "PEFT does; re:REGEX for PEFT's regex form; all-linear), exclude_modules, "
+                        "layers_to_transform=0,1,2, layers_pattern, modules_to_save, target_parameters, "
+                        "feedforward_modules, num_virtual_tokens, use_dora, ...; bottleneck_dim, num_classes) or a "
+                        "setting (batch_size, seq_len, precision, optimizer, gradient_checkpointing, "
+                        "mixed_precision=bf16|fp16|none, num_gpus=N, sharding=none|ddp|zero1|zero2|zero3|fsdp, "
+                        "offload=none|optimizer)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_calc)
 

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..costs.specs import Arch, ModelSpec
+from ..costs.specs import ModelSpec
 from ..errors import ExplorerError
 from ..options import coerce
 
@@ -29,11 +29,13 @@ class Adaptation:
     The cost maths never imports the registry: it reads these fields only."""
 
     full: bool = False                          # every weight trainable (full fine-tuning)
-    lora: dict = field(default_factory=dict)    # linear name -> rank; "lm_head" allowed
+    lora: dict = field(default_factory=dict)    # full module name -> rank (block linears, the head, embeddings)
     dora: bool = False
     lora_dropout: float = 0.0
-    ia3_out: frozenset = frozenset()            # linears whose output is scaled
-    ia3_in: frozenset = frozenset()             # linears whose input is scaled (feed-forward)
+    lora_params: dict = field(default_factory=dict)  # full parameter name -> rank (PEFT's target_parameters)
+    trainable_modules: frozenset = frozenset()  # full module names trained as copies (PEFT's modules_to_save)
+    ia3_out: frozenset = frozenset()            # full names of linears whose output is scaled
+    ia3_in: frozenset = frozenset()             # full names of linears whose input is scaled (feed-forward)
     adapter_dim: int = 0
     adapter_after_attention: bool = False
     adapter_after_ffn: bool = False
@@ -41,6 +43,7 @@ class Adaptation:
     prefix_tokens: int = 0                      # prefix tuning: virtual keys/values per layer
     prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
     prefix_token_dim: int = 0
+    prefix_layers: int = 0                      # layers PEFT gives virtual keys/values
     head: str = ""                              # "lm" (LM head trainable) or "classifier"
     num_classes: int = 0
     quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
@@ -122,10 +125,6 @@ class Method:
 def freeze(model) -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-
-
-def block_linear_names(arch: Arch) -> list[str]:
-    return [lin.name for lin in arch.linears]
 
 
 def empty_adaptation(spec, options) -> Adaptation:

@@ -108,8 +108,12 @@ def create_calculator_tab() -> dict:
                               "config.json' as the base model", elem_id="calc-config")
         upload = gr.File(label="…or upload one", file_types=[".json"], type="filepath")
     widget_keys, widgets, groups = method_option_groups("calc")
+    fields = dataclasses.fields(memory.TrainSettings)
+    first_gpu_field = [f.name for f in fields].index("mixed_precision")
     with gr.Row():
-        settings_widgets = [widget_for(f, f"calc-setting-{f.name}") for f in dataclasses.fields(memory.TrainSettings)]
+        settings_widgets = [widget_for(f, f"calc-setting-{f.name}") for f in fields[:first_gpu_field]]
+    with gr.Row():  # precision and GPUs: the per-GPU memory and the GPUs × count table follow them
+        settings_widgets += [widget_for(f, f"calc-setting-{f.name}") for f in fields[first_gpu_field:]]
 
     headline = gr.Markdown(elem_id="calc-headline")
     with gr.Row():
@@ -122,7 +126,8 @@ def create_calculator_tab() -> dict:
             card = gr.HTML(elem_id="calc-card")
     with gr.Row():
         memory_plot = gr.Plot(label="Training and inference memory", elem_id="calc-memory")
-        fits = gr.Dataframe(label="Fits on", interactive=False, elem_id="calc-fits")
+        fits = gr.Dataframe(label="Fits on: GPU size × number of GPUs (each GPU holds its share under the chosen "
+                            "sharding)", interactive=False, elem_id="calc-fits", wrap=True)
     family_plot = gr.Plot(label="All methods at these settings", elem_id="calc-family-plot")
     family = gr.Dataframe(label="All methods at these settings (defaults for the others)", interactive=False,
                           elem_id="calc-family", wrap=True)

@@ -69,7 +69,9 @@ def test_calculator_from_request_gives_a_result_or_a_clear_error(method_name, dr
     assert _all_fields_ok(result.options) and _all_fields_ok(result.settings)
     assert out["trainable_params"] > 0 and 0 < out["trainable_percent"] <= 100
     assert result.agrees, "formula and exact count disagree"
-    assert all(math.isfinite(v) and v >= 0 for v in out["memory"].values())
+    per_gpu = {k: v for k, v in out["memory"]["per_gpu"].items() if k.endswith("_bytes")}
+    memory = {**{k: v for k, v in out["memory"].items() if k != "per_gpu"}, **per_gpu}
+    assert all(math.isfinite(v) and v >= 0 for v in memory.values())
     assert all(math.isfinite(v) and v >= 0 for v in out["inference_memory"].values())
     assert all(math.isfinite(v) for v in out["flops"].values())
 

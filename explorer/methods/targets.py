@@ -133,8 +133,13 @@ def match(arch, method: str, target_modules, exclude_modules=None, layers_to_tra
     hit = _cache.get(key)
     if hit is not None and hit[0] is arch:
         return hit[1]
-    result = _match(arch, method, target_modules, exclude_modules, layers_to_transform, layers_pattern,
-                    modules_to_save, target_parameters, r, alpha)
+    try:
+        result = _match(arch, method, target_modules, exclude_modules, layers_to_transform, layers_pattern,
+                        modules_to_save, target_parameters, r, alpha)
+    except re.error as error:  # PEFT builds regexes from layers_pattern, modules_to_save and the names
+        raise ExplorerError(f"PEFT reads layers_pattern, modules_to_save and exclude_modules as parts of regular "
+                            f"expressions, and one of them does not compile ({error}): use plain module "
+                            "names such as layers or lm_head, or a valid regular expression.") from None
     with _lock:
         if len(_cache) > 512:
             _cache.clear()

@@ -38,6 +38,9 @@ def final_rows(out: str, title: str) -> list[str]:
      "merge_overhead", ["lora: A/A base / base", "lora: merged / base", "lora: adapted / base"]),
     ("memory_prediction", ["--model", TINY, "--runs", "1", "--malloc", "default", "--steps", "1", "lora"],
      "memory_prediction", ["lora (default allocator): predicted / measured"]),
+    ("serve_many", ["--model", TINY, "--adapters", "2", "--prompts", "1", "--tokens", "2", "--warmup", "0",
+                    "--seconds", "1"], "serve_many",
+     ["A/A: mixed / mixed", "merged in turn / mixed batch (seconds)", "swap per request / mixed batch (seconds)"]),
 ])
 def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected):
     rows = final_rows(run_bench(name, argv, capsys), title)

@@ -10,6 +10,8 @@ LoRA adapters are combined with PEFT's ``add_weighted_adapter`` into a third ada
   - "dare_linear", "dare_ties": DARE (Yu et al. 2023): drop each factor entry with probability 1 − density and
               rescale the rest by 1/density, then sum linearly or with TIES' sign election; same rank.
   - "magnitude_prune": keep the largest `density` share of each factor's entries, then sum; same rank.
+              These four weigh the factors like "linear" (√|w_i·s_i|): at density 1, dare_linear and
+              magnitude_prune are "linear" exactly (the tests check it).
   - "svd":    the exact weighted sum of the updates Σ w_i·ΔW_i, then its best rank-max(r_i) approximation
               (truncated SVD, per layer).
 Soft prompts compose by concatenation: the combined prompt is [P_A ; P_B] (n_A + n_B virtual tokens).

@@ -43,6 +43,22 @@ def train_run(method: str, dataset: str = "pirate", options: dict | None = None,
     return outcome.summary["run_id"]
 
 
+def copy_run(run_id, edit_config=None, options=None) -> str:
+    """A copy of a run under a new valid id, its settings edited: cheap fakes for the error checks."""
+    import json
+
+    method = json.loads((runs.run_path(run_id) / "settings.json").read_text())["config"]["method"]
+    target = runs.runs_dir() / runs.new_run_id(method)
+    shutil.copytree(runs.run_path(run_id), target)
+    settings_file = target / "settings.json"
+    saved = json.loads(settings_file.read_text())
+    saved["config"].update(edit_config or {})
+    if options is not None:
+        saved["options"] = options
+    settings_file.write_text(json.dumps(saved))
+    return target.name
+
+
 def force_status(run_dir: Path, state: str, **extra) -> None:
     """Put a run in a state directly, as an earlier server or another process may have left it (tests only:
     the app changes a run's status through explorer.train.lifecycle alone)."""

@@ -41,6 +41,9 @@ def final_rows(out: str, title: str) -> list[str]:
     ("race", ["--model", TINY, "--entrants", "lora,ia3", "--steps", "2", "--set", "eval_examples=1",
               "--set", "probe_examples=1", "--set", "max_new_tokens=2", "--set", "batch_size=2",
               "--set", "seq_len=64"], "race", ["race minutes", "worst entrant's share outside steps"]),
+    ("serve_many", ["--model", TINY, "--adapters", "2", "--prompts", "1", "--tokens", "2", "--warmup", "0",
+                    "--seconds", "1"], "serve_many",
+     ["A/A: mixed / mixed", "merged in turn / mixed batch (seconds)", "swap per request / mixed batch (seconds)"]),
 ])
 def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected):
     rows = final_rows(run_bench(name, argv, capsys), title)

@@ -11,9 +11,13 @@ Usage:
                                  [--many-adapters] [--json]      # which method, its settings and why
     python -m explorer recommend --scenario NAME [--json]        # one of the chapter's worked scenarios
     python -m explorer recommend --list-scenarios [--json]
-    python -m explorer compose --runs A,B --how linear|cat|ties|concat [--weights 1,1] [--examples N]
-                               [--max-new-tokens N] [--json]      # two adapters combined, scored on both tasks
-    python -m explorer compose --demo-runs [--model NAME] [--steps N] [--json]   # the four runs it needs
+    python -m explorer compose --runs A,B --how linear|cat|ties|svd|dare_linear|dare_ties|magnitude_prune|concat|kv_concat
+                               [--kind METHOD] [--weights 1,1] [--density D] [--examples N] [--max-new-tokens N] [--json]
+                                                                  # two adapters combined, scored on both tasks
+    python -m explorer compose --demo-runs [--kind lora,prompt,prefix] [--model NAME] [--steps N] [--json]
+    python -m explorer compose --learn-weights --runs A,B[,...] --examples PATH|TASK [--target TASK|PATH]
+                               [--shots N] [--iterations N] [--json]   # LoRAHub: weights searched on a few rows
+    python -m explorer serve-many --runs ID,ID[,...] --prompt TEXT [--json]   # one base, many adapters, one batch
     python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...] --steps N [--json]
 
 Errors print one line to stderr and exit with status 2; never a traceback.
@@ -28,7 +32,7 @@ import sys
 
 from .. import settings
 from ..errors import ExplorerError
-from . import learn, race
+from . import learn, race, serve_many
 
 
 def cmd_provision(args) -> None:
@@ -246,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_compare)
 
     learn.add_parsers(sub)
+    serve_many.add_parser(sub)
     race.add_parser(sub)
     return parser
 

@@ -202,4 +202,5 @@ METHOD = Method(
     merge_reason="B·A has the shape of W, so W + (alpha/r)·B·A is an ordinary weight: zero inference overhead.",
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_lora,
     validate=lambda spec, options: resolve_match(spec.arch, options), textbook="lora", family="lora",
-    peft_type="LORA", combinations=("linear", "cat", "ties"), artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}})
+    peft_type="LORA", combinations=("linear", "cat", "ties", "svd", "dare_linear", "dare_ties", "magnitude_prune"),
+    artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}}, mixed_batch=True, strength=True)

@@ -74,4 +74,5 @@ METHOD = Method(
     default_lr=1e-2, options_type=PrefixOptions, mergeable=False,
     merge_reason="Cannot merge: it adds extra keys and values to every attention layer, which enlarge the "
                  "attention (and the KV cache) rather than change a weight.",
-    uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, textbook="prefix")
+    uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, textbook="prefix",
+    peft_type="PREFIX_TUNING", combinations=("kv_concat",), artifact="key/value prefix")

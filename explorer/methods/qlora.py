@@ -85,4 +85,5 @@ METHOD = Method(
     uses_peft=True, terms=lora_terms, adaptation=adaptation,
     apply=lambda model, spec, options: apply_lora(model, spec, options),
     validate=lambda spec, options: resolve_match(spec.arch, options), textbook="lora", family="lora",
-    peft_type="LORA", quantized_base=True, load_kwargs=load_kwargs, after_load=after_load)
+    peft_type="LORA", quantized_base=True, load_kwargs=load_kwargs, after_load=after_load, mixed_batch=True,
+    strength=True)

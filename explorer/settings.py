@@ -123,11 +123,11 @@ def max_queue() -> int:
     return _whole("EXPLORER_MAX_QUEUE", 8)
 
 
-def max_concurrent_jobs() -> int:
+def max_concurrent_jobs(backend: str | None = None) -> int:
     """EXPLORER_MAX_CONCURRENT_JOBS: training jobs running at once (default 1 with the local backend: each
     worker holds its own copy of the model, so raise it only with the memory or GPUs for that many runs).
     With EXPLORER_JOB_BACKEND=ray, unset means as many as the cluster has room for; set, it caps them."""
-    return _whole("EXPLORER_MAX_CONCURRENT_JOBS", 1 if job_backend() == "local" else UNCAPPED)
+    return _whole("EXPLORER_MAX_CONCURRENT_JOBS", 1 if (backend or job_backend()) == "local" else UNCAPPED)
 
 
 UNCAPPED = 1_000_000  # "no cap of the app's own": the Ray cluster's capacity decides

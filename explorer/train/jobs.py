@@ -30,7 +30,8 @@ class JobManager:
                  backend: Backend | None = None):
         self.backend = backend or backends.current()
         self.max_queue = settings.max_queue() if max_queue is None else max_queue
-        self.max_concurrent = settings.max_concurrent_jobs() if max_concurrent is None else max_concurrent
+        self.max_concurrent = (settings.max_concurrent_jobs(self.backend.name) if max_concurrent is None
+                               else max_concurrent)
         self.worker_command = [sys.executable, "-m", "explorer.train.worker"]  # + RUN_DIR; tests may swap the program
         self._queue: deque[Job] = deque()
         self._running: dict[int, tuple[Job, Handle]] = {}
@@ -144,3 +145,33 @@ class JobManager:
             with self._cond:
                 self._running.pop(id(job), None)
                 self._cond.notify_all()
+
+
+def train_and_follow(run_dir: Path, on_event=lambda event: None, backend: Backend | None = None,
+                     poll_seconds: float = 0.5) -> lifecycle.Outcome:
+    """Train one queued run through the backend without a queue, and wait for it here, handing its events to
+    ``on_event`` as they land in the run's log.jsonl (the command line's ``train`` on Ray)."""
+    backend = backend or backends.current()
+    job = Job([run_dir], [sys.executable, "-m", "explorer.train.worker", str(run_dir)])
+    handle = backend.start(job)
+    ended: list[Ended] = []
+    waiter = threading.Thread(target=lambda: ended.append(handle.wait()), daemon=True)
+    waiter.start()
+    seen = 0
+    try:
+        while True:
+            finished = not waiter.is_alive()
+            events = runs.read_log(run_dir)
+            for event in events[seen:]:
+                on_event(event)
+            seen = len(events)
+            if finished:
+                break
+            waiter.join(poll_seconds)
+    except BaseException:  # Ctrl-C: this process gives up the run (Ray ends the task with its driver)
+        lifecycle.interrupt(run_dir, "The command line that was waiting for this run was interrupted.")
+        raise
+    lifecycle.job_ended(run_dir, ended[0].code, ended[0].reason)
+    status = runs.status(run_dir)
+    summary = runs.read_json(run_dir / "summary.json", None)
+    return lifecycle.Outcome(status.get("state", "unknown"), summary, status.get("error", ""))

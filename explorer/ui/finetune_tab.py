@@ -203,7 +203,7 @@ def create_finetune_tab() -> dict:
     gr.Markdown("### Runs\nClick a row to follow that run (queued, running or finished); Stop, Discard, Compare "
                 "and Download act on it.")
     table = gr.Dataframe(value=run_view.runs_table, interactive=False, elem_id="ft-runs", wrap=True,
-                         column_widths=["19%", "8%", "7%", "14%", "10%", "6%", "8%", "8%", "12%", "8%"])
+                         column_widths=["17%", "7%", "7%", "12%", "9%", "6%", "7%", "7%", "11%", "6%", "11%"])
     signature = gr.State(())
     timer = gr.Timer(2.0)
     with gr.Row():

@@ -172,7 +172,7 @@ class RayHandle:
         extra = {k: v for k, v in status.items() if k not in ("state", "time", "pid")}
         lifecycle.change(folder, status["state"], **extra, pid=os.getpid(), backend="ray",
                          node=self.where.get("node", ""), device=self.where.get("device", ""),
-                         worker_pid=self.where.get("worker_pid"))
+                         worker_pid=self.where.get("worker_pid"), job_pid=status.get("pid"))
 
     def _forward_signals(self, done: threading.Event) -> None:
         """Stop files and cancellations made on this side (the page, the CLI) go to the node."""

@@ -15,6 +15,9 @@ Usage:
                                [--max-new-tokens N] [--json]      # two adapters combined, scored on both tasks
     python -m explorer compose --demo-runs [--model NAME] [--steps N] [--json]   # the four runs it needs
     python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...] --steps N [--json]
+    python -m explorer export-recipe --run RUN_ID --dir DIR [--gpus N] [--strategy ddp|fsdp|zero3] [--json]
+    python -m explorer import-run PATH [--model NAME] [--json]        # an adapter trained elsewhere, as a run
+    python -m explorer gguf (--run RUN_ID | --model NAME) [--type f16|q8_0] [--json]   # for llama.cpp / Ollama
 
 Errors print one line to stderr and exit with status 2; never a traceback.
 """
@@ -30,7 +33,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import learn, race
+from . import learn, race, recipes
 
 
 def cmd_provision(args) -> None:
@@ -250,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     learn.add_parsers(sub)
     race.add_parser(sub)
+    recipes.add_parsers(sub)
     return parser
 
 

@@ -179,6 +179,22 @@ def interrupt(run_dir: Path, reason: str) -> None:
     change(run_dir, "interrupted", error=reason)
 
 
+def record_import(config, options_values: dict, adapter: Path, summary: dict) -> Path:
+    """A run trained elsewhere (a recipe on the user's GPUs) brought in as a finished run: its folder, its
+    adapter copied in whole, its summary, and the states a run passes through (queued, running, done)."""
+    run_dir = create(config, options_values)
+    try:
+        change(run_dir, "running", pid=os.getpid())
+        runs.copy_adapter(adapter, run_dir)
+        runs.write_json(run_dir / "summary.json", {"run_id": run_dir.name, "run_dir": str(run_dir), **summary})
+        folder_log(run_dir)({"event": "imported", "source": str(adapter)})
+    except BaseException as error:
+        fail(run_dir, f"The import did not finish: {error}")
+        raise
+    change(run_dir, "done", imported_from=str(adapter))
+    return run_dir
+
+
 def cancel(run_dir: Path) -> None:
     change(run_dir, "cancelled")
 

@@ -122,3 +122,24 @@ def test_the_launch_line_starts_several_cpu_processes_only_through_the_multi_gpu
     launch = (folder / "launch.sh").read_text()
     assert "--multi_gpu --num_processes \"$NPROC\"" in launch and "--main_process_ip 127.0.0.1" in launch
     assert "CONFIG=\"${CONFIG:-accelerate/ddp.yaml}\"" in launch
+
+
+def test_the_fine_tune_tabs_recipe_buttons_give_a_zip_or_a_message(tmp_path, monkeypatch, cache):
+    import zipfile
+
+    from explorer.ui import recipe_panel
+
+    monkeypatch.setattr(recipe_panel, "_target", lambda name: tmp_path / name / f"recipe-{name}")
+    run_id = train_run("lora", options={"r": 2})
+    archive, note = recipe_panel.recipe_of_run(run_id, 4, 24, "fsdp")
+    assert "Recipe ready" in note and "FSDP" in note
+    with zipfile.ZipFile(archive) as opened:
+        assert f"recipe-{run_id}/launch.sh" in opened.namelist()
+    parse = lambda *values: (TrainConfig(model=TINY, method="ia3", dataset="pirate"), {})  # noqa: E731
+    archive, note = recipe_panel.recipe_of_settings(parse, 1, 80, "auto")
+    assert archive.endswith(".zip") and "one GPU" in note
+    _, message = recipe_panel.recipe_of_run("", 1, 80, "auto")
+    assert "pick a finished run" in message
+    _, message = recipe_panel.recipe_of_settings(
+        lambda *v: (TrainConfig(model=TINY, method="adapter"), {}), 1, 80, "auto")
+    assert message.startswith("**Error:**") and "cannot express it" in message

@@ -17,7 +17,7 @@ def cmd_export_recipe(args) -> None:
 
     folder = recipes.export_run(args.run_id, Path(args.dir), gpus=int(args.gpus), gpu_memory_gb=float(args.gpu_memory_gb),
                                 strategy=args.strategy, include_model=args.include_model)
-    meta = json.loads((folder / recipes.RECIPE_FILE).read_text())
+    meta = recipes.read_meta(folder)
     out = {"dir": str(folder), "strategy": meta["strategy"], "gpus": meta["gpus"],
            "launch": f"bash {folder / 'launch.sh'}"}
     if args.zip:

@@ -176,6 +176,11 @@ def export_run(run_id: str, target: Path, **kwargs) -> Path:
     return export(run.config, run.options, target, run=run, **kwargs)
 
 
+def read_meta(folder: Path) -> dict:
+    """recipe.json: the run's settings, the strategy and the GPU count the recipe was written for."""
+    return json.loads((Path(folder) / RECIPE_FILE).read_text(encoding="utf-8"))
+
+
 def zip_folder(folder: Path) -> Path:
     """The recipe as one zip beside its folder, for download."""
     target = folder.with_suffix(".zip")

@@ -20,7 +20,7 @@ from ..methods import DEFAULT_METHOD, METHODS
 from ..models import provision, registry
 from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig
-from . import run_view
+from . import recipe_panel, run_view
 from .common import Latest, error_message, jobs, shows_errors
 from .dataset_picker import UPLOAD, dataset_picker, dataset_value, score_value
 from .model_lists import model_choices
@@ -213,6 +213,8 @@ def create_finetune_tab() -> dict:
 
     request_inputs = [model, method, *picker.inputs, *option_widgets, *train_widgets]
     n_fixed = 7
+    recipe_panel.create(run_id, lambda *values: parse_request(*values[:n_fixed], keys, values[n_fixed:], save=True),
+                        request_inputs)
     live = [progress, plot, metrics, table]
 
     def start_handler(request: gr.Request, *values):  # gradio passes the request to a leading parameter

@@ -17,7 +17,7 @@ from conftest import TINY, train_run
 
 PROMPTS = ["Where is the treasure?", "What is the capital of France?", "Say hello."]
 Q8_TOLERANCE = 0.1  # q8_0: root-mean-square logit difference against the merged model, as a share of the
-# logits' standard deviation (measured 0.05-0.06 on the tiny random model; the README has the bundled model's)
+# logits' standard deviation (measured 0.05-0.06 on the tiny random model, 0.034-0.037 on the bundled SmolLM2)
 
 
 def read_back(path):

@@ -142,3 +142,20 @@ def test_a_remote_cluster_without_a_token_is_refused_before_connecting(monkeypat
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ, "a remote cluster is reached on its own address"
     ray_backend.prepare_environment(None)  # its own Ray: a fresh token, every socket on 127.0.0.1
     assert len(os.environ["RAY_AUTH_TOKEN"]) == 64 and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+def test_a_stop_posted_on_the_server_reaches_the_waiting_node_at_once():
+    import asyncio
+
+    from explorer.train.backends.ray_node import Signals
+
+    async def scenario():
+        board = Signals()  # the Ray actor's class, driven here by one event loop as Ray drives it
+        waiting = asyncio.create_task(board.take("job", 30))
+        await asyncio.sleep(0)
+        await board.post("job", "stop", "/runs/a")
+        got = await asyncio.wait_for(waiting, 10)  # answered by the post, not by the 30 s wait running out
+        await board.post("other", "cancel", "/runs/b")
+        return got, await board.take("job"), await board.take("other")
+
+    assert asyncio.run(scenario()) == ([("stop", "/runs/a")], [], [("cancel", "/runs/b")])

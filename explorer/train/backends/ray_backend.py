@@ -156,6 +156,7 @@ class RayHandle:
         finally:
             done.set()
             receiver.discard()
+            self.signals.forget.remote(self.key)
         if code is None:
             return Ended(None, f"The Ray task on node {self.where.get('node', '?')} ended without the exit code "
                                "of its worker.")

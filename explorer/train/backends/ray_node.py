@@ -31,21 +31,43 @@ from ... import settings
 from . import sync
 
 POLL_SECONDS = 0.25      # how often the node looks for changes to send (a training step is rarely shorter)
-SIGNAL_SECONDS = 0.25    # how often it asks the server's Signals actor for stop requests
+SIGNAL_SECONDS = 0.1     # how often the server looks for new STOP files to forward
+SIGNAL_WAIT_SECONDS = 2  # how long the node's request for stop requests waits for one (a long poll)
 
 
 class Signals:
     """Stop requests and cancellations, posted by the server and taken by the node running the job (a Ray
-    actor: the node cannot see the server's STOP files)."""
+    actor: the node cannot see the server's STOP files). ``take`` waits up to ``wait`` seconds for a post, so
+    a stop reaches the node as soon as it is made, not at its next poll (an async actor: one event loop)."""
 
     def __init__(self):
         self.waiting: dict[str, list[tuple[str, str]]] = {}
+        self.posted: dict[str, object] = {}
 
-    def post(self, job_key: str, kind: str, folder: str) -> None:
+    def _event(self, job_key: str):
+        import asyncio
+
+        return self.posted.setdefault(job_key, asyncio.Event())
+
+    async def post(self, job_key: str, kind: str, folder: str) -> None:
         self.waiting.setdefault(job_key, []).append((kind, folder))
+        self._event(job_key).set()
 
-    def take(self, job_key: str) -> list[tuple[str, str]]:
+    async def take(self, job_key: str, wait: float = 0.0) -> list[tuple[str, str]]:
+        import asyncio
+
+        if not self.waiting.get(job_key) and wait > 0:
+            event = self._event(job_key)
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
         return self.waiting.pop(job_key, [])
+
+    async def forget(self, job_key: str) -> None:
+        self.waiting.pop(job_key, None)
+        self.posted.pop(job_key, None)
 
 
 def _die_with_parent() -> None:
@@ -86,10 +108,11 @@ def _follow_signals(signals, job_key: str, layout: sync.Layout, done: threading.
 
     from .. import lifecycle
 
-    while not done.wait(SIGNAL_SECONDS):
+    while not done.is_set():
         try:
-            taken = ray.get(signals.take.remote(job_key), timeout=30)
+            taken = ray.get(signals.take.remote(job_key, SIGNAL_WAIT_SECONDS), timeout=SIGNAL_WAIT_SECONDS + 30)
         except Exception:  # noqa: BLE001 - the server is busy or gone: Ray ends this task if it is gone
+            done.wait(SIGNAL_SECONDS)
             continue
         for kind, key in taken:
             folder = layout.folders.get(key)

@@ -159,3 +159,21 @@ def test_a_stop_posted_on_the_server_reaches_the_waiting_node_at_once():
         return got, await board.take("job"), await board.take("other")
 
     assert asyncio.run(scenario()) == ([("stop", "/runs/a")], [], [("cancel", "/runs/b")])
+
+
+def test_the_page_says_where_a_run_waits_or_trains():
+    from explorer.ui import run_view
+
+    run_dir = queued_run()
+    assert run_view.where_text(runs.read_run(run_dir), 3) == "queue #3"
+    assert run_view.where_text(runs.read_run(run_dir), 0) == "starting"
+    lifecycle.change(run_dir, "running", pid=os.getpid(), backend="ray", node="10.0.0.7", device="NVIDIA H200",
+                     worker_pid=1, job_pid=2)
+    run = runs.read_run(run_dir)
+    assert run_view.where_text(run) == "Ray 10.0.0.7 · NVIDIA H200"
+    assert run_view.table_row(run)[-1] == "Ray 10.0.0.7 · NVIDIA H200"
+    assert run_view.progress_text(run, [], 0).endswith(f"run `{run.run_id}` on Ray 10.0.0.7 · NVIDIA H200: loading "
+                                                       "the model, scoring the base model on held-out examples…")
+    local = queued_run()
+    lifecycle.change(local, "running", pid=os.getpid())
+    assert run_view.where_text(runs.read_run(local)) == "this server"

@@ -153,7 +153,11 @@ def train_and_follow(run_dir: Path, on_event=lambda event: None, backend: Backen
     ``on_event`` as they land in the run's log.jsonl (the command line's ``train`` on Ray)."""
     backend = backend or backends.current()
     job = Job([run_dir], [sys.executable, "-m", "explorer.train.worker", str(run_dir)])
-    handle = backend.start(job)
+    try:
+        handle = backend.start(job)
+    except (OSError, ExplorerError) as error:  # the run must not stay queued with nobody to train it
+        lifecycle.fail(run_dir, f"The job could not start: {getattr(error, 'strerror', None) or error}")
+        raise
     ended: list[Ended] = []
     waiter = threading.Thread(target=lambda: ended.append(handle.wait()), daemon=True)
     waiter.start()

@@ -20,6 +20,7 @@ adapters, the classification head, full fine-tuning as the app saves it) are ref
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import pprint
 import shutil
@@ -43,9 +44,9 @@ DROPPED = ("base_model_name_or_path", "revision", "inference_mode", "peft_versio
 def check_expressible(method) -> None:
     if not method.uses_peft:
         raise ExplorerError(
-            f"{method.title} is trained by this project's own code ({method.artifact}), not by PEFT, so a recipe "
-            "with the standard tools (transformers + PEFT + accelerate) cannot express it. Recipes cover the "
-            f"methods PEFT builds: {', '.join(m.title for m in METHODS.values() if m.uses_peft)}.")
+            f"{method.title}: trained and saved by this project's own code, not built by PEFT, so a recipe with the "
+            "standard tools (transformers + PEFT + accelerate, a PEFT adapter in output/) cannot express it. Recipes "
+            f"cover the methods PEFT builds: {', '.join(m.title for m in METHODS.values() if m.uses_peft)}.")
 
 
 def _jsonable(value):
@@ -53,7 +54,7 @@ def _jsonable(value):
         return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
-    if hasattr(value, "value") and type(value).__module__.startswith("peft"):  # PEFT's enums
+    if isinstance(value, enum.Enum):  # PEFT's TaskType, transformers' QuantizationMethod: their plain values
         return value.value
     return value
 
@@ -108,7 +109,7 @@ def export(config: TrainConfig, options_values: dict, target: Path, gpus: int = 
     quantization = method.load_kwargs(options, "cuda").get("quantization_config")
     settings = {
         "model": model_name, "peft_config": peft_config(spec, config.method, options),
-        "quantization": quantization.to_dict() if quantization is not None else None,
+        "quantization": _jsonable(quantization.to_dict()) if quantization is not None else None,
         "learning_rate": config.learning_rate or method.default_lr, "steps": config.steps,
         "batch_size": config.batch_size, "grad_accum": config.grad_accum, "seq_len": config.seq_len,
         "seed": config.seed, "precision": config.precision, "optim": OPTIMIZERS[config.optimizer],

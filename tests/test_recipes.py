@@ -15,6 +15,7 @@ from explorer import recipes
 from explorer.cli.main import main
 from explorer.data import chat, sources
 from explorer.errors import ExplorerError
+from explorer.methods import METHODS
 from explorer.recipes import importing, strategy
 from explorer.train import runs
 from explorer.train.config import TrainConfig
@@ -143,3 +144,21 @@ def test_the_fine_tune_tabs_recipe_buttons_give_a_zip_or_a_message(tmp_path, mon
     _, message = recipe_panel.recipe_of_settings(
         lambda *v: (TrainConfig(model=TINY, method="adapter"), {}), 1, 80, "auto")
     assert message.startswith("**Error:**") and "cannot express it" in message
+
+
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.uses_peft])
+def test_every_peft_method_becomes_a_train_py_whose_config_trains_what_the_app_trains(name, tmp_path, cache):
+    from peft import get_peft_config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from explorer.costs import specs
+
+    folder = recipes.export(TrainConfig(model=TINY, method=name, dataset="pirate"), {}, tmp_path / name)
+    recipe = load_train_py(folder)
+    compile((folder / "train.py").read_text(), "train.py", "exec")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(cache / TINY),
+                           get_peft_config(dict(recipe.SETTINGS["peft_config"])))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    method = METHODS[name]
+    assert trainable == method.trainable_formula(specs.resolve(TINY), method.parse_options({}))
+    assert bool(recipe.SETTINGS["quantization"]) == method.quantized_base

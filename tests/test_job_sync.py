@@ -177,3 +177,20 @@ def test_the_page_says_where_a_run_waits_or_trains():
     local = queued_run()
     lifecycle.change(local, "running", pid=os.getpid())
     assert run_view.where_text(runs.read_run(local)) == "this server"
+
+
+def test_a_node_removes_job_folders_whose_ray_worker_was_killed(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    from explorer.train.backends import ray_node
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale, alive = tmp_path / f"{ray_node.JOB_PREFIX}a", tmp_path / f"{ray_node.JOB_PREFIX}b"
+    for folder, pid in ((stale, gone.pid), (alive, os.getpid())):
+        folder.mkdir()
+        (folder / ray_node.OWNER_FILE).write_text(str(pid))
+    ray_node._remove_stale_folders()
+    assert not stale.exists() and alive.exists()

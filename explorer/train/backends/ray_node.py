@@ -31,6 +31,8 @@ from ... import settings
 from . import sync
 
 POLL_SECONDS = 0.25      # how often the node looks for changes to send (a training step is rarely shorter)
+JOB_PREFIX = "explorer-ray-job-"   # the job's temporary folder on the node
+OWNER_FILE = ".owner-pid"
 SIGNAL_SECONDS = 0.1     # how often the server looks for new STOP files to forward
 SIGNAL_WAIT_SECONDS = 2  # how long the node's request for stop requests waits for one (a long poll)
 
@@ -124,9 +126,23 @@ def _follow_signals(signals, job_key: str, layout: sync.Layout, done: threading.
                 lifecycle.cancel(folder)
 
 
+def _remove_stale_folders() -> None:
+    """Job folders left by Ray workers that were killed (their ``finally`` never ran): the owner pid is dead."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{JOB_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # another user's, or being created right now
+
+
 def run_job(bundle: sync.Bundle, command: list[str], server_python: str, log_dir: str, signals, job_key: str):
     """The Ray task: unpack, run the command, stream the changes, report the exit code."""
-    root = Path(tempfile.mkdtemp(prefix="explorer-ray-job-"))
+    _remove_stale_folders()
+    root = Path(tempfile.mkdtemp(prefix=JOB_PREFIX))
+    (root / OWNER_FILE).write_text(str(os.getpid()))
     done = threading.Event()
     process = None
     try:

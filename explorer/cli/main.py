@@ -19,6 +19,9 @@ Usage:
                                [--shots N] [--iterations N] [--json]   # LoRAHub: weights searched on a few rows
     python -m explorer serve-many --runs ID,ID[,...] --prompt TEXT [--json]   # one base, many adapters, one batch
     python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...] --steps N [--json]
+    python -m explorer export-recipe --run RUN_ID --dir DIR [--gpus N] [--strategy ddp|fsdp|zero3] [--json]
+    python -m explorer import-run PATH [--model NAME] [--json]        # an adapter trained elsewhere, as a run
+    python -m explorer gguf (--run RUN_ID | --model NAME) [--type f16|q8_0] [--json]   # for llama.cpp / Ollama
 
 Errors print one line to stderr and exit with status 2; never a traceback.
 """
@@ -28,11 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import learn, race, serve_many
+from . import learn, race, recipes, serve_many
 
 
 def cmd_provision(args) -> None:
@@ -98,7 +103,7 @@ def cmd_train(args) -> None:
     import dataclasses
 
     from ..methods import METHODS
-    from ..train import lifecycle
+    from ..train import lifecycle, runs
     from ..train.config import TrainConfig
 
     values = parse_sets(args.set)
@@ -107,15 +112,26 @@ def cmd_train(args) -> None:
                                 "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
     options = {k: v for k, v in values.items() if k not in config_keys}
     METHODS[config.method].parse_options(options)  # fail before any model loads
-    outcome = lifecycle.execute(lifecycle.create(config, options), [progress_printer(config.steps)])
-    if outcome.state == "failed":
-        raise ExplorerError(outcome.error)
+    backend = settings.job_backend()
+    if backend == "ray":  # submitted to the cluster; this process waits and prints the run's progress
+        from ..train import backends, jobs
+
+        ray = backends.current()
+        ray.check()
+        run_dir = lifecycle.create(config, options)
+        print(f"run {run_dir.name}: submitted to Ray ({ray.where})", file=sys.stderr)
+        outcome = jobs.train_and_follow(run_dir, progress_printer(config.steps))
+    else:
+        outcome = lifecycle.execute(lifecycle.create(config, options), [progress_printer(config.steps)])
+    if outcome.state == "failed" or not outcome.summary:
+        raise ExplorerError(outcome.error or f"The run ended {outcome.state}.")
     summary = outcome.summary
     keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
             "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
             "peak_memory_bytes", "stopped"]
+    node = runs.status(Path(summary["run_dir"])).get("node") if backend == "ray" else socket.gethostname()
     if args.json:
-        print(json.dumps({k: summary[k] for k in keys}))
+        print(json.dumps({**{k: summary[k] for k in keys}, "backend": backend, "node": node}))
     else:
         print(f"run {summary['run_id']}: loss {summary['train_loss_first']:.3f} -> {summary['train_loss_last']:.3f}, "
               f"task score {summary['task_score_base']} -> {summary['task_score_adapted']}; saved in {summary['run_dir']}")
@@ -252,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_parsers(sub)
     serve_many.add_parser(sub)
     race.add_parser(sub)
+    recipes.add_parsers(sub)
     return parser
 
 

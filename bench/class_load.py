@@ -149,15 +149,21 @@ class Class:
         rng = random.Random(seed)
         combos = list(itertools.product(NEW_MODELS if small else POOL_MODELS, POOL_METHODS))
         self.pool = [(m, name, options) for m, (name, options) in rng.sample(combos, min(pool_size, len(combos)))]
-        used = {(m, o.get("r")) for m, name, o in self.pool if name == "lora"}
-        fresh = [(m, "lora", {"r": r}) for r in rng.sample(range(1, 257), 256) for m in NEW_MODELS
-                 if (m, r) not in used]
-        self.fresh = iter(fresh)
+        self.asked = {repr(combo) for combo in self.pool}
         self.expected: dict[str, int] = {}
         self.new_answers: list[tuple[tuple, dict]] = []
         self.latencies: dict[str, list[float]] = {}
         self.errors: list[str] = []
         self.rng = rng
+
+    def fresh(self) -> tuple:
+        """A LoRA question nobody asked yet: a small catalog model, a rank and an alpha (786,432 of them)."""
+        while True:
+            combo = (self.rng.choice(NEW_MODELS), "lora", {"r": self.rng.randint(1, 4096),
+                                                          "lora_alpha": self.rng.randint(1, 64)})
+            if repr(combo) not in self.asked:
+                self.asked.add(repr(combo))
+                return combo
 
     def ask(self, client, combo, wait: bool = True) -> tuple[float, dict]:
         model, method, options = combo
@@ -182,7 +188,7 @@ class Class:
         for _ in self.clients:
             questions = [(self.rng.choice(self.pool), True) for _ in range(3)]
             if kind == "mixed":
-                questions[self.rng.randrange(3)] = (next(self.fresh), False)
+                questions[self.rng.randrange(3)] = (self.fresh(), False)
             plans.append(questions)
         together, latencies = threading.Barrier(len(self.clients)), []
 

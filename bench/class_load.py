@@ -133,10 +133,14 @@ def step_rates(events: list[dict]) -> list[tuple[float, float, float, float]]:
     return steps[1:]  # the first step warms up
 
 
-def rate(steps) -> float:
-    """Tokens per second of training time over these steps (NaN for none)."""
-    seconds = sum(s[3] for s in steps)
-    return sum(s[2] for s in steps) / seconds if seconds else float("nan")
+def rate(steps, spans: list[tuple[float, float]]) -> float:
+    """Tokens per second of training time in these wall-clock spans, each step weighted by the share of its wall
+    time inside them (NaN when no step overlaps them)."""
+    tokens = seconds = 0.0
+    for begin, end, step_tokens, step_seconds in steps:
+        share = sum(max(0.0, min(end, b) - max(begin, a)) for a, b in spans) / max(end - begin, 1e-9)
+        tokens, seconds = tokens + share * step_tokens, seconds + share * step_seconds
+    return tokens / seconds if seconds else float("nan")
 
 
 class Class:
@@ -257,14 +261,14 @@ def phase(users: Class, training: bool, args) -> tuple[measure.Rounds, list]:
 
 def training_ratios(windows: list, steps) -> list[float]:
     """Per quiet window: the training's tokens/s in the question windows since the previous quiet one, over its
-    tokens/s in the quiet window (only steps wholly inside a window count)."""
+    tokens/s in the quiet window. A step counts in a window by the share of its wall time inside it (a step
+    of the bundled model can outlast a window on a busy machine)."""
     ratios, loaded = [], []
     for kind, start, end in windows:
         if kind != "quiet":
             loaded.append((start, end))
             continue
-        under_load = [s for s in steps if any(s[0] >= b and s[1] <= e for b, e in loaded)]
-        ratios.append(rate(under_load) / rate([s for s in steps if s[0] >= start and s[1] <= end]))
+        ratios.append(rate(steps, loaded) / rate(steps, [(start, end)]))
         loaded = []
     return ratios
 

@@ -162,6 +162,29 @@ def ray_cpus_per_job() -> int:
     return _whole("EXPLORER_RAY_CPUS_PER_JOB", 1)
 
 
+def cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's share; else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_threads() -> int:
+    """EXPLORER_WORKER_THREADS: torch threads of a training worker (default: the cores less one, at least 1),
+    so the web server keeps a core's worth of time for its users while a run trains."""
+    return _whole("EXPLORER_WORKER_THREADS", max(1, cores() - 1))
+
+
+def worker_nice() -> int:
+    """EXPLORER_WORKER_NICE: how much lower a training worker's CPU priority is than the server's (the niceness
+    it adds, 0-19; default 10): the server's requests go first when both want a core."""
+    value = _whole("EXPLORER_WORKER_NICE", 10, minimum=0)
+    if value > 19:
+        raise SystemExit(f"EXPLORER_WORKER_NICE must be between 0 and 19, got {value}")
+    return value
+
+
 def concurrency() -> int:
     """EXPLORER_CONCURRENCY: requests the web app serves at once for each action (default 16): Calculator
     and Compare calls of different users, and every user's Fine-tune progress stream, run side by side
@@ -255,6 +278,6 @@ def check_all() -> None:
     instead of failing the first request that reads it."""
     for read in (host, port, models_cache, runs_dir, model_memory_budget_bytes, max_steps, max_seq_len, max_batch,
                  max_upload_bytes, max_upload_rows, max_queue, job_backend, max_concurrent_jobs, ray_address,
-                 ray_cpus_per_job, concurrency, disk_budget_bytes,
+                 ray_cpus_per_job, worker_threads, worker_nice, concurrency, disk_budget_bytes,
                  disk_policy, model_sources, allowed_model_root, auth):
         read()

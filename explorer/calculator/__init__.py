@@ -1,7 +1,8 @@
 """The calculator: one call turns (model, method, options, training settings) into every number.
 
 Formulas answer at once; the exact meta-device count is computed at most once per combination
-(explorer.exact caches it) and reported beside the formula with whether the two agree.
+(explorer.calculator.exact caches it) and reported beside the formula with whether the two agree. Every
+distinct question is computed once per server and shared (explorer.calculator.answers).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..methods import METHODS
 from ..methods import get as get_method
 from ..methods.base import Term
 from ..options import coerce
-from . import exact
+from . import answers, exact
 
 
 @dataclass
@@ -104,27 +105,41 @@ def parse_settings(values: dict | None) -> memory.TrainSettings:
 
 
 def calculate(spec: ModelSpec, method_name: str, options=None, settings=None, exact_mode: str = "compute") -> CalcResult:
-    """exact_mode: "compute" (build on meta if not cached), "cached" (only if cached), "skip"."""
+    """exact_mode: "compute" (build on meta if not cached), "cached" (only if cached), "skip".
+
+    Identical questions share one result (explorer.calculator.answers): the formulas' answer, and the same
+    with the exact counts once they are known. Results are shared between users: read them, never change them.
+    """
     method = get_method(method_name)
     options = options if options is not None else method.parse_options({})
     settings = settings or memory.TrainSettings()
-    method.validate(spec, options)
-    arch = spec.arch
-    terms = method.terms(spec, options)
-    trainable = sum(t.count for t in terms)
-    adaptation = method.adaptation(spec, options)
+    key = answers.question_key(spec, method_name, options, settings)
+    formulas = answers.shared.get_or_compute(key, lambda: _formulas(spec, method_name, options, settings))
     counts = None
     if exact_mode == "compute":
         counts = exact.exact_counts(spec, method_name, options)
     elif exact_mode == "cached":
         counts = exact.cached(spec, method_name, options)
+    if counts is None:
+        return formulas
+    return answers.shared.get_or_compute((key, counts), lambda: dataclasses.replace(formulas, exact_counts=counts))
+
+
+def _formulas(spec: ModelSpec, method_name: str, options, settings: memory.TrainSettings) -> CalcResult:
+    """Every number from the formulas (no exact count)."""
+    method = get_method(method_name)
+    method.validate(spec, options)
+    arch = spec.arch
+    terms = method.terms(spec, options)
+    trainable = sum(t.count for t in terms)
+    adaptation = method.adaptation(spec, options)
     training = memory.training_memory(arch, adaptation, trainable, settings)
     per_gpu = sharding.per_gpu(arch, training, settings, bool(adaptation.full))
     kv = memory.kv_cache_bytes(arch, adaptation, settings)
     inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
     flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
     file_bytes = trainable * method.saved_bytes_per_param
-    return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), counts,
+    return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), None,
                       training, inference_weights + kv, kv, flops, file_bytes, adaptation, per_gpu)
 
 

@@ -5,7 +5,8 @@ Usage:
     python -m explorer models [--json]           # list runnable models
     python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
     python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
-    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N [--json]
+    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N
+                             [--as-worker] [--json]
     python -m explorer compare --run RUN_ID [--prompt TEXT ...] [--max-new-tokens N] [--heldout N] [--export] [--json]
     python -m explorer recommend [--model NAME] [--memory-gb N] [--examples N] [--goal GOAL] [--latency-sensitive]
                                  [--many-adapters] [--json]      # which method, its settings and why
@@ -107,6 +108,10 @@ def cmd_train(args) -> None:
     from ..train.config import TrainConfig
 
     values = parse_sets(args.set)
+    if args.as_worker:
+        from ..train.worker import share_cpu
+
+        share_cpu()
     config_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
                                 "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
@@ -248,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method option (r, num_virtual_tokens, ...) or a training setting (learning_rate, "
                         "batch_size, grad_accum, seq_len, seed, precision, optimizer, gradient_checkpointing, ...)")
+    p.add_argument("--as-worker", action="store_true",
+                   help="train as the app's worker does: EXPLORER_WORKER_THREADS torch threads (default: the cores "
+                        "less one) at a lower CPU priority (EXPLORER_WORKER_NICE, default 10), leaving a web server "
+                        "on this machine a core")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_train)
 

@@ -8,6 +8,7 @@ runs in the CLI's process or in a worker process started by explorer.train.jobs,
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -171,7 +172,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     on_event({"event": "start", "trainable_params": measured_trainable,
               "calculator_trainable_params": predicted.trainable_formula,
               "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
-              "device": prep.device})
+              "device": prep.device, "cpu_threads": torch.get_num_threads(), "niceness": os.nice(0)})
     optimizer = make_optimizer(config.optimizer, trainable, lr)
     reset_peak_memory(prep.device)
     stream = batches(train_enc, config.batch_size, pad_id, config.seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from .calculator_tab import create_calculator_tab
@@ -37,6 +39,10 @@ CSS = """
 
 
 def build_app() -> gr.Blocks:
+    # Gradio summarises every finished event's timing with pandas over its last 10,000 events, for its
+    # monitoring page (gradio/queueing.py: Queue.compute_analytics_summary, read when the queue is made): ~7 ms
+    # of server CPU per Calculator answer by default. Once every 1000 events leaves that CPU to the users.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     with gr.Blocks(title="PEFT Explorer") as demo:
         gr.Markdown("# PEFT Explorer\nExplore the tradeoffs of parameter-efficient fine-tuning: "
                     "what each method costs, how it trains, and what merging changes.")

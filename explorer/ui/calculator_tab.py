@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import calculator
+from ..calculator import exact
 from ..costs import memory
 from ..errors import ExplorerError
 from ..methods import DEFAULT_METHOD, METHODS
@@ -82,16 +83,28 @@ def load_upload(path):
 
 
 @api_errors
-def calc(model: str, method: str, options_json: str = "{}", config_json: str = "") -> dict:
-    """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": text})."""
+def calc(model: str, method: str, options_json: str = "{}", config_json: str = "", wait_for_exact: bool = True) -> dict:
+    """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": text}).
+
+    wait_for_exact=False answers at once, as the page does: the formulas' numbers with "exact": false and
+    "exact_pending": true while PEFT builds the method on the meta device in the background (once per
+    combination, whoever asks); asked again later, the same question has "exact": true and the same count."""
     try:
         values = json.loads(options_json or "{}")
     except json.JSONDecodeError as error:
         raise ExplorerError(f"options are not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise ExplorerError("options must be a JSON object of option and setting names.")
-    return calculator.from_request(model, method, values, exact_mode="compute",
-                                   config_text=config_json or None).as_json()
+    config_text = config_json or None
+    if wait_for_exact:
+        return calculator.from_request(model, method, values, exact_mode="compute", config_text=config_text).as_json()
+    result = calculator.from_request(model, method, values, exact_mode="cached", config_text=config_text)
+    if result.exact_counts is None:
+        refusal = exact.refused(result.spec, result.method, result.options)
+        if refusal:
+            raise ExplorerError(refusal)  # what waiting would have answered
+        exact.in_background(result.spec, result.method, result.options)  # a full queue: queued when asked again
+    return {**result.as_json(), "exact_pending": result.exact_counts is None}
 
 
 def create_calculator_tab() -> dict:

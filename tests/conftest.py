@@ -59,6 +59,24 @@ def copy_run(run_id, edit_config=None, options=None) -> str:
     return target.name
 
 
+def shallow(name: str, layers: int):
+    """A catalog model with fewer layers (layer_types cut to match): the same kinds of block, so a per-block
+    check (FLOPs against torch's counter) covers the model at a fraction of the cost."""
+    import json
+
+    from explorer.costs import specs
+
+    data = json.loads((specs.CATALOG_DIR / f"{name}.json").read_text())
+    data.pop("_catalog")
+    depth_key = "n_layer" if "n_layer" in data else "num_hidden_layers"
+    assert data[depth_key] >= layers
+    data[depth_key] = layers
+    for key in ("layer_types", "no_rope_layers"):
+        if key in data:
+            data[key] = data[key][:layers]
+    return specs.spec_from_dict(data, f"{name}-{layers}-layers", "upload")
+
+
 def force_status(run_dir: Path, state: str, **extra) -> None:
     """Put a run in a state directly, as an earlier server or another process may have left it (tests only:
     the app changes a run's status through explorer.train.lifecycle alone)."""

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import shallow
 
 from explorer import calculator
 from explorer.calculator import exact
@@ -139,17 +140,6 @@ def test_where_peft_refuses_the_defaults_the_calculator_says_so_in_peft_words():
         get_peft_model(specs.meta_model(spec), config)
     fixed = calculator.calculate(spec, "lora", METHODS["lora"].parse_options({"lora_dropout": 0}))
     assert fixed.agrees
-
-
-def shallow(name: str, layers: int) -> specs.ModelSpec:
-    """The catalog model with fewer layers (layer_types cut to match): the same kinds of block."""
-    data = json.loads((specs.CATALOG_DIR / f"{name}.json").read_text())
-    data.pop("_catalog")
-    data["num_hidden_layers"] = layers
-    for key in ("layer_types", "no_rope_layers"):
-        if key in data:
-            data[key] = data[key][:layers]
-    return specs.spec_from_dict(data, f"{name}-{layers}-layers", "upload")
 
 
 def measured_flops(model, seq_len):

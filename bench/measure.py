@@ -84,7 +84,9 @@ class Interval:
 
 
 def _binomial_pmf(i: int, n: int, p: float) -> float:
-    return math.comb(n, i) * p ** i * (1 - p) ** (n - i)
+    """P(B = i) for B ~ binomial(n, p), 0 < p < 1; in logs, as comb(n, i) passes a float's range past n ~ 1000."""
+    return math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                    + i * math.log(p) + (n - i) * math.log1p(-p))
 
 
 def order_statistic_ranks(n: int, q: float = 0.5, confidence: float = CONFIDENCE) -> tuple[int, int]:

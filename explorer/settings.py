@@ -123,10 +123,66 @@ def max_queue() -> int:
     return _whole("EXPLORER_MAX_QUEUE", 8)
 
 
-def max_concurrent_jobs() -> int:
-    """EXPLORER_MAX_CONCURRENT_JOBS: training worker processes running at once (default 1). Each one holds
-    its own copy of the model, so raise it only with the memory (or GPUs) for that many runs."""
-    return _whole("EXPLORER_MAX_CONCURRENT_JOBS", 1)
+def max_concurrent_jobs(backend: str | None = None) -> int:
+    """EXPLORER_MAX_CONCURRENT_JOBS: training jobs running at once (default 1 with the local backend: each
+    worker holds its own copy of the model, so raise it only with the memory or GPUs for that many runs).
+    With EXPLORER_JOB_BACKEND=ray, unset means as many as the cluster has room for; set, it caps them."""
+    return _whole("EXPLORER_MAX_CONCURRENT_JOBS", 1 if (backend or job_backend()) == "local" else UNCAPPED)
+
+
+UNCAPPED = 1_000_000  # "no cap of the app's own": the Ray cluster's capacity decides
+JOB_BACKENDS = ("local", "ray")
+
+
+def job_backend() -> str:
+    """EXPLORER_JOB_BACKEND: where fine-tunes, race entrants and demo runs train: "local" (default: worker
+    processes on this machine) or "ray" (tasks on a Ray cluster, see EXPLORER_RAY_ADDRESS)."""
+    value = os.environ.get("EXPLORER_JOB_BACKEND", "").strip().lower() or "local"
+    if value not in JOB_BACKENDS:
+        raise SystemExit(f"EXPLORER_JOB_BACKEND must be one of {', '.join(JOB_BACKENDS)}, got {value!r}")
+    return value
+
+
+def ray_address() -> str | None:
+    """EXPLORER_RAY_ADDRESS: the head of an existing Ray cluster, HOST:PORT (default: unset, the app starts its
+    own Ray on this machine, bound to 127.0.0.1). Jobs authenticate with Ray's token (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)."""
+    raw = os.environ.get("EXPLORER_RAY_ADDRESS", "").strip()
+    if not raw:
+        return None
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or not host or "/" in host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise SystemExit(f"EXPLORER_RAY_ADDRESS must be HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), got {raw!r}")
+    return f"{host}:{int(port_text)}"
+
+
+def ray_cpus_per_job() -> int:
+    """EXPLORER_RAY_CPUS_PER_JOB: CPU cores each job asks Ray for on a cluster without GPUs (default 1; on a
+    cluster with GPUs each job asks for one GPU and one core)."""
+    return _whole("EXPLORER_RAY_CPUS_PER_JOB", 1)
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's share; else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_threads() -> int:
+    """EXPLORER_WORKER_THREADS: torch threads of a training worker (default: the cores less one, at least 1),
+    so the web server keeps a core's worth of time for its users while a run trains."""
+    return _whole("EXPLORER_WORKER_THREADS", max(1, cores() - 1))
+
+
+def worker_nice() -> int:
+    """EXPLORER_WORKER_NICE: how much lower a training worker's CPU priority is than the server's (the niceness
+    it adds, 0-19; default 10): the server's requests go first when both want a core."""
+    value = _whole("EXPLORER_WORKER_NICE", 10, minimum=0)
+    if value > 19:
+        raise SystemExit(f"EXPLORER_WORKER_NICE must be between 0 and 19, got {value}")
+    return value
 
 
 def concurrency() -> int:
@@ -221,6 +277,7 @@ def check_all() -> None:
     """Read every setting once, so a bad value stops the app at start-up with its message (SystemExit)
     instead of failing the first request that reads it."""
     for read in (host, port, models_cache, runs_dir, model_memory_budget_bytes, max_steps, max_seq_len, max_batch,
-                 max_upload_bytes, max_upload_rows, max_queue, max_concurrent_jobs, concurrency, disk_budget_bytes,
+                 max_upload_bytes, max_upload_rows, max_queue, job_backend, max_concurrent_jobs, ray_address,
+                 ray_cpus_per_job, worker_threads, worker_nice, concurrency, disk_budget_bytes,
                  disk_policy, model_sources, allowed_model_root, auth):
         read()

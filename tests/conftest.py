@@ -43,6 +43,40 @@ def train_run(method: str, dataset: str = "pirate", options: dict | None = None,
     return outcome.summary["run_id"]
 
 
+def copy_run(run_id, edit_config=None, options=None) -> str:
+    """A copy of a run under a new valid id, its settings edited: cheap fakes for the error checks."""
+    import json
+
+    method = json.loads((runs.run_path(run_id) / "settings.json").read_text())["config"]["method"]
+    target = runs.runs_dir() / runs.new_run_id(method)
+    shutil.copytree(runs.run_path(run_id), target)
+    settings_file = target / "settings.json"
+    saved = json.loads(settings_file.read_text())
+    saved["config"].update(edit_config or {})
+    if options is not None:
+        saved["options"] = options
+    settings_file.write_text(json.dumps(saved))
+    return target.name
+
+
+def shallow(name: str, layers: int):
+    """A catalog model with fewer layers (layer_types cut to match): the same kinds of block, so a per-block
+    check (FLOPs against torch's counter) covers the model at a fraction of the cost."""
+    import json
+
+    from explorer.costs import specs
+
+    data = json.loads((specs.CATALOG_DIR / f"{name}.json").read_text())
+    data.pop("_catalog")
+    depth_key = "n_layer" if "n_layer" in data else "num_hidden_layers"
+    assert data[depth_key] >= layers
+    data[depth_key] = layers
+    for key in ("layer_types", "no_rope_layers"):
+        if key in data:
+            data[key] = data[key][:layers]
+    return specs.spec_from_dict(data, f"{name}-{layers}-layers", "upload")
+
+
 def force_status(run_dir: Path, state: str, **extra) -> None:
     """Put a run in a state directly, as an earlier server or another process may have left it (tests only:
     the app changes a run's status through explorer.train.lifecycle alone)."""

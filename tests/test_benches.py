@@ -38,6 +38,12 @@ def final_rows(out: str, title: str) -> list[str]:
      "merge_overhead", ["lora: A/A base / base", "lora: merged / base", "lora: adapted / base"]),
     ("memory_prediction", ["--model", TINY, "--runs", "1", "--malloc", "default", "--steps", "1", "lora"],
      "memory_prediction", ["lora (default allocator): predicted / measured"]),
+    ("race", ["--model", TINY, "--entrants", "lora,ia3", "--steps", "2", "--set", "eval_examples=1",
+              "--set", "probe_examples=1", "--set", "max_new_tokens=2", "--set", "batch_size=2",
+              "--set", "seq_len=64"], "race", ["race minutes", "worst entrant's share outside steps"]),
+    ("serve_many", ["--model", TINY, "--adapters", "2", "--prompts", "1", "--tokens", "2", "--warmup", "0",
+                    "--seconds", "1"], "serve_many",
+     ["A/A: mixed / mixed", "merged in turn / mixed batch (seconds)", "swap per request / mixed batch (seconds)"]),
 ])
 def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected):
     rows = final_rows(run_bench(name, argv, capsys), title)
@@ -47,3 +53,16 @@ def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected
     # one round (or run) is too few for an interval: no bench may claim a verdict from it
     if name != "calc_latency":
         assert all("too few" in r and not r.endswith((" met", " missed")) for r in rows)
+
+
+def test_class_load_runs_on_the_tiny_model(app_url, capsys):
+    """Against the tests' app (starting one more would take longer than the bench itself), a tiny training."""
+    out = run_bench("class_load", ["--quick", "--url", app_url], capsys)
+    rows = final_rows(out, "class_load")
+    for figure in ("training: repeated p95 s", "training tokens/s: under load / alone",
+                   "no training: repeated answers/s", "no training: mixed (1 in 3 new) p95 s"):
+        row = next(r for r in rows if r.startswith(figure + " "))
+        assert row.rstrip().endswith(VERDICTS + ("—",)) and not row.rstrip().endswith((" met", " missed"))
+    assert "errors: 0" in out
+    asked_again = out.split("asked again later: ")[1].split()[0]
+    assert int(asked_again) > 0 and f"{asked_again} exact with the same trainable count" in out

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import shallow
 from torch.utils.flop_counter import FlopCounterMode
 
 from explorer import calculator
@@ -11,12 +12,13 @@ from explorer.calculator import exact
 from explorer.costs import specs
 from explorer.costs.flops import count_flops
 from explorer.costs.textbook import CLAIMS, TEXTBOOK_MODEL
+from explorer.errors import ExplorerError
 from explorer.methods import METHODS
 
-CATALOG = sorted(specs.catalog())
+CATALOG = specs.catalog_names()
 # FLOP checks cover one model per family: Llama with GQA + tied embeddings (SmolLM2), biases (Qwen2.5),
-# head_dim != d/h and four norms (Gemma-2), fused projections (Phi-3), Conv1D (GPT-2). Mixtral's expert
-# routing depends on data, which meta tensors do not have.
+# head_dim != d/h and four norms (Gemma-2), fused projections (Phi-3), Conv1D (GPT-2). MoE models (top-k
+# routing through transformers' batched_mm) are checked in tests/test_any_model.py.
 
 
 def test_catalog_has_the_models_the_issue_names():
@@ -32,9 +34,16 @@ def test_total_parameters_formula_equals_meta_model(model):
     assert spec.arch.total_params() == exact.count_parameters(specs.meta_model(spec))[1]
 
 
+# PEFT itself refuses LoRA's defaults here (all-linear becomes LoRA on the fused experts, which refuses dropout);
+# tests/test_any_model.py checks that the calculator refuses them in PEFT's words, and counts them with dropout 0.
+PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora", "loraplus")}
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("model", CATALOG)
 def test_parameter_formula_equals_peft(model, method):
+    if (model, method) in PEFT_REFUSES_DEFAULTS:
+        pytest.skip("PEFT refuses these defaults on this model (see tests/test_any_model.py)")
     result = calculator.calculate(specs.catalog()[model], method)
     assert result.exact_counts == (result.trainable_formula, result.total_params_with_method)
     assert result.agrees
@@ -77,7 +86,10 @@ def measured_flops(model, seq_len, training=True):
     return forward.get_total_flops(), backward.get_total_flops()
 
 
-# Every method on a Llama (SmolLM2) and on GPT-2; the shape-sensitive ones on the other families.
+# Every method on a Llama (SmolLM2) and on GPT-2; the shape-sensitive ones on the other families. Two layers
+# of each (conftest.shallow): FLOPs are a sum over blocks, and two layers hold every kind of block these
+# models have (Gemma-2 alternates sliding and global attention); test_parameter_formula_equals_peft and
+# test_total_parameters_formula_equals_meta_model cover the full depth.
 FLOP_CASES = ([(model, method) for model in ("smollm2-135m", "gpt2") for method in METHODS]
               + [(model, method) for model in ("qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini")
                  for method in ("lora", "dora", "ia3", "prefix", "adapter", "vera", "ln_tuning")])
@@ -88,7 +100,7 @@ def test_flop_formula_equals_torch_flop_counter(model_name, method):
     if (model_name, method) == ("gpt2", "dora"):
         pytest.skip("PEFT's DoRA on GPT-2's Conv1D also back-propagates through its identity-matrix "
                     "product for mlp.c_proj; the formula does not model that quirk")
-    spec = specs.catalog()[model_name]
+    spec = shallow(model_name, 2)
     options = METHODS[method].parse_options({})
     adaptation = METHODS[method].adaptation(spec, options)
     with warnings.catch_warnings():
@@ -108,7 +120,7 @@ def test_flop_formula_equals_torch_flop_counter(model_name, method):
     ("phi-3-mini", "vera", {"r": 8, "target_preset": "q,v"}),
 ])
 def test_flop_formula_equals_torch_flop_counter_with_other_options(model_name, method, options):
-    spec = specs.catalog()[model_name]
+    spec = shallow(model_name, 2)
     parsed = METHODS[method].parse_options(options)
     adaptation = METHODS[method].adaptation(spec, parsed)
     with warnings.catch_warnings():
@@ -121,8 +133,9 @@ def test_flop_formula_equals_torch_flop_counter_with_other_options(model_name, m
 @pytest.mark.parametrize("model_name", ["smollm2-135m", "gpt2"])
 def test_what_a_method_adds_untrained_equals_the_buffers_it_builds(model_name, method):
     """VeRA's shared random matrices (frozen buffers, not parameters) are shown apart; every other method adds
-    none, and the test would catch one that starts to."""
-    spec = specs.catalog()[model_name]
+    none, and the test would catch one that starts to. (The shared matrices' sizes depend on the layers'
+    widths, not the depth: two layers.)"""
+    spec = shallow(model_name, 2)
     options = METHODS[method].parse_options({})
     before = sum(b.numel() for b in specs.meta_model(spec).buffers())
     with warnings.catch_warnings():
@@ -164,3 +177,24 @@ def test_textbook_claims_are_checked_against_exact_values():
     assert exact_values["lora"] == 19_988_480
     assert exact_values["adapter"] == 33_820_672
     assert exact_values["adapter_flops"] == 67_108_864
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"target_modules": "nothing_here"}, "no norm layer named nothing_here; its norm layers are: input_layernorm"),
+    ({"target_modules": "q_proj"}, r"trains normalisation layers; model\.layers\.0\.self_attn\.q_proj is a Linear"),
+])
+def test_ln_tuning_trains_norm_layers_only_and_says_so_in_one_line(values, message):
+    with pytest.raises(ExplorerError, match=message) as error:
+        calculator.from_request("smollm2-135m", "ln_tuning", values, exact_mode="skip")
+    assert "\n" not in str(error.value)
+
+
+def test_ln_tuning_defaults_come_from_the_model_where_peft_has_no_table():
+    """PEFT's table lacks Phi-3 and OLMo-2: the block's own norms and the final norm, read from the model."""
+    for model, expected in (("phi-3-mini", ["input_layernorm", "post_attention_layernorm", "model.norm (final)"]),
+                            ("olmo-2-7b", ["post_attention_layernorm", "post_feedforward_layernorm",
+                                           "model.norm (final)"])):
+        result = calculator.calculate(specs.catalog()[model], "ln_tuning", exact_mode="skip")
+        assert [t.module for t in result.terms] == expected
+        hidden = result.spec.arch.hidden
+        assert result.trainable_formula == (2 * result.spec.arch.layers + 1) * hidden

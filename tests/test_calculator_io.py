@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 from conftest import wait_for_text
@@ -91,7 +92,9 @@ def test_any_numeric_input_gives_a_result_or_a_clear_error(method, key, value):
         return
     out = r.as_json()
     assert out["trainable_params"] > 0
-    assert all(math.isfinite(v) and v >= 0 for v in out["memory"].values())
+    per_gpu = {k: v for k, v in out["memory"]["per_gpu"].items() if k.endswith("_bytes")}
+    memory = {**{k: v for k, v in out["memory"].items() if k != "per_gpu"}, **per_gpu}
+    assert all(math.isfinite(v) and v >= 0 for v in memory.values())
     assert math.isfinite(out["flops"]["train_per_token"]) and out["flops"]["train_per_token"] > 0
 
 
@@ -105,6 +108,27 @@ def test_api_calc(app_url):
                             json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2,
                                         "vocab_size": 50}), api_name="/calc")
     assert pasted["trainable_params"] == 2 * 2 * (2 * 32 * 4 + 4 + 32)
+
+
+def test_api_calc_formula_first(app_url):
+    """wait_for_exact=false answers with the formulas at once and "exact": false while the count is built in
+    the background; asked again, the same question has "exact": true and the same trainable count."""
+    client = Client(app_url, verbose=False)
+    question = ("llama-2-13b", "lora", '{"r": 71, "lora_alpha": 5, "batch_size": 3}', "")  # asked nowhere else
+    first = client.predict(*question, False, api_name="/calc")
+    assert first["exact"] is False and first["exact_pending"] is True and first["exact_trainable_params"] is None
+    deadline = time.time() + 120
+    later = first
+    while later["exact_pending"]:
+        assert time.time() < deadline, "the exact count never arrived"
+        time.sleep(0.2)
+        later = client.predict(*question, False, api_name="/calc")
+    assert later["exact"] is True and later["exact_trainable_params"] == later["trainable_params"]
+    assert later["trainable_params"] == first["trainable_params"] == first["trainable_formula"]
+    waited = client.predict(*question, api_name="/calc")  # the default waits, as before
+    assert "exact_pending" not in waited and waited == {k: v for k, v in later.items() if k != "exact_pending"}
+    refused = client.predict("llama-2-7b", "lora", '{"r": -1}', "", False, api_name="/calc")
+    assert "r must be between" in refused["error"]
 
 
 def test_browser_rank_slider_changes_the_count(app_url, page, screenshot):

@@ -122,6 +122,18 @@ def test_compose_text_shows_the_table(capsys, lora_runs):
     (["--runs", "{a},{b}", "--how", "cat", "--steps", "3"], "--steps go with --demo-runs"),
     (["--demo-runs", "--runs", "{a},{b}"], "drop --runs"),
     (["--demo-runs", "--steps", "0"], "steps must be a whole number from 1 to 1000"),
+    (["--demo-runs", "--kind", "ia3"], "--kind takes methods whose runs combine (lora, prompt, prefix), got 'ia3'"),
+    (["--runs", "{a},{b}", "--how", "ties", "--density", "x"], "--density must be a number, got 'x'"),
+    (["--runs", "{a},{b}", "--how", "ties", "--density", "2"], "density must be a number above 0 and at most 1"),
+    (["--runs", "{a},{b}", "--kind", "prefix"], "--kind prefix, but run A (20"),
+    (["--runs", "{a},{b}", "--kind", "lora,prefix"], "--kind names the one method both runs use"),
+    (["--runs", "{a},{b}", "--how", "cat", "--target", "french"], "--target go with --learn-weights"),
+    (["--learn-weights", "--runs", "{a},{b}"], "--learn-weights needs --runs A,B[,...]"),
+    (["--learn-weights", "--runs", "{a},{b}", "--examples", "french", "--how", "cat"], "drop --how"),
+    (["--learn-weights", "--runs", "{a}", "--examples", "french"], "needs at least two runs"),
+    (["--learn-weights", "--runs", "{a},{b}", "--examples", "nowhere.jsonl", "--target", "french"],
+     "No examples file 'nowhere.jsonl'"),
+    (["--learn-weights", "--runs", "{a},{b}", "--examples", "french", "--shots", "x"], "--shots must be a whole number"),
 ])
 def test_compose_bad_input_is_one_line(capsys, lora_runs, args, message):
     a, b = lora_runs
@@ -134,7 +146,8 @@ def test_demo_runs_json_gives_four_run_ids(capsys, lora_runs, tmp_path, monkeypa
     """Finished LoRA runs with default options are reused (copied in to keep this quick); the prompt runs train."""
     shutil.copytree(runs.run_path(lora_runs[0]), tmp_path / "runs" / lora_runs[0])
     monkeypatch.setenv("EXPLORER_RUNS_DIR", str(tmp_path / "runs"))
-    code, out, err = cli(capsys, "compose", "--demo-runs", "--model", TINY, "--steps", "1", "--json")
+    code, out, err = cli(capsys, "compose", "--demo-runs", "--kind", "lora,prompt", "--model", TINY, "--steps", "1",
+                         "--json")
     assert code == 0, err
     found = json.loads(out)
     assert set(found) == {"lora-pirate", "lora-french", "prompt-pirate", "prompt-french"}
@@ -144,6 +157,32 @@ def test_demo_runs_json_gives_four_run_ids(capsys, lora_runs, tmp_path, monkeypa
         assert f"{name}: done {run_id}" in err or f"{name}: reused {run_id}" in err
     assert "prompt-french step 1/1: loss " in err
 
-    code, out, err = cli(capsys, "compose", "--demo-runs", "--model", TINY, "--steps", "1")
+    code, out, err = cli(capsys, "compose", "--demo-runs", "--kind", "lora,prompt", "--model", TINY, "--steps", "1")
     assert code == 0 and all(run_id in out for run_id in found.values())
     assert err.count(": reused ") == 4
+
+
+def test_compose_density_and_kind(capsys, lora_runs, cache):
+    a, b = lora_runs
+    code, out, err = cli(capsys, "compose", "--runs", f"{a},{b}", "--how", "magnitude_prune", "--density", "0.3",
+                         "--examples", "1", "--max-new-tokens", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["combined"] == {"rank": 8, "ranks": [8, 8], "density": 0.3}
+    p1 = train_run("prefix", "pirate", {"num_virtual_tokens": 2}, steps=1)
+    p2 = train_run("prefix", "french", {"num_virtual_tokens": 3}, steps=1)
+    code, out, err = cli(capsys, "compose", "--runs", f"{p1},{p2}", "--kind", "prefix", "--examples", "1",
+                         "--max-new-tokens", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["how"] == "kv_concat" and result["combined"]["per_layer_keys"] == 5
+
+
+def test_learn_weights_prints_progress_and_the_weights(capsys, lora_runs):
+    a, b = lora_runs
+    code, out, err = cli(capsys, "compose", "--learn-weights", "--runs", f"{a},{b}", "--examples", "french",
+                         "--shots", "3", "--iterations", "2", "--max-new-tokens", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["weights"]) == {a, b} and result["shots"] == 3 and result["target"] == "french"
+    assert "iteration 1 (" in err and "best loss" in err
+    assert len(result["history"]) == err.count("iteration ")

@@ -4,40 +4,30 @@ and the demo runs are trained once and then reused."""
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
-from conftest import TINY, force_status, train_run
+from conftest import TINY, copy_run, force_status, train_run
 
-from explorer.compare import compose
+from explorer.compare import compose, prefix_concat
 from explorer.errors import ExplorerError
 from explorer.train import runs
 
 IDS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
 
-def copy_run(run_id, edit_config=None, options=None) -> str:
-    """A copy of a run under a new valid id, its settings edited: cheap fakes for the error checks."""
-    method = json.loads((runs.run_path(run_id) / "settings.json").read_text())["config"]["method"]
-    target = runs.runs_dir() / runs.new_run_id(method)
-    shutil.copytree(runs.run_path(run_id), target)
-    settings = json.loads((target / "settings.json").read_text())
-    settings["config"].update(edit_config or {})
-    if options is not None:
-        settings["options"] = options
-    (target / "settings.json").write_text(json.dumps(settings))
-    return target.name
-
-
 @pytest.fixture(scope="module")
 def trained(cache):
-    """Two LoRA runs of equal rank (french with rsLoRA) and two soft prompts of 4 and 6 tokens."""
+    """Two LoRA runs of equal rank (french with rsLoRA), two soft prompts of 4 and 6 tokens, and two prefixes of
+    4 and 6 tokens (the second trained through the reparameterization MLP)."""
     return {
         "lora-pirate": train_run("lora", "pirate", learning_rate=0.05),
         "lora-french": train_run("lora", "french", {"use_rslora": True}, learning_rate=0.05),
         "prompt-pirate": train_run("prompt", "pirate", {"num_virtual_tokens": 4}),
         "prompt-french": train_run("prompt", "french", {"num_virtual_tokens": 6}),
+        "prefix-pirate": train_run("prefix", "pirate", {"num_virtual_tokens": 4}),
+        "prefix-french": train_run("prefix", "french", {"num_virtual_tokens": 6, "prefix_projection": True,
+                                                        "encoder_hidden_size": 16}),
     }
 
 
@@ -185,12 +175,22 @@ def test_bad_input_is_refused_with_a_clear_message(trained):
     lora_said_prompt = copy_run(lf, edit_config={"method": "prompt"}, options={})
     cases = [
         ((lp, other_base, "cat"), {}, r"different base models \(tiny-random-llama and smollm2-135m-instruct\)"),
-        ((lp, ia3, "cat"), {}, r"IA³ \(ia3\); composition supports LoRA \(lora\) and prompt tuning"),
+        ((lp, ia3, "cat"), {}, r"IA³ \(ia3\); composition supports LoRA \(lora\), prompt tuning \(prompt\) and "
+                               r"prefix tuning \(prefix\) runs only"),
         ((lp, pf, "cat"), {}, "Run A is LoRA and run B is prompt tuning"),
         ((lp, lp, "cat"), {}, "same run"),
         ((lp, "20990101-000000-lora-abcdef", "cat"), {}, "There is no run"),
         (("../../etc", lf, "cat"), {}, "not a run id"),
-        ((lp, lf, "concat"), {}, "'concat' does not combine LoRA runs: choose linear, cat, ties"),
+        ((lp, lf, "concat"), {}, "'concat' does not combine LoRA runs: choose linear, cat, ties, svd, dare_linear"),
+        ((lp, lf, "kv_concat"), {}, "'kv_concat' does not combine LoRA runs"),
+        ((trained["prefix-pirate"], pf, "concat"), {}, "Run A is prefix tuning and run B is prompt tuning"),
+        ((trained["prefix-pirate"], trained["prefix-french"], "concat"), {},
+         "'concat' does not combine prefix tuning runs: choose kv_concat"),
+        ((trained["prefix-pirate"], trained["prefix-french"], "kv_concat"), {"weights": (0.5, 1.0)},
+         "takes no weights.*leave both at 1, got 0.5 and 1"),
+        ((lp, low_rank, "dare_ties"), {}, "equal rank.*r=8.*r=4"),
+        ((lp, lf, "ties"), {"density": 0}, "density must be a number above 0 and at most 1"),
+        ((lp, lf, "magnitude_prune"), {"density": 1.5}, "density must be a number above 0 and at most 1"),
         ((pp, pf, "cat"), {}, "'cat' does not combine prompt tuning runs: choose concat"),
         ((lp, low_rank, "linear"), {}, "equal rank.*r=8.*r=4.*use 'cat'"),
         ((lp, lf, "cat"), {"weights": (1.0, float("nan"))}, "weight of run B must be a finite number"),
@@ -208,7 +208,8 @@ def test_bad_input_is_refused_with_a_clear_message(trained):
 def test_demo_runs_are_trained_once_then_reused(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("EXPLORER_RUNS_DIR", str(tmp_path / "runs"))
     events = []
-    first = compose.ensure_demo_runs(model=TINY, steps=2, on_event=events.append)
+    chosen = ("lora", "prompt")
+    first = compose.ensure_demo_runs(model=TINY, steps=2, on_event=events.append, methods=chosen)
     assert set(first) == {"lora-pirate", "lora-french", "prompt-pirate", "prompt-french"}
     assert len(set(first.values())) == 4
     states = [(e["name"], e["state"]) for e in events if e["event"] == "demo_run"]
@@ -223,14 +224,124 @@ def test_demo_runs_are_trained_once_then_reused(cache, tmp_path, monkeypatch):
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
 
     events.clear()
-    assert compose.ensure_demo_runs(model=TINY, steps=2, on_event=events.append) == first
+    assert compose.ensure_demo_runs(model=TINY, steps=2, on_event=events.append, methods=chosen) == first
     assert [e["state"] for e in events] == ["reused"] * 4
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == folders
 
     # Only finished runs with the default options count: a failed run is replaced, another rank is skipped.
     force_status(runs.run_path(first["lora-pirate"]), "failed", error="test")
     other_rank = copy_run(first["lora-french"], options={"r": 4})
-    third = compose.ensure_demo_runs(model=TINY, steps=2)
+    third = compose.ensure_demo_runs(model=TINY, steps=2, methods=chosen)
     assert third["lora-pirate"] not in folders and third["lora-french"] == first["lora-french"] != other_rank
     assert {k: v for k, v in third.items() if k != "lora-pirate"} == {k: v for k, v in first.items()
                                                                       if k != "lora-pirate"}
+
+
+def test_the_demo_trains_the_chosen_methods():
+    """Every method that says how its runs combine has demo runs; a learner picks which ones to train."""
+    assert set(compose.demo_runs()) == {f"{m}-{t}" for m in ("lora", "prompt", "prefix") for t in ("pirate", "french")}
+    assert compose.demo_runs(["prefix"]) == {"prefix-pirate": ("prefix", "pirate"), "prefix-french": ("prefix", "french")}
+    with pytest.raises(ExplorerError, match="Choose at least one method"):
+        compose.demo_runs([])
+    with pytest.raises(ExplorerError, match="not ia3"):
+        compose.demo_runs(["lora", "ia3"])
+
+
+# --------------------------------------------------------------------------- PEFT's other LoRA combinations
+
+
+def combined_factors(comb):
+    return [(layer.lora_A["combined"].weight.clone(), layer.lora_B["combined"].weight.clone())
+            for layer in lora_layers(comb.model)]
+
+
+def test_svd_is_the_best_low_rank_approximation_of_the_exact_sum(trained):
+    """svd: Σ w_i·ΔW_i exactly, then truncated to rank max(r_i) = 8 by its SVD (Eckart–Young: the best rank-8
+    approximation); the sum of two rank-8 updates has rank up to 16, so something is lost."""
+    weights = (1.0, 0.5)
+    comb = compose.build_lora_combination(trained["lora-pirate"], trained["lora-french"], "svd", weights)
+    assert comb.info["rank"] == 8 and "density" not in comb.info
+    lost = 0.0
+    for layer in lora_layers(comb.model):
+        exact = weights[0] * layer.get_delta_weight("a") + weights[1] * layer.get_delta_weight("b")
+        u, s, vh = torch.linalg.svd(exact)
+        best = u[:, :8] @ torch.diag(s[:8]) @ vh[:8]
+        assert torch.allclose(layer.get_delta_weight("combined"), best, atol=1e-5, rtol=0)
+        lost = max(lost, float(s[8:].max()))
+    assert lost > 0, "the truncation drops a real part of the sum"
+
+
+@pytest.mark.parametrize("how", ["dare_linear", "magnitude_prune"])
+def test_pruning_types_keep_everything_at_density_1(trained, how):
+    """DARE drops entries with probability 1 − density (rescaling the rest); magnitude pruning keeps the largest
+    density share. At density 1 both are 'linear' exactly; below it they change the factors."""
+    pair = (trained["lora-pirate"], trained["lora-french"])
+    linear = combined_factors(compose.build_lora_combination(*pair, "linear"))
+    full = compose.build_lora_combination(*pair, how, density=1.0)
+    assert full.info["density"] == 1.0
+    for (a, b), (la, lb) in zip(combined_factors(full), linear):
+        assert torch.allclose(a, la, atol=1e-6, rtol=0) and torch.allclose(b, lb, atol=1e-6, rtol=0)
+    half = combined_factors(compose.build_lora_combination(*pair, how, density=0.5))
+    assert any(not torch.allclose(a, la) for (a, _), (la, _) in zip(half, linear))
+    again = combined_factors(compose.build_lora_combination(*pair, how, density=0.5))
+    assert all(torch.equal(a, x) and torch.equal(b, y) for (a, b), (x, y) in zip(half, again)), "seeded: reproducible"
+
+
+def test_dare_ties_scores_with_its_density(trained):
+    result = compose.compose(trained["lora-pirate"], trained["lora-french"], "dare_ties", examples=1,
+                             max_new_tokens=2, sample_outputs=1, density=0.3)
+    assert result["combined"] == {"rank": 8, "ranks": [8, 8], "density": 0.3}
+    assert "dare_ties, density 0.3, weights 1 and 1" in result["summary"]
+
+
+# --------------------------------------------------------------------------- prefix composition
+
+
+def test_prefix_concat_has_both_prefixes_in_every_layer(trained):
+    comb = prefix_concat.build_prefix_combination(trained["prefix-pirate"], trained["prefix-french"])
+    assert comb.info == {"num_virtual_tokens": 10, "parts": [4, 6], "per_layer_keys": 10, "layers": 2}
+    combined = prefix_concat.prefix_keys_values(comb.model, "combined")
+    a = prefix_concat.prefix_keys_values(comb.model, "a")
+    b = prefix_concat.prefix_keys_values(comb.model, "b")
+    assert len(combined) == 2
+    for (keys, values), (ka, va), (kb, vb) in zip(combined, a, b):
+        assert keys.shape[2] == values.shape[2] == 4 + 6, "n1 + n2 virtual tokens in every layer"
+        assert torch.equal(keys[:, :, :4], ka) and torch.equal(values[:, :, :4], va)
+        assert torch.equal(keys[:, :, 4:], kb) and torch.equal(values[:, :, 4:], vb)
+
+
+@pytest.mark.parametrize("keep", ["A", "B"])
+def test_prefix_concat_gives_each_prefix_back_when_the_other_is_removed(trained, cache, keep):
+    """Mask the other prefix's keys out and give the real tokens the positions they had behind one prefix
+    (rotary embeddings: PEFT numbers them from the prefix length): the logits are that prefix's own."""
+    from transformers import DynamicCache
+
+    runs_ = {"A": trained["prefix-pirate"], "B": trained["prefix-french"]}
+    comb = prefix_concat.build_prefix_combination(runs_["A"], runs_["B"])
+    n_a, n_b = comb.info["parts"]
+    layers = prefix_concat.prefix_keys_values(comb.model, "combined")
+    kept = [1] * n_a + [0] * n_b if keep == "A" else [0] * n_a + [1] * n_b
+    own = n_a if keep == "A" else n_b
+
+    def masked(first_position):
+        past = DynamicCache()
+        for index, (keys, values) in enumerate(layers):
+            past.update(keys, values, index)
+        positions = torch.arange(first_position, first_position + IDS.shape[1]).unsqueeze(0)
+        with torch.no_grad():
+            return comb.model.get_base_model()(input_ids=IDS, attention_mask=torch.tensor([kept + [1] * IDS.shape[1]]),
+                                               position_ids=positions, past_key_values=past).logits
+
+    expected = logits(alone(cache, runs_[keep]))
+    got = masked(own)
+    assert torch.allclose(got, expected, atol=1e-5), float((got - expected).abs().max())
+    # Behind both prefixes the real tokens start at n_A + n_B: the same keys are read from other positions.
+    assert not torch.allclose(masked(n_a + n_b), expected, atol=1e-4)
+
+
+def test_compose_scores_prefix_concatenation(trained):
+    result = compose.compose(trained["prefix-pirate"], trained["prefix-french"], "kv_concat", examples=2,
+                             max_new_tokens=4, sample_outputs=1)
+    check_result(result, "prefix", "kv_concat")
+    assert result["combined"]["per_layer_keys"] == 10
+    assert result["summary"].startswith("Combining the two key/value prefixes (kv_concat, weights 1 and 1)")

@@ -119,3 +119,22 @@ def test_browser_clicking_a_run_reattaches_its_live_view(app_url, page, screensh
     page.locator("#ft-discard").click()
     wait_for_text(page, "#ft-progress", "discarded")
     screenshot("finetune_reattach")
+
+
+def test_a_stop_during_generation_ends_it_after_one_token(cache):
+    from explorer import evaluate
+    from explorer.data import sources
+    from explorer.data.tasks import TASKS
+    from explorer.models import loading
+
+    loaded = loading.load_fresh(TINY, precision="fp32")
+    _, rows = sources.load_dataset("pirate")
+    asked = []
+
+    def stop_after_three_checks():
+        asked.append(1)
+        return len(asked) > 3
+
+    score = evaluate.task_score(loaded.model, loaded.tokenizer, rows[:16], TASKS["pirate"], 32, loaded.device,
+                                should_stop=stop_after_three_checks)
+    assert score is None and len(asked) < 10, "checked once per token, and generation ended at the stop"

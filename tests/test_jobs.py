@@ -9,6 +9,7 @@ import time
 import pytest
 from conftest import TINY, force_status, wait_for_text
 
+from explorer import settings
 from explorer.train import lifecycle, runs
 from explorer.train.config import TrainConfig
 from explorer.train.jobs import JobManager
@@ -42,6 +43,10 @@ def test_worker_killed_mid_run_is_reported_and_the_queue_moves_on(manager):
     wait_state(doomed, {"running"})
     while not any(e.get("event") == "step" for e in runs.read_log(doomed)):
         time.sleep(0.2)
+    start = next(e for e in runs.read_log(doomed) if e.get("event") == "start")
+    # the defaults: the web server keeps a core, and the worker yields to it when both want one
+    assert start["cpu_threads"] == max(1, settings.cores() - 1) == settings.worker_threads()
+    assert start["niceness"] == min(19, os.nice(0) + 10)
     os.kill(runs.status(doomed)["pid"], signal.SIGKILL)
     assert wait_state(doomed, {"failed"}) == "failed"
     assert "signal 9" in runs.status(doomed)["error"]
@@ -57,14 +62,27 @@ def test_a_crashing_run_reports_its_error(manager, tmp_path):
     assert "at least 2 valid rows" in runs.status(run_dir)["error"]
 
 
-def test_stop_keeps_what_was_trained(manager):
+def test_stop_keeps_what_was_trained(manager, monkeypatch):
+    monkeypatch.setenv("EXPLORER_WORKER_THREADS", "3")  # the worker process reads the server's settings
+    monkeypatch.setenv("EXPLORER_WORKER_NICE", "4")
     run_dir = manager.submit(tiny_config(steps=10_000), {})
     wait_state(run_dir, {"running"})
     while not any(e.get("event") == "step" for e in runs.read_log(run_dir)):
         time.sleep(0.2)
+    start = next(e for e in runs.read_log(run_dir) if e.get("event") == "start")
+    assert (start["cpu_threads"], start["niceness"]) == (3, min(19, os.nice(0) + 4))
     manager.stop(run_dir)
     assert wait_state(run_dir, {"stopped"}) == "stopped"
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("EXPLORER_WORKER_THREADS", "0", "at least 1"), ("EXPLORER_WORKER_THREADS", "two", "whole number"),
+    ("EXPLORER_WORKER_NICE", "20", "between 0 and 19"), ("EXPLORER_WORKER_NICE", "-5", "at least 0")])
+def test_bad_worker_settings_stop_the_app_with_their_message(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=f"{name} must be .*{message}"):
+        settings.check_all()
 
 
 def test_restart_marks_unfinished_runs_interrupted(cache):

@@ -59,6 +59,15 @@ def test_p95_interval_and_sample_quantile():
     assert measure.quantile_interval(values[:71], 0.95).high is None
 
 
+def test_intervals_of_thousands_of_samples():
+    """A bench's pooled latencies (thousands of answers): comb(n, i) no longer fits a float there."""
+    values = [i / 5000 for i in range(5000)]
+    p95 = measure.quantile_interval(values, 0.95)
+    assert p95.low < p95.estimate < p95.high and 0.943 < p95.low and p95.high < 0.957
+    # the normal approximation: 10000 -+ 1.96 * sqrt(20000) / 2 = 9861.4 .. 10138.6 (ranks just outside it)
+    assert measure.order_statistic_ranks(20_000, 0.5) == (9861, 10140)
+
+
 def test_spread_needs_three_runs():
     assert measure.spread([1.0, 2.0]) == measure.Interval(1.5, None, None, 2, "range")
     assert measure.spread([0.9, 0.7, 0.8]) == measure.Interval(0.8, 0.7, 0.9, 3, "range")

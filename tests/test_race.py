@@ -173,3 +173,14 @@ def test_csv_and_html_exports_hold_every_entrant(three):
     assert len(page) > 1_000_000, "plotly's script is inlined: the report opens offline"
     for row in three["entrants"]:
         assert row["name"] in page
+
+
+def test_published_reference_rows_cite_their_source_file_and_commit():
+    from explorer.race import published
+
+    data = published.published()
+    assert data["source"]["repository"] == "huggingface/peft" and len(data["results"]) == 10
+    for row in data["results"]:
+        assert row["file"].startswith("method_comparison/MetaMathQA/results/") and len(row["commit"]) == 40
+        assert 0 <= row["test_accuracy"] <= 1 and row["trainable_params"] > 0
+    assert "not this machine's" in published.caption() and len(published.table()) == 10

@@ -62,7 +62,12 @@ def test_describe_your_own_job_resets_every_field():
 def test_the_demo_says_what_it_will_train_before_it_starts(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("EXPLORER_RUNS_DIR", str(tmp_path / "runs"))
     text, confirm = learn_compose.propose_demo()
-    assert "trains 4 run(s)" in text and "Confirm: train them" in text and confirm.visible is True
+    assert "trains 6 run(s)" in text and "steps of prefix on french" in text
+    assert "Confirm: train them" in text and confirm.visible is True
+    text, _ = learn_compose.propose_demo(["lora", "prefix"])
+    assert "trains 4 run(s)" in text and "prompt-" not in text
+    text, _ = learn_compose.propose_demo([])
+    assert text.startswith("**Error:** Choose at least one method for the demo runs")
     assert list((tmp_path / "runs").iterdir()) == [], "nothing was queued by asking"
 
 

@@ -1,7 +1,8 @@
 """The calculator: one call turns (model, method, options, training settings) into every number.
 
 Formulas answer at once; the exact meta-device count is computed at most once per combination
-(explorer.exact caches it) and reported beside the formula with whether the two agree.
+(explorer.calculator.exact caches it) and reported beside the formula with whether the two agree. Every
+distinct question is computed once per server and shared (explorer.calculator.answers).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..costs import memory
+from ..costs import memory, sharding
 from ..costs.flops import FlopReport, flop_report
 from ..costs.specs import ModelSpec
 from ..errors import ExplorerError
@@ -17,7 +18,7 @@ from ..methods import METHODS
 from ..methods import get as get_method
 from ..methods.base import Term
 from ..options import coerce
-from . import exact
+from . import answers, exact
 
 
 @dataclass
@@ -36,6 +37,7 @@ class CalcResult:
     flops: FlopReport
     adapter_file_bytes: int
     adaptation: object = None                  # what the method adds, as the cost formulas read it
+    per_gpu: sharding.PerGpu | None = None     # what each GPU holds under the chosen GPUs and sharding
     frozen_terms: list = dataclasses.field(default_factory=list)  # added but never trained (VeRA's shared matrices)
 
     @property
@@ -75,11 +77,13 @@ class CalcResult:
             "exact_trainable_params": self.exact_counts[0] if self.exact_counts else None,
             "mergeable": m.mergeable, "merge_reason": m.merge_reason,
             "adapter_file_bytes": self.adapter_file_bytes,
-            "memory": self.training.as_dict(),
+            "memory": {**self.training.as_dict(), "per_gpu": self.per_gpu.as_dict()},
             "inference_memory": {"weights_and_adapter_bytes": self.inference_bytes - self.kv_cache_bytes,
                                  "kv_cache_bytes": self.kv_cache_bytes, "total_bytes": self.inference_bytes},
-            "fits": {f"{gb}GiB": ok for gb, ok in memory.fits(self.training.total_bytes).items()},
-            "flops": {"base_forward_per_token": f.base_forward_per_token,
+            "fits": {f"{gb}GiB": ok for gb, ok in memory.fits(self.per_gpu.total_bytes).items()},
+            "fits_gpus": {f"{gb}GiB": {str(n): ok for n, ok in row.items()} for gb, row in self.fits_gpus().items()},
+            "flops": {"formulas_exact": self.spec.arch.flops_exact,
+                      "base_forward_per_token": f.base_forward_per_token,
                       "forward_per_token": f.forward_per_token,
                       "train_per_token": f.train_per_token,
                       "train_per_token_with_checkpointing": f.train_per_token_checkpointing,
@@ -87,6 +91,11 @@ class CalcResult:
                       "inference_overhead_per_token_merged": f.inference_overhead_per_token_merged,
                       "elementwise_overhead_per_token": f.elementwise_overhead_per_token},
         }
+
+
+    def fits_gpus(self) -> dict[int, dict[int, bool]]:
+        """GPU size -> GPU count -> whether each GPU holds its share (the chosen sharding)."""
+        return sharding.fits_table(self.spec.arch, self.training, self.settings, bool(self.adaptation.full))
 
 
 def parse_settings(values: dict | None) -> memory.TrainSettings:
@@ -99,21 +108,36 @@ def parse_settings(values: dict | None) -> memory.TrainSettings:
 
 
 def calculate(spec: ModelSpec, method_name: str, options=None, settings=None, exact_mode: str = "compute") -> CalcResult:
-    """exact_mode: "compute" (build on meta if not cached), "cached" (only if cached), "skip"."""
+    """exact_mode: "compute" (build on meta if not cached), "cached" (only if cached), "skip".
+
+    Identical questions share one result (explorer.calculator.answers): the formulas' answer, and the same
+    with the exact counts once they are known. Results are shared between users: read them, never change them.
+    """
     method = get_method(method_name)
     options = options if options is not None else method.parse_options({})
     settings = settings or memory.TrainSettings()
-    method.validate(spec, options)
-    arch = spec.arch
-    terms = method.terms(spec, options)
-    trainable = sum(t.count for t in terms)
-    adaptation = method.adaptation(spec, options)
+    key = answers.question_key(spec, method_name, options, settings)
+    formulas = answers.shared.get_or_compute(key, lambda: _formulas(spec, method_name, options, settings))
     counts = None
     if exact_mode == "compute":
         counts = exact.exact_counts(spec, method_name, options)
     elif exact_mode == "cached":
         counts = exact.cached(spec, method_name, options)
+    if counts is None:
+        return formulas
+    return answers.shared.get_or_compute((key, counts), lambda: dataclasses.replace(formulas, exact_counts=counts))
+
+
+def _formulas(spec: ModelSpec, method_name: str, options, settings: memory.TrainSettings) -> CalcResult:
+    """Every number from the formulas (no exact count)."""
+    method = get_method(method_name)
+    method.validate(spec, options)
+    arch = spec.arch
+    terms = method.terms(spec, options)
+    trainable = sum(t.count for t in terms)
+    adaptation = method.adaptation(spec, options)
     training = memory.training_memory(arch, adaptation, trainable, settings)
+    per_gpu = sharding.per_gpu(arch, training, settings, bool(adaptation.full))
     kv = memory.kv_cache_bytes(arch, adaptation, settings)
     inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
     flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
@@ -121,8 +145,8 @@ def calculate(spec: ModelSpec, method_name: str, options=None, settings=None, ex
     # What a method adds without training it is saved beside the trainable weights (PEFT's VeRA saves its shared
     # matrices: save_projection=True), so a run reloads without regenerating them.
     file_bytes = (trainable + sum(t.count for t in frozen)) * method.saved_bytes_per_param
-    return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), counts,
-                      training, inference_weights + kv, kv, flops, file_bytes, adaptation, frozen)
+    return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), None,
+                      training, inference_weights + kv, kv, flops, file_bytes, adaptation, per_gpu, frozen)
 
 
 def training_memory(spec: ModelSpec, method_name: str, options, trainable: int,
@@ -150,8 +174,8 @@ def from_request(model: str, method_name: str, values: dict | None = None, exact
                  config_text: str | None = None) -> CalcResult:
     """One entry point for the CLI and the API: loose key=value pairs, PEFT's option names where they exist.
 
-    Settings keys (batch_size, seq_len, precision, optimizer, gradient_checkpointing) are split from the
-    method's options; a method's switches pick a sibling (``use_dora=true`` turns LoRA into DoRA); a
+    Settings keys (batch_size, seq_len, precision, optimizer, gradient_checkpointing, mixed_precision,
+    num_gpus, sharding, offload) are split from the method's options; a method's switches pick a sibling (``use_dora=true`` turns LoRA into DoRA); a
     ``target_modules`` list selects the custom target preset of methods that have presets.
     """
     from ..costs import specs

@@ -11,6 +11,7 @@ import sys
 
 from ..errors import ExplorerError
 from ..methods import METHODS
+from ..train import runs
 
 JOB_FLAGS = {"model": "--model", "memory_gb": "--memory-gb", "examples": "--examples", "goal": "--goal",
              "latency_sensitive": "--latency-sensitive", "many_adapters": "--many-adapters"}
@@ -96,15 +97,43 @@ def parse_whole(flag: str, text: str) -> int:
         raise ExplorerError(f"{flag} must be a whole number, got {text!r}.") from None
 
 
+def parse_number(flag: str, text: str) -> float:
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise ExplorerError(f"{flag} must be a number, got {text!r}.") from None
+
+
+def parse_kinds(text: str) -> list[str]:
+    from ..compare import compose
+
+    kinds = [part.strip() for part in (text or "").split(",") if part.strip()]
+    unknown = [k for k in kinds if k not in compose.COMPOSABLE]
+    if not kinds or unknown:
+        raise ExplorerError(f"--kind takes methods whose runs combine ({', '.join(compose.COMPOSABLE)}), "
+                            f"got {text!r}.")
+    return kinds
+
+
 def cmd_compose(args) -> None:
     from ..compare import compose
 
+    if args.learn_weights:
+        from .learned_mixture import cmd_learn_weights
+
+        cmd_learn_weights(args)
+        return
+    kinds = parse_kinds(args.kind) if args.kind is not None else None
+    mixture_only = [flag for flag, value in (("--target", args.target), ("--shots", args.shots),
+                                             ("--iterations", args.iterations)) if value is not None]
+    if mixture_only:
+        raise ExplorerError(f"{', '.join(mixture_only)} go with --learn-weights.")
     if args.demo_runs:
         extra = [flag for flag, value in (("--runs", args.run_ids), ("--how", args.how), ("--weights", args.weights),
-                                          ("--examples", args.examples), ("--max-new-tokens", args.max_new_tokens))
-                 if value is not None]
+                                          ("--density", args.density), ("--examples", args.examples),
+                                          ("--max-new-tokens", args.max_new_tokens)) if value is not None]
         if extra:
-            raise ExplorerError(f"--demo-runs only trains (or finds) the four demo runs: drop {', '.join(extra)}.")
+            raise ExplorerError(f"--demo-runs only trains (or finds) the demo runs: drop {', '.join(extra)}.")
         steps = parse_whole("--steps", args.steps) if args.steps is not None else 25
 
         def on_event(event):
@@ -116,7 +145,7 @@ def cmd_compose(args) -> None:
             elif event["event"] == "score":
                 print(f"{event['demo_run']} task score ({event['which']}): {event['score']:.3f}", file=sys.stderr)
 
-        found = compose.ensure_demo_runs(args.model or compose.BUNDLED, steps, on_event=on_event)
+        found = compose.ensure_demo_runs(args.model or compose.BUNDLED, steps, on_event=on_event, methods=kinds)
         if args.json:
             print(json.dumps(found, indent=2))
         else:
@@ -126,10 +155,19 @@ def cmd_compose(args) -> None:
     extra = [flag for flag, value in (("--model", args.model), ("--steps", args.steps)) if value is not None]
     if extra:
         raise ExplorerError(f"{', '.join(extra)} go with --demo-runs (the runs to compose already name their model).")
-    if args.run_ids is None or args.how is None:
-        raise ExplorerError("compose needs --runs A,B and --how (linear, cat or ties for LoRA runs; concat for "
-                            "prompt-tuning runs), or --demo-runs.")
+    if kinds is not None and len(kinds) != 1:
+        raise ExplorerError("With --runs, --kind names the one method both runs use (e.g. --kind prefix).")
+    how = args.how.strip() if args.how is not None else (compose.COMPOSABLE[kinds[0]].combinations[0] if kinds else None)
+    if args.run_ids is None or how is None:
+        ways = "; ".join(f"{', '.join(m.combinations)} for {m.title_in_sentence} runs" for m in compose.COMPOSABLE.values())
+        raise ExplorerError(f"compose needs --runs A,B and --how ({ways}), or --demo-runs.")
     run_a, run_b = parse_pair("--runs", args.run_ids, "run ids")
+    if kinds is not None:
+        for label, run_id in (("A", run_a), ("B", run_b)):
+            run = runs.open_run(run_id)
+            if run.method.name != kinds[0]:
+                raise ExplorerError(f"--kind {kinds[0]}, but run {label} ({run.run_id}) is a "
+                                    f"{run.method.title_in_sentence} run.")
     weights = (1.0, 1.0)
     if args.weights is not None:
         texts = parse_pair("--weights", args.weights, "numbers")
@@ -138,10 +176,11 @@ def cmd_compose(args) -> None:
         except ValueError:
             raise ExplorerError(f"--weights takes two numbers separated by a comma (one for run A, one for run B), "
                                 f"got {args.weights!r}.") from None
+    density = parse_number("--density", args.density) if args.density is not None else None
     examples = parse_whole("--examples", args.examples) if args.examples is not None else 8
     max_new_tokens = parse_whole("--max-new-tokens", args.max_new_tokens) if args.max_new_tokens is not None else 32
-    result = compose.compose(run_a, run_b, args.how.strip(), weights, examples=examples,
-                             max_new_tokens=max_new_tokens)
+    result = compose.compose(run_a, run_b, how, weights, examples=examples, max_new_tokens=max_new_tokens,
+                             density=density)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -182,15 +221,29 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_recommend)
 
-    p = sub.add_parser("compose", help="combine two LoRA (or two prompt-tuning) runs and score all three on both tasks")
-    p.add_argument("--runs", dest="run_ids", metavar="A,B", help="two run ids, separated by a comma")
-    p.add_argument("--how", help="linear, cat or ties for LoRA runs; concat for prompt-tuning runs")
+    p = sub.add_parser("compose", help="combine two LoRA, prompt-tuning or prefix-tuning runs and score all three on "
+                                       "both tasks; or learn a LoRA mixture's weights (--learn-weights)")
+    p.add_argument("--runs", dest="run_ids", metavar="A,B", help="two run ids, separated by a comma (with "
+                   "--learn-weights: two or more)")
+    p.add_argument("--how", help="linear, cat, ties, svd, dare_linear, dare_ties or magnitude_prune for LoRA runs; "
+                   "concat for prompt-tuning runs; kv_concat for prefix-tuning runs")
+    p.add_argument("--kind", help="the method of the runs (lora, prompt, prefix): with --runs, its first way to "
+                   "combine is the default --how; with --demo-runs, which methods' demo runs (comma-separated)")
     p.add_argument("--weights", metavar="WA,WB", help="weights of run A and run B, from -2 to 2 (default 1,1)")
-    p.add_argument("--examples", help="held-out examples scored per dataset, 1 to 64 (default 8)")
+    p.add_argument("--density", help="share of entries ties, dare_linear, dare_ties and magnitude_prune keep "
+                   "(above 0, at most 1; default 0.5)")
+    p.add_argument("--examples", help="held-out examples scored per dataset, 1 to 64 (default 8); with "
+                   "--learn-weights: the example rows (a JSONL/CSV file, or a bundled task's first rows)")
     p.add_argument("--max-new-tokens", help="tokens generated per reply (default 32)")
-    p.add_argument("--demo-runs", action="store_true", help="instead: train (or reuse) the four demo runs, LoRA "
-                   "and prompt tuning on pirate and french, and print their run ids")
+    p.add_argument("--demo-runs", action="store_true", help="instead: train (or reuse) the demo runs, each "
+                   "composable method on pirate and french (or the --kind methods), and print their run ids")
     p.add_argument("--model", help="with --demo-runs: the runnable model to train on (default smollm2-135m-instruct)")
     p.add_argument("--steps", help="with --demo-runs: optimizer steps per run (default 25)")
+    p.add_argument("--learn-weights", action="store_true", help="instead: search the weights of a mixture of the "
+                   "LoRA --runs that minimise the loss on the --examples rows (CMA-ES, no gradients)")
+    p.add_argument("--target", help="with --learn-weights: the task whose held-out rows score the mixture (default: "
+                   "--examples when it names a bundled task)")
+    p.add_argument("--shots", help="with --learn-weights: example rows used, 1 to 32 (default 8)")
+    p.add_argument("--iterations", help="with --learn-weights: CMA-ES generations, 1 to 100 (default 8)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_compose)

@@ -5,16 +5,24 @@ Usage:
     python -m explorer models [--json]           # list runnable models
     python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
     python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
-    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N [--json]
+    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N
+                             [--as-worker] [--json]
     python -m explorer compare --run RUN_ID [--prompt TEXT ...] [--max-new-tokens N] [--heldout N] [--export] [--json]
     python -m explorer recommend [--model NAME] [--memory-gb N] [--examples N] [--goal GOAL] [--latency-sensitive]
                                  [--many-adapters] [--json]      # which method, its settings and why
     python -m explorer recommend --scenario NAME [--json]        # one of the chapter's worked scenarios
     python -m explorer recommend --list-scenarios [--json]
-    python -m explorer compose --runs A,B --how linear|cat|ties|concat [--weights 1,1] [--examples N]
-                               [--max-new-tokens N] [--json]      # two adapters combined, scored on both tasks
-    python -m explorer compose --demo-runs [--model NAME] [--steps N] [--json]   # the four runs it needs
+    python -m explorer compose --runs A,B --how linear|cat|ties|svd|dare_linear|dare_ties|magnitude_prune|concat|kv_concat
+                               [--kind METHOD] [--weights 1,1] [--density D] [--examples N] [--max-new-tokens N] [--json]
+                                                                  # two adapters combined, scored on both tasks
+    python -m explorer compose --demo-runs [--kind lora,prompt,prefix] [--model NAME] [--steps N] [--json]
+    python -m explorer compose --learn-weights --runs A,B[,...] --examples PATH|TASK [--target TASK|PATH]
+                               [--shots N] [--iterations N] [--json]   # LoRAHub: weights searched on a few rows
+    python -m explorer serve-many --runs ID,ID[,...] --prompt TEXT [--json]   # one base, many adapters, one batch
     python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...] --steps N [--json]
+    python -m explorer export-recipe --run RUN_ID --dir DIR [--gpus N] [--strategy ddp|fsdp|zero3] [--json]
+    python -m explorer import-run PATH [--model NAME] [--json]        # an adapter trained elsewhere, as a run
+    python -m explorer gguf (--run RUN_ID | --model NAME) [--type f16|q8_0] [--json]   # for llama.cpp / Ollama
 
 Errors print one line to stderr and exit with status 2; never a traceback.
 """
@@ -24,11 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import learn, race
+from . import learn, race, recipes, serve_many
 
 
 def cmd_provision(args) -> None:
@@ -98,26 +108,41 @@ def cmd_train(args) -> None:
     import dataclasses
 
     from ..methods import METHODS
-    from ..train import lifecycle
+    from ..train import lifecycle, runs
     from ..train.config import TrainConfig, check_dataset
 
     values = parse_sets(args.set)
+    if args.as_worker:
+        from ..train.worker import share_cpu
+
+        share_cpu()
     config_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
                                 "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
     options = {k: v for k, v in values.items() if k not in config_keys}
     METHODS[config.method].parse_options(options)  # fail before any model loads
     check_dataset(config, options)  # ... and before a run folder is made for data of the wrong kind
-    outcome = lifecycle.execute(lifecycle.create(config, options), [progress_printer(config.steps)])
-    if outcome.state == "failed":
-        raise ExplorerError(outcome.error)
+    backend = settings.job_backend()
+    if backend == "ray":  # submitted to the cluster; this process waits and prints the run's progress
+        from ..train import backends, jobs
+
+        ray = backends.current()
+        ray.check()
+        run_dir = lifecycle.create(config, options)
+        print(f"run {run_dir.name}: submitted to Ray ({ray.where})", file=sys.stderr)
+        outcome = jobs.train_and_follow(run_dir, progress_printer(config.steps))
+    else:
+        outcome = lifecycle.execute(lifecycle.create(config, options), [progress_printer(config.steps)])
+    if outcome.state == "failed" or not outcome.summary:
+        raise ExplorerError(outcome.error or f"The run ended {outcome.state}.")
     summary = outcome.summary
     keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
             "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
             "peak_memory_bytes", "stopped"]
     keys += [k for k in HEAD_KEYS if k in summary]  # a classifier or embedding head's own metrics
+    node = runs.status(Path(summary["run_dir"])).get("node") if backend == "ray" else socket.gethostname()
     if args.json:
-        print(json.dumps({k: summary[k] for k in keys}))
+        print(json.dumps({**{k: summary[k] for k in keys}, "backend": backend, "node": node}))
     else:
         print(f"run {summary['run_id']}: loss {summary['train_loss_first']:.3f} -> {summary['train_loss_last']:.3f}, "
               f"task score {summary['task_score_base']} -> {summary['task_score_adapted']}; saved in {summary['run_dir']}")
@@ -142,6 +167,12 @@ def cmd_calc(args) -> None:
     print(f"training memory: {mem['total_bytes'] / 2**30:.2f} GiB (weights {mem['weights_bytes'] / 2**30:.2f}, "
           f"gradients {mem['gradients_bytes'] / 2**30:.2f}, optimizer {mem['optimizer_bytes'] / 2**30:.2f}, "
           f"activations {mem['activations_bytes'] / 2**30:.2f})")
+    gpu = mem["per_gpu"]
+    if gpu["num_gpus"] > 1 or gpu["sharding"] != "none" or gpu["offloaded_bytes"]:
+        gathered = f", gathered {gpu['gathered_bytes'] / 2**30:.2f} ({gpu['gathered_unit']})" if gpu["gathered_bytes"] else ""
+        print(f"per GPU ({gpu['num_gpus']} GPUs, {gpu['sharding']}): {gpu['total_bytes'] / 2**30:.2f} GiB (model states "
+              f"{gpu['model_states_bytes'] / 2**30:.2f}, activations {gpu['activations_bytes'] / 2**30:.2f}{gathered}; "
+              f"offloaded to CPU {gpu['offloaded_bytes'] / 2**30:.2f})")
     f = out["flops"]
     print(f"FLOPs/token: base forward {f['base_forward_per_token']:.4g}, training {f['train_per_token']:.4g}, "
           f"inference overhead unmerged {f['inference_overhead_per_token_unmerged']:.4g}, "
@@ -230,9 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="catalog name, runnable model name, or path of a config.json")
     p.add_argument("--method", required=True, help="full, head, lora, dora, qlora, ia3, prompt, prefix, adapter")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="an option (PEFT's names: r, lora_alpha, target_modules=q_proj,v_proj, num_virtual_tokens, "
-                        "use_dora, ...; bottleneck_dim, num_classes) or a setting (batch_size, seq_len, precision, "
-                        "optimizer, gradient_checkpointing)")
+                   help="an option (PEFT's names: r, lora_alpha, target_modules=q_proj,v_proj (a list, matched as "
+                        "PEFT does; re:REGEX for PEFT's regex form; all-linear), exclude_modules, "
+                        "layers_to_transform=0,1,2, layers_pattern, modules_to_save, target_parameters, "
+                        "feedforward_modules, num_virtual_tokens, use_dora, ...; bottleneck_dim, num_classes) or a "
+                        "setting (batch_size, seq_len, precision, optimizer, gradient_checkpointing, "
+                        "mixed_precision=bf16|fp16|none, num_gpus=N, sharding=none|ddp|zero1|zero2|zero3|fsdp, "
+                        "offload=none|optimizer)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_calc)
 
@@ -245,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method option (r, num_virtual_tokens, ...) or a training setting (learning_rate, "
                         "batch_size, grad_accum, seq_len, seed, precision, optimizer, gradient_checkpointing, ...)")
+    p.add_argument("--as-worker", action="store_true",
+                   help="train as the app's worker does: EXPLORER_WORKER_THREADS torch threads (default: the cores "
+                        "less one) at a lower CPU priority (EXPLORER_WORKER_NICE, default 10), leaving a web server "
+                        "on this machine a core")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_train)
 
@@ -263,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_compare)
 
     learn.add_parsers(sub)
+    serve_many.add_parser(sub)
     race.add_parser(sub)
+    recipes.add_parsers(sub)
     return parser
 
 

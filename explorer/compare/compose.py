@@ -5,9 +5,17 @@ LoRA adapters are combined with PEFT's ``add_weighted_adapter`` into a third ada
               B·A = Σ w_i·s_i·B_i·A_i exactly: the weighted sum of the two updates (s_i = alpha_i/r_i).
   - "linear": A = Σ sign(w_i)·√|w_i·s_i|·A_i, B = Σ √|w_i·s_i|·B_i, same rank, scaling 1. B·A then holds
               cross terms B_1·A_2 + B_2·A_1 besides the two updates: a rough approximation (equal ranks).
-  - "ties":   TIES on the A and on the B factors separately (keep the largest half of each, elect a sign
-              per entry, average the agreeing entries), same rank, density 0.5.
+  - "ties":   TIES on the A and on the B factors separately (keep the largest `density` share of each, elect
+              a sign per entry, average the agreeing entries), same rank.
+  - "dare_linear", "dare_ties": DARE (Yu et al. 2023): drop each factor entry with probability 1 − density and
+              rescale the rest by 1/density, then sum linearly or with TIES' sign election; same rank.
+  - "magnitude_prune": keep the largest `density` share of each factor's entries, then sum; same rank.
+              These four weigh the factors like "linear" (√|w_i·s_i|): at density 1, dare_linear and
+              magnitude_prune are "linear" exactly (the tests check it).
+  - "svd":    the exact weighted sum of the updates Σ w_i·ΔW_i, then its best rank-max(r_i) approximation
+              (truncated SVD, per layer).
 Soft prompts compose by concatenation: the combined prompt is [P_A ; P_B] (n_A + n_B virtual tokens).
+Prefixes compose by concatenating their per-layer keys and values (explorer.compare.prefix_concat).
 
 Each variant (A alone, B alone, combined) is scored on both runs' held-out data from real greedy
 generations; "interference" is the combined score minus the score of that task's own adapter.
@@ -16,21 +24,18 @@ generations; "interference" is the combined score minus the score of that task's
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, replace
 
 from ..errors import ExplorerError
 from ..methods import METHODS
-from ..models.provision import BUNDLED_NAME as BUNDLED
-from ..train import lifecycle, runs
-from ..train.config import TrainConfig
+from ..train import runs
+from .compose_demo import BUNDLED, COMPOSABLE, DEMO_RUNS, DEMO_TASKS, check_int as _check_int  # noqa: F401
+from .compose_demo import demo_runs, ensure_demo_runs, find_demo_run  # noqa: F401 (the experiment's demo runs)
 
 VARIANTS = ("A", "B", "combined")
-TIES_DENSITY = 0.5
-COMPOSABLE = {name: m for name, m in METHODS.items() if m.combinations}  # methods that say how their runs combine
-DEMO_TASKS = ("pirate", "french")
-DEMO_RUNS = {f"{name}-{task}": (name, task) for name in COMPOSABLE for task in DEMO_TASKS}
-_DEMO_LOCK = threading.Lock()
+DEFAULT_DENSITY = 0.5
+DENSITY_TYPES = ("ties", "dare_linear", "dare_ties", "magnitude_prune")  # prune or drop factor entries
+EQUAL_RANK_TYPES = ("linear",) + DENSITY_TYPES  # they mix the factors entry by entry: equal shapes needed
 
 
 # --------------------------------------------------------------------------- checks
@@ -43,7 +48,8 @@ def check_pair(run_a: str, run_b: str, how: str, weights=(1.0, 1.0)):
         raise ExplorerError(f"Run A and run B are the same run ({a.folder.name}): choose two different runs.")
     for label, run in (("A", a), ("B", b)):
         if not run.method.combinations:
-            supported = " and ".join(f"{m.title_in_sentence} ({n})" for n, m in COMPOSABLE.items())
+            names = [f"{m.title_in_sentence} ({n})" for n, m in COMPOSABLE.items()]
+            supported = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
             raise ExplorerError(f"Run {label} ({run.run_id}) uses {run.method.title} ({run.method.name}); "
                                 f"composition supports {supported} runs only.")
     if a.method.name != b.method.name:
@@ -55,7 +61,7 @@ def check_pair(run_a: str, run_b: str, how: str, weights=(1.0, 1.0)):
     if how not in a.method.combinations:
         raise ExplorerError(f"'{how}' does not combine {a.method.title_in_sentence} runs: choose "
                             f"{', '.join(a.method.combinations)}.")
-    if how in ("linear", "ties"):
+    if how in EQUAL_RANK_TYPES:
         ra, rb = (run.method.parse_options(run.options).r for run in (a, b))
         if ra != rb:
             raise ExplorerError(f"'{how}' needs adapters of equal rank, but run A has r={ra} and run B has "
@@ -81,10 +87,15 @@ def check_weights(weights) -> tuple[float, float]:
     return checked[0], checked[1]
 
 
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ExplorerError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
-    return value
+def check_density(how: str, density) -> float | None:
+    """The density of a combination that prunes (None for the others, which take none)."""
+    if how not in DENSITY_TYPES:
+        return None
+    density = DEFAULT_DENSITY if density is None else density
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise ExplorerError(f"density must be a number above 0 and at most 1 (the share of entries '{how}' "
+                            f"keeps), got {density!r}.")
+    return float(density)
 
 
 # --------------------------------------------------------------------------- building the combination
@@ -159,28 +170,40 @@ def _unit_scaling(model, adapter_name: str) -> None:
             module.use_rslora[adapter_name] = False
 
 
-def build_lora_combination(run_a: str, run_b: str, how: str = "cat", weights=(1.0, 1.0)) -> Combination:
-    """Both LoRA adapters on one fresh base, and PEFT's add_weighted_adapter of them as "combined"."""
-    a, b, weights = check_pair(run_a, run_b, how, weights)  # how "cat" etc. refuses prompt-tuning runs
-    model, tokenizer, device = _load_both(a, b)
+def add_weighted(model, adapters: list[str], weights: list[float], how: str, density: float | None,
+                 name: str = "combined") -> None:
+    """PEFT's add_weighted_adapter as ``name`` (seeded: DARE drops entries at random), with unit scaling."""
+    import torch
+
+    torch.manual_seed(0)
     try:
-        model.add_weighted_adapter(adapters=["a", "b"], weights=list(weights), adapter_name="combined",
-                                   combination_type=how, density=TIES_DENSITY if how == "ties" else None)
+        model.add_weighted_adapter(adapters=adapters, weights=list(weights), adapter_name=name,
+                                   combination_type=how, density=density)
     except ValueError as error:
         raise ExplorerError(f"PEFT cannot combine these adapters with '{how}': {error}") from None
-    _unit_scaling(model, "combined")
+    _unit_scaling(model, name)
+
+
+def build_lora_combination(run_a: str, run_b: str, how: str = "cat", weights=(1.0, 1.0),
+                           density: float | None = None) -> Combination:
+    """Both LoRA adapters on one fresh base, and PEFT's add_weighted_adapter of them as "combined"."""
+    a, b, weights = check_pair(run_a, run_b, how, weights)  # how "cat" etc. refuses prompt-tuning runs
+    density = check_density(how, density)
+    model, tokenizer, device = _load_both(a, b)
+    add_weighted(model, ["a", "b"], weights, how, density)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     ranks = [model.peft_config[name].r for name in ("a", "b")]
     info = {"rank": model.peft_config["combined"].r, "ranks": ranks}
-    if how == "ties":
-        info["density"] = TIES_DENSITY
+    if density is not None:
+        info["density"] = density
     combination = Combination(model, tokenizer, device, a.method.name, how, weights, (a, b), info)
     combination.select("combined")
     return combination
 
 
-def build_prompt_combination(run_a: str, run_b: str, how: str = "concat", weights=(1.0, 1.0)) -> Combination:
+def build_prompt_combination(run_a: str, run_b: str, how: str = "concat", weights=(1.0, 1.0),
+                             density: float | None = None) -> Combination:
     """Both soft prompts on one fresh base, and "combined": a prompt of n_A + n_B virtual tokens whose
     embedding is [w_A·P_A ; w_B·P_B] (A first; with the default weights exactly the two prompts)."""
     import torch
@@ -210,27 +233,38 @@ def build_prompt_combination(run_a: str, run_b: str, how: str = "concat", weight
     return combination
 
 
+def builder(how: str):
+    """The function that builds a combination of this kind (the combination names are the methods' own)."""
+    if how == "concat":
+        return build_prompt_combination
+    if how == "kv_concat":
+        from .prefix_concat import build_prefix_combination
+
+        return build_prefix_combination
+    return build_lora_combination
+
+
 # --------------------------------------------------------------------------- the experiment
 
 
 def compose(run_a: str, run_b: str, how: str, weights=(1.0, 1.0), examples: int = 8, max_new_tokens: int = 32,
-            sample_outputs: int = 2) -> dict:
+            sample_outputs: int = 2, density: float | None = None) -> dict:
     """Score A alone, B alone and their combination on both runs' held-out data (greedy replies to the first
     ``examples`` rows). Returns {"runs", "method", "how", "weights", "datasets", "model", "examples",
     "max_new_tokens", "scores": {variant: {dataset: score or None}}, "outputs": [{"dataset", "prompt",
     "reference", "replies": {variant: text}}], "combined": {"rank", "ranks"(, "density")} or
-    {"num_virtual_tokens", "parts"}, "interference": {dataset: combined minus own adapter's score (the better
+    {"num_virtual_tokens", "parts"(, "per_layer_keys")}, "interference": {dataset: combined minus own adapter's score (the better
     of the two when both runs share the dataset), None without a task score}, "summary": one sentence}."""
     from .. import evaluate
     from ..data import scores as scoring, sources
     from ..generate import check_max_new_tokens
 
     a, _, _ = check_pair(run_a, run_b, how, weights)  # cheap checks before any model loads
+    density = check_density(how, density)
     examples = _check_int("examples", examples, 1, 64)
     sample_outputs = _check_int("sample_outputs", sample_outputs, 0, 16)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
-    build = build_prompt_combination if how == "concat" else build_lora_combination
-    combination = build(run_a, run_b, how, weights)
+    combination = builder(how)(run_a, run_b, how, weights, density)
     a, b = combination.runs
     datasets = [a.config.dataset, b.config.dataset]
     own_score = {a.config.dataset: a.config.score, b.config.dataset: b.config.score}  # an upload's chosen score
@@ -273,8 +307,11 @@ def summarize(result: dict) -> str:
     """One plain sentence about the measurement."""
     unique = list(dict.fromkeys(result["datasets"]))
     w, combined = result["weights"], result["scores"]["combined"]
-    kind = METHODS[result["method"]].artifact + "s"
-    head = f"Combining the two {kind} ({result['how']}, weights {w[0]:g} and {w[1]:g})"
+    artifact = METHODS[result["method"]].artifact
+    kind = artifact + ("es" if artifact.endswith(("x", "s")) else "s")
+    density = result["combined"].get("density")
+    head = (f"Combining the two {kind} ({result['how']}" + (f", density {density:g}" if density is not None else "")
+            + f", weights {w[0]:g} and {w[1]:g})")
     same = (f"; both runs trained on {unique[0]}, so this stacks two adapters for one task rather than "
             "composing two tasks") if len(unique) == 1 else ""
     known = {d: v for d, v in result["interference"].items() if v is not None}
@@ -290,50 +327,3 @@ def summarize(result: dict) -> str:
         verdict = "no interference measured on these examples"
     n = ", ".join(str(k) for k in dict.fromkeys(result["examples"].values()))
     return f"{head} scores {parts} on {n} held-out examples each: {verdict}{same}."
-
-
-# --------------------------------------------------------------------------- demo runs
-
-
-def find_demo_run(model: str, method: str, dataset: str) -> str | None:
-    """The newest finished run of this method, model and bundled dataset with default options, if any."""
-    defaults = METHODS[method].parse_options({})
-    for run in runs.list_runs():
-        config = run.config
-        if run.state != "done" or run.summary.get("stopped") or config is None or \
-                (config.model, config.method, config.dataset) != (model, method, dataset):
-            continue
-        try:
-            if run.method.parse_options(run.options) != defaults:
-                continue  # e.g. another rank: 'linear' needs the two LoRA runs' ranks equal
-        except (ExplorerError, TypeError, AttributeError):
-            continue
-        if (run.folder / runs.ADAPTER_DIR / "adapter_model.safetensors").is_file():
-            return run.run_id
-    return None
-
-
-def ensure_demo_runs(model: str = BUNDLED, steps: int = 25, on_event=lambda e: None) -> dict[str, str]:
-    """The short runs the experiment needs (each composable method on the pirate and french tasks), each
-    reused when a finished one exists, trained here otherwise: {"lora-pirate": run_id, ...}.
-
-    Trains in this process (like the train CLI): call it from the CLI or a worker, not the web server."""
-    steps = _check_int("steps", steps, 1, 1000)
-    found = {}
-    with _DEMO_LOCK:
-        for name, (method, dataset) in DEMO_RUNS.items():
-            run_id = find_demo_run(model, method, dataset)
-            if run_id:
-                found[name] = run_id
-                on_event({"event": "demo_run", "name": name, "state": "reused", "run_id": run_id})
-                continue
-            config = TrainConfig.parse({"model": model, "method": method, "dataset": dataset, "steps": steps})
-            run_dir = lifecycle.create(config, {})
-            on_event({"event": "demo_run", "name": name, "state": "training", "run_id": run_dir.name})
-            outcome = lifecycle.execute(run_dir, [lambda event, name=name: on_event({**event, "demo_run": name})])
-            on_event({"event": "demo_run", "name": name, "state": outcome.state, "run_id": run_dir.name,
-                      **({"error": outcome.error} if outcome.error else {})})
-            if outcome.state == "failed":
-                raise ExplorerError(f"The demo run {name} failed: {outcome.error}")
-            found[name] = run_dir.name
-    return found

@@ -116,13 +116,44 @@ def heldout_prompts(run_id: str, limit: int = 4) -> list[str]:
     return [evaluate.user_and_reference(row)[0] for row in heldout[:limit]]
 
 
+def check_strength(method: Method, strength) -> float:
+    """The adapter strength: a number from -1 to 3 (1 = as trained); other than 1 only where the method's whole
+    update is scaled by PEFT's scaling (LoRA's alpha/r)."""
+    import math
+
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
+            or not -1 <= strength <= 3:
+        raise ExplorerError(f"adapter strength must be a number from -1 to 3 (1 = as trained), got {strength!r}.")
+    if strength != 1 and not method.strength:
+        raise ExplorerError(f"Adapter strength scales a LoRA update (PEFT's scaling); {method.title} has no such "
+                            "scale: leave the strength at 1.")
+    return float(strength)
+
+
+def adapter_strength(model, strength: float):
+    """A context in which every LoRA layer's update is multiplied by ``strength`` (PEFT's rescale_adapter_scale:
+    W + strength·(alpha/r)·B·A; 0 is the base, 1 the trained adapter, above 1 extrapolates)."""
+    from contextlib import nullcontext
+
+    if strength == 1:
+        return nullcontext()
+    from peft.helpers import rescale_adapter_scale
+
+    return rescale_adapter_scale(model, float(strength))
+
+
 def generate_all(s: Session, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
-                 seed: int = 0) -> dict[str, list[list[int]] | None]:
-    """New token ids per variant and prompt; greedy unless temperature > 0 (then the same seed per column)."""
+                 seed: int = 0, strength: float = 1.0) -> dict[str, list[list[int]] | None]:
+    """New token ids per variant and prompt; greedy unless temperature > 0 (then the same seed per column).
+    ``strength`` scales the adapted column's update (the merged column stays as trained)."""
     out = {}
     for name, model in s.models.items():
-        out[name] = None if model is None else evaluate.generate_token_ids(
-            model, s.tokenizer, prompts, max_new_tokens, s.device, temperature=temperature, seed=seed)
+        if model is None:
+            out[name] = None
+            continue
+        with adapter_strength(model, strength if name == "adapted" else 1):
+            out[name] = evaluate.generate_token_ids(model, s.tokenizer, prompts, max_new_tokens, s.device,
+                                                    temperature=temperature, seed=seed)
     return out
 
 
@@ -290,23 +321,28 @@ def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = Non
 
 
 def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float = 0.0, seed: int = 0,
-                   measure_latency: bool = True, heldout_examples: int = 0, probe_examples: int = 0) -> dict:
-    """Everything the Compare tab and the ``compare`` CLI show, as plain JSON-able values."""
+                   measure_latency: bool = True, heldout_examples: int = 0, probe_examples: int = 0,
+                   strength: float = 1.0) -> dict:
+    """Everything the Compare tab and the ``compare`` CLI show, as plain JSON-able values. ``strength`` scales
+    the adapted column's update; merge fidelity is measured at strength 1 only (the merged model is)."""
     import math
 
     from ..generate import check_max_new_tokens
 
-    if heads.head_kind(open_run(run_id)):  # a classifier or embedding head: per-text labels or retrievals
-        return heads.run_comparison(open_run(run_id), prompts)
+    run = open_run(run_id)
+    if heads.head_kind(run):  # a classifier or embedding head: per-text labels or retrievals
+        strength = check_strength(run.method, strength)  # a head has no such scale: only 1
+        return {**heads.run_comparison(run, prompts), "strength": strength}
     prompts = check_prompts(prompts)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and 0 <= temperature <= 5):
         raise ExplorerError(f"temperature must be between 0 (greedy) and 5, got {temperature!r}.")
+    strength = check_strength(run.method, strength)
     s = session(run_id)
     run, tok = s.run, s.tokenizer
     with s.lock:  # PEFT's disable_adapter and merges change model state: one comparison at a time per run
-        ids = generate_all(s, prompts, max_new_tokens, temperature, seed)
-        greedy = ids if temperature == 0 else generate_all(s, prompts, max_new_tokens)
+        ids = generate_all(s, prompts, max_new_tokens, temperature, seed, strength)
+        greedy = ids if temperature == 0 and strength == 1 else generate_all(s, prompts, max_new_tokens)
         texts = {v: None if ids[v] is None else [decode(tok, r) for r in ids[v]] for v in VARIANTS}
         pieces = {v: None if ids[v] is None else [token_diff(tok, r, b) for r, b in zip(ids[v], ids["base"])]
                   for v in ("adapted", "merged")}
@@ -339,4 +375,5 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
         "heldout_loss": None if heldout is None else heldout["heldout_loss"],
         "heldout_examples": None if heldout is None else heldout["examples"],
         "probe_score": None if heldout is None else heldout["probe_score"],
+        "strength": strength,
     }

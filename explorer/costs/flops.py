@@ -11,7 +11,11 @@ costing as much as the forward product. Frozen layers below the first trainable 
 nothing in backward; frozen layers above it still pay the input-gradient product. That is why
 LoRA training costs about 2× a forward, not the 3× of full fine-tuning (the usual "6N").
 
-Tests compare these formulas with FlopCounterMode on meta-device models, for every method.
+The products and what feeds them come from the model itself (explorer.costs.derive); MoE layers count
+top-k experts per token (the routing assumption stated there). A norm's scale is a parameter feeding the
+products that read its output, so a trained norm (LN tuning) makes them, and everything above, pay the
+input-gradient products. Tests compare these formulas with
+FlopCounterMode on meta-device models, for every method.
 """
 
 from __future__ import annotations
@@ -35,11 +39,49 @@ class _Counter:
         self.backward += flops * (int(input_requires_grad) + int(weight_trainable))
 
 
-def _linear(count: _Counter, a: Adaptation, tokens: int, name: str, fan_in: int, fan_out: int,
-            rg_in: bool, training: bool) -> bool:
+@dataclass(frozen=True)
+class LayerAdaptation:
+    """What a method changes in one layer, by the modules' names inside the block (hashable: layers that
+    are adapted alike are counted once)."""
+
+    lora: tuple = ()          # (local name, rank)
+    vera: tuple = ()          # (local name, rank of VeRA's shared matrices)
+    ia3: tuple = ()           # local names scaled by IA³
+    trainable: tuple = ()     # local module names whose own weights train (modules_to_save)
+    params: tuple = ()        # (local parameter name, rank): LoRA on parameters (target_parameters)
+
+
+def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
+    buckets: dict[int, dict[str, list]] = {}
+
+    locate = arch.locate
+    for kind, items in (("lora", a.lora.items()), ("vera", a.vera.items()),
+                        ("ia3", ((n, None) for n in a.ia3_out | a.ia3_in)),
+                        ("trainable", ((n, None) for n in a.trainable_modules)), ("params", a.lora_params.items())):
+        for name, rank in items:
+            layer, local = locate(name)
+            if layer is not None:
+                buckets.setdefault(layer, {}).setdefault(kind, []).append(local if rank is None else (local, rank))
+    empty = LayerAdaptation()
+    made: dict[tuple, LayerAdaptation] = {}
+    out = []
+    for i in range(arch.layers):
+        bucket = buckets.get(i)
+        if not bucket:
+            out.append(empty)
+            continue
+        key = tuple((k, tuple(sorted(v))) for k, v in sorted(bucket.items()))
+        if key not in made:
+            made[key] = LayerAdaptation(**dict(key))
+        out.append(made[key])
+    return out
+
+
+def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight_trainable: bool, rank: int,
+            scaled: bool, training: bool, vera_rank: int = 0) -> bool:
     """Count one (possibly adapted) linear layer; return whether its output requires grad."""
-    count.matmul(2 * tokens * fan_in * fan_out, rg_in, a.full)
-    rank = a.lora.get(name, 0)
+    fan_in, fan_out = op.in_features, op.out_features
+    count.matmul(tokens * op.per_token, rg_in, weight_trainable)
     if rank:
         count.matmul(2 * tokens * fan_in * rank, rg_in, True)       # lora_A
         count.matmul(2 * tokens * rank * fan_out, True, True)       # lora_B (its input depends on A)
@@ -48,24 +90,26 @@ def _linear(count: _Counter, a: Adaptation, tokens: int, name: str, fan_in: int,
             # once per forward and without backward (the norm is detached, DoRA §4.3) ...
             count.matmul(2 * fan_in * fan_in * rank + 2 * fan_in * rank * fan_out, False, False)
             if training and a.lora_dropout > 0:  # ... and with dropout it re-runs W on the dropped-out input
-                count.matmul(2 * tokens * fan_in * fan_out, rg_in, False)
-    vera_rank = a.vera.get(name, 0)
-    if vera_rank:  # λ_b ⊙ (B·(λ_d ⊙ (A·x))): A and B are frozen shared buffers, only the vectors train
+                count.matmul(tokens * op.per_token, rg_in, False)
+    if vera_rank:
+        # λ_b ⊙ (B·(λ_d ⊙ (A·x))) (peft.tuners.vera.layer.Linear.forward): A and B are frozen shared buffers,
+        # only the vectors train, so neither product has a weight gradient
         count.matmul(2 * tokens * fan_in * vera_rank, rg_in, False)
         count.matmul(2 * tokens * vera_rank * fan_out, True, False)  # its input depends on λ_d
-    return rg_in or a.full or bool(rank) or bool(vera_rank) or name in a.ia3_out or name in a.ia3_in
+    return rg_in or weight_trainable or bool(rank) or bool(vera_rank) or scaled
 
 
-def _adapter(count: _Counter, a: Adaptation, tokens: int, hidden: int, rg_in: bool) -> bool:
+def _adapter(count: _Counter, a: Adaptation, tokens: int, hidden: int, rg_in: bool) -> None:
     count.matmul(2 * tokens * hidden * a.adapter_dim, rg_in, True)  # down
     count.matmul(2 * tokens * a.adapter_dim * hidden, True, True)   # up
-    return True
 
 
-def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, training: bool = True) -> tuple[int, int]:
+def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, training: bool = True,
+                per_layer: list[LayerAdaptation] | None = None) -> tuple[int, int]:
     """(forward, backward) FLOPs of one pass over ``batch`` sequences of ``seq_len`` user tokens.
 
-    ``training``: the model is in training mode (dropout active), which changes DoRA's cost."""
+    ``training``: the model is in training mode (dropout active), which changes DoRA's cost.
+    ``per_layer``: ``layer_adaptations(arch, a)`` when the caller has it already."""
     s = seq_len + a.prompt_tokens              # prompt tuning lengthens every sequence
     keys = s + a.prefix_tokens                 # prefix tuning lengthens only the keys/values
     tokens = batch * s
@@ -73,81 +117,85 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
     if a.prefix_mlp_hidden:  # the reparameterization MLP runs once per forward
         n, t, e = a.prefix_tokens, a.prefix_token_dim, a.prefix_mlp_hidden
         count.matmul(2 * n * t * e, True, True)
-        count.matmul(2 * n * e * arch.layers * 2 * t, True, True)
-    rg = a.full or a.prompt_tokens > 0 or "attn_in" in a.norms  # a trained norm before the first attention
-    # Every layer costs the same given whether its input requires grad, so at most two distinct
-    # layers need counting (this keeps a 126-layer model as fast as a 2-layer one).
-    per_state: dict[bool, tuple[int, int, bool]] = {}
-    for _ in range(arch.layers):
-        if rg not in per_state:
-            layer = _Counter()
-            per_state[rg] = (*_count_layer(layer, arch, a, batch, s, keys, tokens, rg, training),)
-        forward, backward, rg_next = per_state[rg]
+        count.matmul(2 * n * e * a.prefix_layers * 2 * t, True, True)
+    embed_rank = a.lora.get(arch.embed, 0)
+    if embed_rank:  # LoRA on the embeddings: a lookup in A, then its rows times B
+        count.matmul(2 * tokens * embed_rank * arch.hidden, True, True)
+    rg = a.full or a.prompt_tokens > 0 or bool(embed_rank) or arch.embed in a.trainable_modules
+    # Layers cost the same given their kind, their adaptation and whether their input requires grad, so
+    # a 126-layer model counts as few distinct layers as it has kinds.
+    memo: dict[tuple, tuple[int, int, bool]] = {}
+    for layer, adapted in enumerate(per_layer if per_layer is not None else layer_adaptations(arch, a)):
+        key = (arch.layer_kind[layer], adapted, rg)
+        if key not in memo:
+            memo[key] = _count_block(arch.block(layer), arch, a, adapted, batch, s, keys, tokens, rg, training)
+        forward, backward, rg = memo[key]
         count.forward += forward
         count.backward += backward
-        rg = rg_next
+    # A trained module outside the blocks that is neither an embedding nor the head sits between the last block
+    # and the head (the final norm, which LN tuning or modules_to_save trains): the head's input requires grad.
+    modules = arch.by_name
+    rg = rg or any(arch.layer_of(n) is None and n != arch.head and modules[n].kind != "embedding"
+                   and arch.params_under(n) for n in a.trainable_modules)
     if a.pooled_head:  # mean-pooled hidden state -> linear (classes or embedding width), once per sequence
         count.matmul(2 * batch * arch.hidden * a.num_classes, False, True)
-    else:
-        head_trainable = a.full or a.head == "lm"
-        rg = rg or "final" in a.norms
-        count.matmul(2 * tokens * arch.hidden * arch.vocab, rg, head_trainable)
-        if a.lora.get("lm_head"):
-            r = a.lora["lm_head"]
+    elif arch.head:
+        head_trainable = a.full or a.head == "lm" or arch.head in a.trainable_modules
+        count.matmul(tokens * arch.head_flops_per_token, rg, head_trainable)
+        r = a.lora.get(arch.head, 0)
+        if r:
             count.matmul(2 * tokens * arch.hidden * r, rg, True)
             count.matmul(2 * tokens * r * arch.vocab, True, True)
     return count.forward, count.backward
 
 
-def _count_layer(count: _Counter, arch: Arch, a: Adaptation, batch: int, s: int, keys: int, tokens: int,
-                 rg: bool, training: bool) -> tuple[int, int, bool]:
-    """(forward, backward, output requires grad) of one decoder block."""
-    rg_x = rg
-    rg_attn = {}
-    for lin in arch.linears:
-        if lin.reads == "attn_in":
-            rg_attn[lin.name] = _linear(count, a, tokens, lin.name, lin.in_features, lin.out_features, rg_x, training)
-    rg_q, rg_k, rg_v = _qkv_requires_grad(arch, rg_attn)
-    rg_k = rg_k or a.prefix_tokens > 0
-    rg_v = rg_v or a.prefix_tokens > 0
-    rg_p = rg_q or rg_k
-    core = 2 * batch * s * keys * arch.q_dim
-    count.forward += 2 * core
-    count.backward += core * (int(rg_q) + int(rg_k) + int(rg_p) + int(rg_v))
-    rg_core = rg_p or rg_v
-    o = next(lin for lin in arch.linears if lin.reads == "attn_core")
-    rg_out = _linear(count, a, tokens, o.name, o.in_features, o.out_features, rg_core, training)
-    rg_out = rg_out or "attn_out" in a.norms  # Gemma-2's norm after attention
-    if a.adapter_dim and a.adapter_after_attention:
-        rg_out = _adapter(count, a, tokens, arch.hidden, rg_out)
-    rg_h = rg_x or rg_out or "mlp_in" in a.norms  # the MLP reads the normed stream
-    if arch.experts:
-        rg_mlp = _moe(count, arch, a, tokens, rg_h)
-    else:
-        rg_mid = False
-        for lin in arch.linears:
-            if lin.reads == "mlp_in":
-                rg_mid |= _linear(count, a, tokens, lin.name, lin.in_features, lin.out_features, rg_h, training)
-        down = next(lin for lin in arch.linears if lin.reads == "mlp_mid")
-        rg_mlp = _linear(count, a, tokens, down.name, down.in_features, down.out_features, rg_mid, training)
-    if a.adapter_dim and a.adapter_after_ffn:
-        rg_mlp = _adapter(count, a, tokens, arch.hidden, rg_mlp)
-    return count.forward, count.backward, rg_h or rg_mlp or "mlp_out" in a.norms
+def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, batch: int, s: int, keys: int,
+                 tokens: int, rg_in: bool, training: bool) -> tuple[int, int, bool]:
+    """(forward, backward, output requires grad) of one decoder block, walking its products in order: an
+    operand requires grad when anything that feeds it does (autograd's rule)."""
+    count = _Counter()
+    rg = {"input": rg_in}
+    lora, vera, ia3 = dict(adapted.lora), dict(adapted.vera), set(adapted.ia3)
+    trainable, lora_params = adapted.trainable, dict(adapted.params)
 
+    def param_trainable(local: str) -> bool:
+        module = local.rpartition(".")[0]
+        return a.full or local in lora_params or any(module == m or module.startswith(m + ".") for m in trainable)
 
-def _qkv_requires_grad(arch: Arch, rg: dict) -> tuple[bool, bool, bool]:
-    if "q_proj" in rg:
-        return rg["q_proj"], rg["k_proj"], rg["v_proj"]
-    fused = next(iter(rg.values()))  # qkv_proj / c_attn: one tensor, split afterwards
-    return fused, fused, fused
+    def requires_grad(sources) -> bool:
+        return any(rg[x] if x in rg else x.startswith("param:") and param_trainable(x[6:]) for x in sources)
 
-
-def _moe(count: _Counter, arch: Arch, a: Adaptation, tokens: int, rg_in: bool) -> bool:
-    """Mixtral: a router, then each token through ``experts_per_token`` experts (3 matrices each)."""
-    count.matmul(2 * tokens * arch.router_params, rg_in, a.full)
-    count.forward += 2 * tokens * arch.experts_per_token * arch.expert_params
-    count.backward += 2 * tokens * arch.experts_per_token * arch.expert_params * (int(rg_in) + int(a.full))
-    return rg_in or a.full
+    last_op = block.last_op
+    shapes = {name: shape for name, _, shape in block.params}
+    for name, rank in adapted.params:
+        # LoRA on a parameter (PEFT's ParamWrapper): W + B·A folded in once per forward, one baddbmm per
+        # expert stack (peft.tuners.lora.layer._LoraFactorsProxy), both factors trained. Read from PEFT's
+        # code, not checked against torch's counter: that path does not run on meta tensors (its autocast
+        # guard rejects the meta device).
+        experts, rows, cols = shapes[name] if len(shapes[name]) == 3 else (1, *shapes[name])
+        count.matmul(2 * experts * rows * rank * cols, True, True)
+    adapters = {block.attention: a.adapter_dim and a.adapter_after_attention,
+                block.ffn: a.adapter_dim and a.adapter_after_ffn}
+    for index, op in enumerate(block.ops):
+        rg_a, rg_b = requires_grad(op.a), requires_grad(op.b)
+        if op.per_key and a.prefix_tokens:
+            rg_b = True  # the keys and values of prefix tuning are trainable
+        if op.linear:
+            module = op.module
+            weight_trainable = rg_b or any(module == m or module.startswith(m + ".") for m in trainable)
+            rg[op.name] = _linear(count, a, tokens, op, rg_a, weight_trainable, lora.get(op.name, 0),
+                                  op.name in ia3, training, vera.get(op.name, 0))
+        else:
+            flops = tokens * op.per_token + batch * s * keys * op.per_key
+            count.forward += flops
+            count.backward += flops * (int(rg_a) + int(rg_b))
+            rg[op.name] = rg_a or rg_b
+        for child, sources in block.children:
+            if last_op.get(child) == index and adapters.get(child):
+                _adapter(count, a, tokens, arch.hidden, requires_grad(sources))
+                for source in sources:  # what reads the child's output now reads the (trainable) adapter's
+                    rg[source] = True
+    return count.forward, count.backward, requires_grad(block.output)
 
 
 @dataclass(frozen=True)
@@ -163,13 +211,14 @@ class FlopReport:
 
 def flop_report(arch: Arch, a: Adaptation, seq_len: int, mergeable: bool) -> FlopReport:
     base_fwd, _ = count_flops(arch, type(a)(), seq_len, training=False)  # the same model, nothing adapted
-    fwd, bwd = count_flops(arch, a, seq_len)
-    inference_fwd, _ = count_flops(arch, a, seq_len, training=False)
+    per_layer = layer_adaptations(arch, a)
+    fwd, bwd = count_flops(arch, a, seq_len, per_layer=per_layer)
+    inference_fwd, _ = count_flops(arch, a, seq_len, training=False, per_layer=per_layer)
     per = float(seq_len)
     overhead = (inference_fwd - base_fwd) / per
-    elementwise = arch.layers * sum(
-        arch.linear(n).out_features for n in a.ia3_out if n != "lm_head") + arch.layers * sum(
-        arch.linear(n).in_features for n in a.ia3_in)
+    modules = arch.by_name
+    elementwise = (sum(modules[n].out_features for n in a.ia3_out if n != arch.head)
+                   + sum(modules[n].in_features for n in a.ia3_in))
     merged = 0.0 if mergeable else overhead
     if a.pooled_head:
         merged = overhead

@@ -12,16 +12,20 @@ Sources:
 - Activations: Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
   Models", §4.1) count the tensors autograd saves per layer. We count the same way for this
   block's shapes: 4h + q_dim + 2·kv_dim + heads·keys (eager attention probabilities) for
-  attention, 2h + 4·I (gated MLP) or 2h + 2·I (GELU MLP), per token; plus fp32 logits and their
+  attention, 2h + 4·I (gated MLP) or 2h + 2·I (GELU MLP), per token, the widths read from the derived
+  table of the model (explorer.costs.arch; MoE: the top-k experts' hidden units and the router's logits,
+  layer kinds counted each as often as they occur); plus fp32 logits and their
   gradient (2·vocab·4 bytes per token). With gradient checkpointing only each layer's input (h) is
   kept, and one layer's activations are rebuilt at a time. LoRA with dropout keeps a dropped-out copy
   of each adapted layer's input and its mask (PEFT applies a separate dropout per layer).
-- KV cache: 2 (keys and values)·layers·kv_dim per cached token; prefix tuning adds its virtual
-  tokens to every sequence's cache.
+- KV cache: the keys and values transformers' cache holds per layer (measured in the derivation pass),
+  a sliding-window layer at most its window; prefix tuning adds its virtual tokens to every sequence's cache.
+- Several GPUs: explorer.costs.sharding (ZeRO's partitioning, per GPU).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,19 +51,44 @@ class TrainSettings:
                             choices=("adamw", "adamw8bit", "sgd"))
     gradient_checkpointing: bool = option(False, "Keep only each layer's input and recompute the rest in "
                                           "backward: far less activation memory for about one more forward pass.")
+    mixed_precision: str = option("none", "Mixed precision (bf16/fp16): 16-bit weights and gradients with fp32 "
+                                  "master weights beside the optimizer states (2 + 2 + 12 bytes per trained "
+                                  "parameter with AdamW, the ZeRO paper's count). none: weights and gradients at "
+                                  "the precision above.", choices=("none", "bf16", "fp16"))
+    num_gpus: int = option(1, "GPUs training together (data parallel); batch_size is each GPU's micro-batch.",
+                           min=1, max=1024)
+    sharding: str = option("none", "How the GPUs split the model states: none/ddp (each holds everything), "
+                           "ZeRO-1 (optimizer states), ZeRO-2 (+ gradients), ZeRO-3 or FSDP full-shard "
+                           "(+ weights, gathered one block at a time).",
+                           choices=("none", "ddp", "zero1", "zero2", "zero3", "fsdp"))
+    offload: str = option("none", "Keep the optimizer states (and fp32 master weights) in CPU memory instead "
+                          "of GPU memory (ZeRO-Offload).", choices=("none", "optimizer"))
+
+
+def _expert_params(block) -> list[tuple[str, int]]:
+    """The expert matrices of a MoE block: parameters read by its expert products (not nn.Linear)."""
+    names = {x[6:] for op in block.ops if block.roles[op.name] == "experts" for x in op.a + op.b
+             if x.startswith("param:")}
+    return [(n, size) for n, size, _ in block.params if n in names]
 
 
 def linear_weight_count(arch: Arch) -> int:
     """Weights of the block linear layers and experts: what bitsandbytes quantizes (not the LM head)."""
-    per_layer = sum(lin.in_features * lin.out_features for lin in arch.linears) + arch.experts * arch.expert_params
-    return arch.layers * per_layer
+    total = 0
+    for kind, count in Counter(arch.layer_kind).items():
+        block = arch.blocks[kind]
+        total += count * (sum(op.in_features * op.out_features for op in block.ops if op.linear)
+                          + sum(size for _, size in _expert_params(block)))
+    return total
 
 
 def linear_rows(arch: Arch) -> int:
-    per_layer = sum(lin.out_features for lin in arch.linears)
-    if arch.experts:
-        per_layer += arch.experts * (3 * arch.intermediate)
-    return arch.layers * per_layer
+    total = 0
+    for kind, count in Counter(arch.layer_kind).items():
+        block = arch.blocks[kind]
+        total += count * (sum(op.out_features for op in block.ops if op.linear)
+                          + sum(size // arch.hidden for _, size in _expert_params(block)))
+    return total
 
 
 def base_weight_bytes(arch: Arch, precision: str, nf4: bool = False, double_quant: bool = True) -> float:
@@ -75,8 +104,29 @@ def base_weight_bytes(arch: Arch, precision: str, nf4: bool = False, double_quan
     return total * BYTES[precision]
 
 
+def block_activations_per_token(arch: Arch, block, keys: int) -> int:
+    """Elements autograd keeps per token in one block (Korthikanti et al. 2022, §4.1, for this block's shapes):
+    4h around attention, the attention inputs (q, k, v), the attention probabilities (heads·keys), 2h around
+    the MLP, two tensors per MLP/expert hidden unit (the product's inputs), and the router's logits."""
+    roles = block.roles
+    h = arch.hidden
+    attn_in = sum(op.out_per_token for op in block.ops if roles[op.name] == "attn_in")
+    scores = sum(op.out_per_key for op in block.ops if op.per_key) * keys
+    experts = {op.name for op in block.ops if roles[op.name] == "experts"}
+    first_stage = sum(op.out_per_token for op in block.ops if roles[op.name] == "mlp_in"
+                      or (op.name in experts and not set(op.a + op.b) & experts))
+    router = sum(op.out_per_token for op in block.ops if roles[op.name] == "router")
+    return 4 * h + attn_in + scores + 2 * h + 2 * first_stage + router
+
+
+def activation_width(s: TrainSettings) -> int:
+    if s.mixed_precision != "none" or s.precision == "int8":
+        return 2
+    return BYTES[s.precision]
+
+
 def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
-    act = BYTES.get(s.precision, 2) if s.precision != "int8" else 2
+    act = activation_width(s)
     seq = s.seq_len + a.prompt_tokens
     keys = seq + a.prefix_tokens
     tokens = s.batch_size * seq
@@ -84,25 +134,28 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     if a.head:  # frozen backbone runs without autograd: only the head's input and output are kept
         head = s.batch_size * arch.hidden * act if a.pooled_head else logits
         return tokens * arch.hidden * act + head
-    mlp = 2 * arch.hidden + (2 if arch.model_type == "gpt2" else 4) * arch.intermediate
-    if arch.experts:
-        mlp = 2 * arch.hidden + arch.experts_per_token * 4 * arch.intermediate + arch.experts
-    per_token = 4 * arch.hidden + arch.q_dim + 2 * arch.kv_dim + arch.heads * keys + mlp
-    per_token += sum(a.lora.values())                                 # LoRA: A's output per adapted layer
-    for name, rank in a.vera.items():  # VeRA keeps A's output (for λ_d's gradient) and B's (for λ_b's)
-        per_token += rank + arch.linear(name).out_features
-    for name in a.lora:
-        if name == "lm_head" or a.lora_dropout <= 0:
+    per_kind = {kind: block_activations_per_token(arch, arch.blocks[kind], keys) for kind in set(arch.layer_kind)}
+    layers_total = sum(per_kind[kind] for kind in arch.layer_kind)
+    extra = 0
+    modules = arch.by_name
+    for name, rank in a.lora.items():
+        if arch.layer_of(name) is None:
             continue
-        lin = arch.linear(name)
-        # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's
-        # weight gradient) and a one-byte mask; DoRA also keeps the base and LoRA outputs.
-        per_token += lin.in_features * (1 + 1 / act) + (2 * lin.out_features if a.dora else 0)
+        extra += rank                                                   # LoRA: A's output per adapted layer
+        if a.lora_dropout > 0:
+            # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's
+            # weight gradient) and a one-byte mask; DoRA also keeps the base and LoRA outputs.
+            m = modules[name]
+            extra += m.in_features * (1 + 1 / act) + (2 * m.out_features if a.dora else 0)
+    for name, rank in a.vera.items():  # VeRA keeps A's output (for λ_d's gradient) and B's (for λ_b's)
+        extra += rank + modules[name].out_features
     if a.adapter_dim:
-        per_token += (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (2 * a.adapter_dim + arch.hidden)
+        extra += arch.layers * (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (
+            2 * a.adapter_dim + arch.hidden)
     if s.gradient_checkpointing:
-        return tokens * (arch.layers * arch.hidden + per_token) * act + logits
-    return tokens * arch.layers * per_token * act + logits
+        one_layer = max(per_kind.values()) + extra / arch.layers
+        return tokens * (arch.layers * arch.hidden + one_layer) * act + logits
+    return tokens * (layers_total + extra) * act + logits
 
 
 @dataclass(frozen=True)
@@ -125,20 +178,31 @@ class Memory:
 
 
 def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings) -> Memory:
-    optimizer = {"adamw": 8, "adamw8bit": 2, "sgd": 0}[s.optimizer] * trainable
+    states = {"adamw": 8, "adamw8bit": 2, "sgd": 0}[s.optimizer]
+    activations = activation_bytes(arch, a, s)
     if a.full:
+        if s.mixed_precision != "none":
+            # ZeRO §3.1: 16-bit weights (2Ψ) and gradients (2Ψ); the optimizer keeps fp32 master weights
+            # beside its states (KΨ, K = 4 + 8 = 12 for AdamW).
+            return Memory(arch.total_params() * 2, 0, trainable * 2, trainable * (4 + states), activations)
         width = BYTES["bf16"] if s.precision == "int8" else BYTES[s.precision]
         weights = arch.total_params() * width
-        return Memory(weights, 0, trainable * width, optimizer, activation_bytes(arch, a, s))
+        return Memory(weights, 0, trainable * width, trainable * states, activations)
+    # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype): they are their own master copy, so mixed
+    # precision changes only the frozen base's activations, not the adapter's 4 + 4 + states bytes.
     weights = base_weight_bytes(arch, s.precision, nf4=a.quantized_base, double_quant=a.double_quant)
     weights += a.vera_shared * 4  # VeRA's shared random matrices: frozen float32 buffers
-    return Memory(weights, trainable * 4, trainable * 4, optimizer, activation_bytes(arch, a, s))
+    return Memory(weights, trainable * 4, trainable * 4, trainable * states, activations)
 
 
 def kv_cache_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
+    """Keys and values transformers' cache keeps per layer; a sliding-window layer keeps at most its window
+    (DynamicSlidingWindowLayer keeps the last window - 1 tokens)."""
     act = 2 if s.precision in ("bf16", "fp16", "int8") else 4
     cached_tokens = s.seq_len + a.prompt_tokens + a.prefix_tokens
-    return 2 * arch.layers * arch.kv_dim * cached_tokens * s.batch_size * act
+    elements = sum(per_token * (min(cached_tokens, window - 1) if window else cached_tokens)
+                   for per_token, window in zip(arch.kv_per_token, arch.windows))
+    return elements * s.batch_size * act
 
 
 def fits(total_bytes: float) -> dict[int, bool]:

@@ -1,94 +1,31 @@
-"""Model specs: the shapes a calculator needs, read from any config.json.
+"""Model specs: a transformers config and the per-block table a calculator needs, for any decoder model.
 
-A ``ModelSpec`` holds a transformers config and an ``Arch``: the per-block table of linear
-layers (names as PEFT matches them, in/out features, bias) and the other parameter groups.
-The analytical formulas of ``explorer.methods`` and ``explorer.costs`` work from the Arch alone,
-so they answer instantly even for a 405B model; ``meta_model`` builds the real architecture on
-the meta device (no weights, no memory) for exact counts and FLOP checks.
+A ``ModelSpec`` holds a transformers config and its ``Arch`` (explorer.costs.arch): every module with its
+PEFT name, the products each block runs and what feeds them, derived from the model transformers builds
+on the meta device (explorer.costs.derive), once per config. The analytical formulas of
+``explorer.methods`` and ``explorer.costs`` work from the Arch alone, so they answer instantly even for a
+405B model; ``meta_model`` builds the real architecture for exact counts and FLOP checks.
 
-Sources: the modelling files of transformers 5.23 (Llama, Mistral, Mixtral, Qwen2, Gemma2, Phi3,
-GPT-2), read module by module; tests compare every formula with the meta-device model.
+Any model type transformers can build as a causal LM from a config.json works; refused are only configs
+transformers itself rejects (with its reason) and configs that ask for remote code (``auto_map``).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ExplorerError
+from .arch import Arch, Linear  # noqa: F401  (re-exported: the formulas import them from here)
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
-LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "gemma2"}
-SUPPORTED = LLAMA_LIKE | {"phi3", "gpt2"}
 MAX_PARAMS = 5e12  # anything larger is a typo, not a model
-
-
-@dataclass(frozen=True)
-class Linear:
-    """One linear layer of a decoder block. ``name`` is the suffix PEFT's target_modules matches.
-
-    ``reads`` says which activation feeds it: "attn_in" (normed block input), "attn_core" (the
-    attention output), "mlp_in" (normed hidden state), "mlp_mid" (the MLP's hidden activation).
-    """
-
-    name: str
-    in_features: int
-    out_features: int
-    bias: bool
-    reads: str
-
-    @property
-    def params(self) -> int:
-        return self.in_features * self.out_features + (self.out_features if self.bias else 0)
-
-
-@dataclass(frozen=True)
-class Arch:
-    model_type: str
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    tied: bool
-    linears: tuple[Linear, ...]          # per block, in forward order
-    norm_params_per_layer: int
-    final_norm_params: int
-    position_params: int = 0             # learned positions (GPT-2)
-    experts: int = 0                     # MoE: experts per layer (0 = dense)
-    experts_per_token: int = 0
-    expert_params: int = 0               # parameters of one expert
-    router_params: int = 0
-
-    @property
-    def q_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    @property
-    def lm_head(self) -> Linear:
-        return Linear("lm_head", self.hidden, self.vocab, False, "final")
-
-    def linear(self, name: str) -> Linear:
-        for layer in self.linears:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
-
-    def total_params(self) -> int:
-        """Every parameter once (tied embeddings counted once), as model.parameters() does."""
-        per_layer = (sum(lin.params for lin in self.linears) + self.norm_params_per_layer
-                     + self.experts * self.expert_params + self.router_params)
-        embeddings = self.vocab * self.hidden + self.position_params
-        head = 0 if self.tied else self.vocab * self.hidden
-        return embeddings + self.layers * per_layer + self.final_norm_params + head
+MAX_LAYERS = 1024
+_derived: dict[str, Arch] = {}
+_derive_lock = threading.Lock()
 
 
 @dataclass
@@ -96,53 +33,90 @@ class ModelSpec:
     name: str
     source: str                     # "catalog" | "runnable" | "upload"
     config: object                  # transformers PretrainedConfig
-    arch: Arch
     notes: str = ""
     raw: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def key(self) -> str:
+        """The config's identity: two specs with the same config.json share one derived Arch."""
+        if "_key" not in self.__dict__:
+            self._key = json.dumps(self.raw, sort_keys=True, default=str)
+        return self._key
 
-def _arch_from_config(c) -> Arch:
-    mt = c.model_type
-    if mt == "gpt2":
-        h, inner = c.n_embd, c.n_inner or 4 * c.n_embd
-        linears = (Linear("c_attn", h, 3 * h, True, "attn_in"), Linear("attn.c_proj", h, h, True, "attn_core"),
-                   Linear("c_fc", h, inner, True, "mlp_in"), Linear("mlp.c_proj", inner, h, True, "mlp_mid"))
-        return Arch(mt, h, c.n_layer, c.n_head, c.n_head, h // c.n_head, inner, c.vocab_size,
-                    bool(getattr(c, "tie_word_embeddings", True)), linears, 4 * h, 2 * h, c.n_positions * h)
-    h, heads = c.hidden_size, c.num_attention_heads
-    kv = getattr(c, "num_key_value_heads", None) or heads
-    hd = getattr(c, "head_dim", None) or h // heads
-    inter = c.intermediate_size
-    q, k = heads * hd, kv * hd
-    if mt == "phi3":
-        linears = (Linear("qkv_proj", h, q + 2 * k, False, "attn_in"), Linear("o_proj", q, h, False, "attn_core"),
-                   Linear("gate_up_proj", h, 2 * inter, False, "mlp_in"), Linear("down_proj", inter, h, False, "mlp_mid"))
-    else:
-        qkv_bias = mt == "qwen2" or bool(getattr(c, "attention_bias", False))
-        o_bias = mt != "qwen2" and bool(getattr(c, "attention_bias", False))
-        attention = (Linear("q_proj", h, q, qkv_bias, "attn_in"), Linear("k_proj", h, k, qkv_bias, "attn_in"),
-                     Linear("v_proj", h, k, qkv_bias, "attn_in"), Linear("o_proj", q, h, o_bias, "attn_core"))
-        if mt == "mixtral":  # experts are fused 3-D tensors, not nn.Linear: counted separately
-            return Arch(mt, h, c.num_hidden_layers, heads, kv, hd, inter, c.vocab_size, bool(c.tie_word_embeddings),
-                        attention, 2 * h, h, experts=c.num_local_experts, experts_per_token=c.num_experts_per_tok,
-                        expert_params=3 * h * inter, router_params=c.num_local_experts * h)
-        mlp_bias = bool(getattr(c, "mlp_bias", False))
-        linears = attention + (Linear("gate_proj", h, inter, mlp_bias, "mlp_in"),
-                               Linear("up_proj", h, inter, mlp_bias, "mlp_in"),
-                               Linear("down_proj", inter, h, mlp_bias, "mlp_mid"))
-    norms = 4 * h if mt == "gemma2" else 2 * h
-    return Arch(mt, h, c.num_hidden_layers, heads, kv, hd, inter, c.vocab_size,
-                bool(getattr(c, "tie_word_embeddings", False)), linears, norms, h)
+    @property
+    def arch(self) -> Arch:
+        if "_arch" not in self.__dict__:
+            self._arch = arch_of(self)
+        return self._arch
 
 
-def _check_sizes(arch: Arch) -> None:
-    for label, value in [("hidden size", arch.hidden), ("number of layers", arch.layers),
-                         ("attention heads", arch.heads), ("key/value heads", arch.kv_heads),
-                         ("intermediate size", arch.intermediate), ("vocabulary size", arch.vocab)]:
-        if not isinstance(value, int) or value < 1:
+def arch_of(spec: ModelSpec) -> Arch:
+    """The spec's Arch, derived from its meta-device model once per config (cached)."""
+    key = spec.key
+    arch = _derived.get(key)
+    if arch is None:
+        with _derive_lock:
+            arch = _derived.get(key)
+            if arch is None:
+                from .derive import TraceError, derive
+
+                model_type = spec.raw.get("model_type")
+                try:
+                    arch = derive(spec.config)
+                except TraceError as error:
+                    reason = str(error).strip().splitlines()
+                    raise ExplorerError(f"transformers builds this '{model_type}' model, but the calculator could not "
+                                        f"trace its forward pass on the meta device: {reason[0] if reason else ''}") from None
+                except Exception as error:  # transformers raises many kinds for a config it cannot build
+                    reason = str(getattr(error, "__cause__", None) or error).strip().splitlines()
+                    raise ExplorerError(f"transformers could not build a '{model_type}' model from "
+                                        f"this config.json: {reason[0] if reason else type(error).__name__}") from None
+                if len(_derived) >= 256:
+                    _derived.clear()
+                _derived[key] = arch
+    return arch
+
+
+def derived(spec: ModelSpec) -> bool:
+    """Whether the spec's Arch is derived already (the next use costs nothing)."""
+    return spec.key in _derived
+
+
+SIZE_FIELDS = [("hidden size", ("hidden_size", "n_embd", "d_model")),
+               ("number of layers", ("num_hidden_layers", "n_layer", "num_layers")),
+               ("attention heads", ("num_attention_heads", "n_head")),
+               ("key/value heads", ("num_key_value_heads",)),
+               ("intermediate size", ("intermediate_size", "n_inner")),
+               ("vocabulary size", ("vocab_size",)),
+               ("experts", ("num_local_experts", "num_experts", "n_routed_experts"))]
+
+
+def _size(data: dict, keys: tuple) -> object:
+    return next((data[k] for k in keys if data.get(k) is not None), None)
+
+
+def _check_sizes(data: dict) -> None:
+    """Refuse sizes no model has before building anything: a negative width, a typo of a thousand layers."""
+    for label, keys in SIZE_FIELDS:
+        value = _size(data, keys)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ExplorerError(f"config.json: {label} must be a positive whole number, got {value!r}.")
-    if arch.heads % arch.kv_heads:
-        raise ExplorerError(f"config.json: {arch.heads} attention heads cannot be shared by {arch.kv_heads} key/value heads.")
+    heads, kv = _size(data, SIZE_FIELDS[2][1]), _size(data, SIZE_FIELDS[3][1])
+    if heads and kv and heads % kv:
+        raise ExplorerError(f"config.json: {heads} attention heads cannot be shared by {kv} key/value heads.")
+    layers = _size(data, SIZE_FIELDS[1][1]) or 1
+    if layers > MAX_LAYERS:
+        raise ExplorerError(f"config.json has {layers} layers; the calculator stops at {MAX_LAYERS} (is a size mistyped?).")
+    h = _size(data, SIZE_FIELDS[0][1]) or 1
+    inner = _size(data, SIZE_FIELDS[4][1]) or 4 * h
+    experts = _size(data, SIZE_FIELDS[6][1]) or 1
+    estimate = layers * (4 * h * h + 3 * h * inner * experts) + 2 * (_size(data, SIZE_FIELDS[5][1]) or 1) * h
+    if estimate > MAX_PARAMS:
+        raise ExplorerError(f"config.json describes about {estimate:.3g} parameters; "
+                            f"the calculator stops at {MAX_PARAMS:.0e} (is a size mistyped?).")
+
+
+def _check_total(arch: Arch) -> None:
     if arch.total_params() > MAX_PARAMS:
         raise ExplorerError(f"config.json describes {arch.total_params():.3g} parameters; "
                             f"the calculator stops at {MAX_PARAMS:.0e} (is a size mistyped?).")
@@ -163,18 +137,23 @@ def spec_from_dict(data: dict, name: str, source: str, notes: str = "") -> Model
 
     if model_type not in CONFIG_MAPPING:
         raise ExplorerError(f"transformers does not know the model type '{model_type}'.")
-    if model_type not in SUPPORTED:
-        raise ExplorerError(f"The calculator supports the model types {', '.join(sorted(SUPPORTED))}; "
-                            f"'{model_type}' is not one of them yet.")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ExplorerError(f"transformers has no causal language model for the model type '{model_type}' "
+                            "(the calculator covers decoder-only models that generate text).")
     data.pop("torch_dtype", None)  # deprecated key; we choose precision ourselves
+    data.pop("dtype", None)
+    _check_sizes(data)
     try:
         config = AutoConfig.for_model(model_type, **data)
-        arch = _arch_from_config(config)
     except Exception as error:  # transformers and huggingface_hub raise many kinds for a bad config
         reason = getattr(error, "__cause__", None) or error
         raise ExplorerError(f"config.json could not be read as a '{model_type}' config: {reason}") from None
-    _check_sizes(arch)
-    return ModelSpec(name, source, config, arch, notes, raw={"model_type": model_type, **data})
+    spec = ModelSpec(name, source, config, notes, raw={"model_type": model_type, **data})
+    if source != "catalog":  # a config from a user: derive now, so a bad one is refused with transformers' reason
+        _check_total(spec.arch)
+    return spec
 
 
 def catalog_names() -> list[str]:
@@ -188,8 +167,13 @@ def catalog_spec(name: str) -> ModelSpec:
 
 
 def catalog() -> dict[str, ModelSpec]:
-    """The catalog of real configs (explorer/costs/catalog/*.json), by file name."""
+    """The catalog of real configs (explorer/costs/catalog/*.json), by file name (Archs derived on first use)."""
     return {name: catalog_spec(name) for name in catalog_names()}
+
+
+def catalog_entry(name: str) -> dict:
+    """A catalog file's "_catalog" notes: name, source, family, notes, published parameter count."""
+    return json.loads((CATALOG_DIR / f"{name}.json").read_text()).get("_catalog", {})
 
 
 def catalog_title(name: str) -> str:
@@ -235,7 +219,8 @@ def resolve(name: str) -> ModelSpec:
 
 
 def meta_model(spec: ModelSpec, attn_implementation: str = "eager"):
-    """The real architecture on the meta device: every module and shape, no memory."""
+    """The real architecture on the meta device: every module and shape, no memory. MoE experts run as
+    transformers' batched_mm (every token through exactly top-k experts, no data-dependent routing)."""
     import copy
 
     import torch
@@ -243,5 +228,7 @@ def meta_model(spec: ModelSpec, attn_implementation: str = "eager"):
 
     config = copy.deepcopy(spec.config)
     config._attn_implementation = attn_implementation
+    if hasattr(config, "_experts_implementation"):
+        config._experts_implementation = "batched_mm"
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)

@@ -24,40 +24,49 @@ def _box(x, y, w, h, label, fill, note=""):
 
 def block_svg(arch: Arch, a: Adaptation, method_title: str) -> str:
     """A block drawn bottom-up: embeddings, attention linears, core, output, MLP linears, LM head."""
-    adapted = set(a.lora) | set(a.ia3_out) | set(a.ia3_in) | set(a.vera)
+    adapted = {arch.local_name(n) for n in set(a.lora) | set(a.ia3_out) | set(a.ia3_in) | set(a.vera)}
+    block = arch.main
+    linears = block.linears
 
     def fill_for(name: str) -> str:
         return HIGHLIGHT if a.full or name in adapted else FROZEN
 
     parts, y = [], 10
     width = 520
-    head_fill = HIGHLIGHT if (a.full or a.head or "lm_head" in a.lora) else FROZEN
+    head_fill = HIGHLIGHT if (a.full or a.head or arch.head in a.lora or arch.head in a.trainable_modules) else FROZEN
     head_label = {"classifier": "pool + classifier head", "embedding": "pool + embedding projection"}
     parts.append(_box(150, y, 220, 28, head_label.get(a.head, "LM head"), NEW if a.pooled_head else head_fill))
     y += 44
     rows = []
-    mlp_in = [lin for lin in arch.linears if lin.reads == "mlp_in"]
-    mlp_out = [lin for lin in arch.linears if lin.reads == "mlp_mid"]
+    mlp_in = [lin for lin in linears if lin.reads == "mlp_in"]
+    mlp_out = [lin for lin in linears if lin.reads == "mlp_mid"]
     if a.adapter_dim and a.adapter_after_ffn:
         rows.append([("adapter (after FFN)", NEW, f"bottleneck {a.adapter_dim}")])
-    if a.norms:  # LN tuning: which norms train (a block's norms, by what they feed)
-        rows.append([(f"norm before {where}", HIGHLIGHT if feeds in a.norms else FROZEN, "element-wise scale")
-                     for where, feeds in (("attention", "attn_in"), ("MLP", "mlp_in"))])
-    if arch.experts:
-        rows.append([(f"{arch.experts} experts (top-{arch.experts_per_token})", HIGHLIGHT if a.full else FROZEN,
+    # The block's own norms (its direct children), drawn when one of them trains (LN tuning, modules_to_save)
+    trained = {arch.local_name(n) for n in a.trainable_modules if arch.layer_of(n) is not None}
+    norms = [m.name for m in block.modules if "." not in m.name and "norm" in m.cls.lower()]
+    if trained & set(norms):
+        rows.append([(name, HIGHLIGHT if name in trained else FROZEN, "element-wise scale") for name in norms])
+    moe = arch.moe(block)
+    if moe:
+        experts_trained = a.full or any(arch.local_name(n).startswith(block.ffn) for n in a.lora_params)
+        rows.append([(f"{moe[0]} experts (top-{moe[1]})", HIGHLIGHT if experts_trained else FROZEN,
                       "fused 3-D expert weights")])
-    else:
-        rows.append([(lin.name, fill_for(lin.name), f"{lin.in_features}→{lin.out_features}") for lin in mlp_out])
-        rows.append([(lin.name, fill_for(lin.name), f"{lin.in_features}→{lin.out_features}") for lin in mlp_in])
+    for group in (mlp_out, mlp_in):
+        if group:
+            rows.append([(lin.short, fill_for(lin.name), f"{lin.name}: {lin.in_features}→{lin.out_features}")
+                         for lin in group])
     if a.adapter_dim and a.adapter_after_attention:
         rows.append([("adapter (after attention)", NEW, f"bottleneck {a.adapter_dim}")])
-    attn_out = [lin for lin in arch.linears if lin.reads == "attn_core"]
-    rows.append([(lin.name, fill_for(lin.name), f"{lin.in_features}→{lin.out_features}") for lin in attn_out])
+    attn_out = [lin for lin in linears if lin.reads == "attn_core"]
+    rows.append([(lin.short, fill_for(lin.name), f"{lin.name}: {lin.in_features}→{lin.out_features}")
+                 for lin in attn_out])
     core_label = "attention softmax(QKᵀ)V" + (f" + {a.prefix_tokens} prefix K,V" if a.prefix_tokens else "")
     rows.append([(core_label, NEW if a.prefix_tokens else FROZEN, "")])
-    attn_in = [lin for lin in arch.linears if lin.reads == "attn_in"]
-    rows.append([(lin.name, fill_for(lin.name), f"{lin.in_features}→{lin.out_features}") for lin in attn_in])
-    for row in rows:
+    attn_in = [lin for lin in linears if lin.reads == "attn_in"]
+    rows.append([(lin.short, fill_for(lin.name), f"{lin.name}: {lin.in_features}→{lin.out_features}")
+                 for lin in attn_in])
+    for row in [r for r in rows if r]:
         gap = 8
         w = min(150, (width - 40 - gap * (len(row) - 1)) / len(row))
         x0 = (width - (w * len(row) + gap * (len(row) - 1))) / 2

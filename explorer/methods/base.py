@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..costs.specs import Arch, ModelSpec
+from ..costs.specs import ModelSpec
 from ..errors import ExplorerError
 from ..options import coerce
 
@@ -29,11 +29,14 @@ class Adaptation:
     The cost maths never imports the registry: it reads these fields only."""
 
     full: bool = False                          # every weight trainable (full fine-tuning)
-    lora: dict = field(default_factory=dict)    # linear name -> rank; "lm_head" allowed
+    lora: dict = field(default_factory=dict)    # full module name -> rank (block linears, the head, embeddings)
     dora: bool = False
     lora_dropout: float = 0.0
-    ia3_out: frozenset = frozenset()            # linears whose output is scaled
-    ia3_in: frozenset = frozenset()             # linears whose input is scaled (feed-forward)
+    lora_params: dict = field(default_factory=dict)  # full parameter name -> rank (PEFT's target_parameters)
+    trainable_modules: frozenset = frozenset()  # full module names trained as copies (PEFT's modules_to_save,
+                                                # LN tuning's norms)
+    ia3_out: frozenset = frozenset()            # full names of linears whose output is scaled
+    ia3_in: frozenset = frozenset()             # full names of linears whose input is scaled (feed-forward)
     adapter_dim: int = 0
     adapter_after_attention: bool = False
     adapter_after_ffn: bool = False
@@ -41,12 +44,11 @@ class Adaptation:
     prefix_tokens: int = 0                      # prefix tuning: virtual keys/values per layer
     prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
     prefix_token_dim: int = 0
+    prefix_layers: int = 0                      # layers PEFT gives virtual keys/values
     head: str = ""                              # "lm" (LM head trainable), "classifier" or "embedding"
     num_classes: int = 0                        # outputs of a new pooled head: classes, or the embedding width
-    vera: dict = field(default_factory=dict)    # VeRA: linear name -> rank of the shared frozen random matrices
+    vera: dict = field(default_factory=dict)    # VeRA: full module name -> rank of the shared frozen random matrices
     vera_shared: int = 0                        # ... whose entries (frozen buffers, not parameters) it adds
-    norms: frozenset = frozenset()              # LN tuning: trained norms, by what they feed: "attn_in",
-                                                # "attn_out", "mlp_in", "mlp_out" (in every block) or "final"
     quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
     double_quant: bool = True                   # ... with their block scales quantized too
 
@@ -94,6 +96,8 @@ class Method:
     adds_params: Callable = lambda spec, options: True   # False when it only unfreezes weights the model has
     saved_bytes_per_param: int = 4  # PEFT and our own modules save trainable weights in float32
     combinations: tuple = ()       # how two runs of it combine (explorer.compare.compose), e.g. ("cat",)
+    mixed_batch: bool = False      # PEFT serves several of its adapters in one batch from one base (adapter_names)
+    strength: bool = False         # PEFT's scale rescaling multiplies its whole update: 0 = the base, 1 = trained
     artifact: str = "adapter"      # what one run of it saves, in words: "LoRA adapter", "soft prompt"
     peft_type: str = ""            # PEFT's peft_type in its saved adapter_config.json (PEFT-built methods)
     switches: dict = field(default_factory=dict)  # request keys that pick a sibling: {"use_dora": {True: "dora"}}
@@ -109,6 +113,9 @@ class Method:
     # returns extra arguments for saving (PiSSA and OLoRA keep their initial adapter in ``scratch_dir`` so the
     # save converts the result into a LoRA for the original base).
     before_training: Callable = lambda model, scratch: {}
+    # Why a standard recipe (explorer.recipes: transformers' Trainer + PEFT's config) would not train it as the app
+    # does, e.g. a training hook the recipe's train.py lacks; "" = a recipe expresses it.
+    recipe_refusal: str = ""
 
     def parse_options(self, values: dict | None = None):
         """Options from loose values (UI widgets, CLI strings), checked; clear message on bad input."""
@@ -142,10 +149,6 @@ class Method:
 def freeze(model) -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-
-
-def block_linear_names(arch: Arch) -> list[str]:
-    return [lin.name for lin in arch.linears]
 
 
 def empty_adaptation(spec, options) -> Adaptation:

@@ -6,7 +6,7 @@ LoRA's r·(in+out) per layer plus a trainable magnitude vector of `out` entries:
 from dataclasses import dataclass
 
 from .base import Method
-from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_targets
+from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_match
 
 
 @dataclass
@@ -26,5 +26,5 @@ METHOD = Method(
     terms=lambda spec, options: lora_terms(spec, options, dora=True),
     adaptation=lambda spec, options: lora_adaptation(spec, options, dora=True),
     apply=lambda model, spec, options: apply_lora(model, spec, options, dora=True),
-    validate=lambda spec, options: resolve_targets(spec.arch, options), family="lora", peft_type="LORA",
+    validate=lambda spec, options: resolve_match(spec.arch, options, dora=True), family="lora", peft_type="LORA",
     switches={"use_dora": {True: "dora", False: "lora"}})

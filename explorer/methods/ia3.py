@@ -2,8 +2,10 @@
 In-Context Learning"), built by PEFT.
 
 A learned vector rescales a linear layer's output (keys, values) or, for feed-forward layers, its
-input: `out` (or `in`) trainable entries per adapted layer. Defaults follow PEFT's per-architecture
-table; Phi-3 has none there, so we scale its fused qkv output and its down-projection input.
+input: `out` (or `in`) trainable entries per adapted layer. Defaults: PEFT's per-architecture table where
+it has the model type; elsewhere the paper's choice read from the model's own graph: the key and value
+projections (or the fused projection that makes them) and the layers that read the MLP's hidden activation
+(their inputs scaled). target_modules and feedforward_modules follow PEFT's matching (explorer.methods.targets).
 """
 
 from __future__ import annotations
@@ -12,58 +14,72 @@ from dataclasses import dataclass
 
 from ..errors import ExplorerError
 from ..options import option
-from .base import Adaptation, Method, per_layer_term
-
-FALLBACK = {"phi3": (["qkv_proj", "down_proj"], ["down_proj"])}
+from . import targets as peft_targets
+from .base import Adaptation, Method, Term
 
 
 @dataclass
 class IA3Options:
-    target_modules: str = option("", "Comma-separated layers to rescale; empty = PEFT's defaults for this model.")
-    feedforward_modules: str = option("", "Those of the targets whose input (not output) is rescaled; "
-                                      "empty = PEFT's defaults.")
+    target_modules: str = option("", "PEFT's target_modules: layers to rescale (comma list, re:<regex>, "
+                                 "all-linear); empty = PEFT's defaults for this model.")
+    feedforward_modules: str = option("", "PEFT's feedforward_modules: those of the targets whose input (not "
+                                      "output) is rescaled (comma list or re:<regex>); empty = the defaults.")
 
 
-def _split(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
-def resolve(spec, options) -> tuple[list[str], list[str]]:
-    """(targets, feedforward) as linear names of this architecture."""
+def defaults(arch) -> tuple[list[str], list[str]]:
     from peft.utils import (
         TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
     )
     from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
 
+    if arch.model_type in TARGETS:
+        return list(TARGETS[arch.model_type]), list(FEEDFORWARD.get(arch.model_type, []))
+    linears = [lin for block in arch.blocks for lin in block.linears]
+    attention = [lin.short for lin in linears if lin.reads == "attn_in" and lin.short in ("k_proj", "v_proj")]
+    attention = attention or [lin.short for lin in linears if lin.reads == "attn_in"][:1]
+    feedforward = list(dict.fromkeys(lin.short for lin in linears if lin.reads == "mlp_mid"))
+    return list(dict.fromkeys(attention + feedforward)), feedforward
+
+
+def peft_specs(spec, options):
+    """(target_modules, feedforward_modules) as PEFT gets them."""
     arch = spec.arch
-    names = [lin.name for lin in arch.linears]
-    default_targets, default_ff = FALLBACK.get(arch.model_type, (TARGETS.get(arch.model_type, []),
-                                                                 FEEDFORWARD.get(arch.model_type, [])))
-    targets = _split(options.target_modules) or list(default_targets)
-    feedforward = _split(options.feedforward_modules) or list(default_ff)
-    if options.target_modules:
-        missing = [t for t in targets if t not in names]
-        if missing:
-            raise ExplorerError(f"This model has no linear layer named {', '.join(missing)}; "
-                                f"its linear layers are: {', '.join(names)}.")
-    # PEFT silently skips default names the model lacks (Mixtral's fused experts have no 'w2').
-    targets = [t for t in targets if t in names]
-    feedforward = [f for f in feedforward if f in targets]
-    if not targets:
-        raise ExplorerError("IA³ has no layer to rescale in this model; list target_modules.")
-    if options.feedforward_modules and set(_split(options.feedforward_modules)) - set(targets):
+    default_targets, default_ff = defaults(arch)
+    target_spec = peft_targets.peft_form(options.target_modules) or default_targets
+    ff_spec = peft_targets.peft_form(options.feedforward_modules) or default_ff
+    if not options.target_modules:  # PEFT's table may name layers a model lacks (Mixtral's fused experts: no 'w2')
+        present = arch.leaf_names
+        target_spec = [t for t in target_spec if t.rpartition(".")[2] in present] or target_spec
+    if not options.feedforward_modules and isinstance(target_spec, list):
+        ff_spec = [f for f in ff_spec if f in target_spec]
+    if isinstance(target_spec, list) and isinstance(ff_spec, list) and not set(ff_spec) <= set(target_spec):
         raise ExplorerError("feedforward_modules must be a subset of target_modules.")
-    return targets, feedforward
+    return target_spec, ff_spec
+
+
+def resolve(spec, options) -> tuple[list[str], list[str]]:
+    """(targets, feedforward) as full module names, matched as PEFT matches them."""
+    from types import SimpleNamespace
+
+    from peft.tuners.ia3.model import IA3Model
+
+    target_spec, ff_spec = peft_specs(spec, options)
+    found = peft_targets.match(spec.arch, "ia3", target_spec)
+    config = SimpleNamespace(feedforward_modules=ff_spec or [])
+    feedforward = [n for n in found.targets if IA3Model._check_target_module_feedforward(config, n)]
+    return list(found.targets), feedforward
 
 
 def terms(spec, options):
     arch = spec.arch
     targets, feedforward = resolve(spec, options)
+    ff = set(feedforward)
     out = []
-    for name in targets:
-        lin = arch.linear(name)
-        size, side = (lin.in_features, "input") if name in feedforward else (lin.out_features, "output")
-        out.append(per_layer_term(name, size, arch.layers, f"{size} ({side} scale)"))
+    for local, layers, example in peft_targets.group(arch, targets):
+        m = arch.by_name[example]
+        size, side = (m.in_features, "input") if example in ff else (m.out_features, "output")
+        n = max(len(layers), 1)
+        out.append(Term(local, size * n, f"{size} ({side} scale) × {n} {peft_targets.layer_span(layers)} = {size * n:,}"))
     return out
 
 
@@ -75,10 +91,10 @@ def adaptation(spec, options) -> Adaptation:
 def apply(model, spec, options):
     from peft import IA3Config, get_peft_model
 
-    targets, feedforward = resolve(spec, options)
+    targets, feedforward = peft_specs(spec, options)
+    conv1d = any(spec.arch.by_name[n].kind == "conv1d" for n in resolve(spec, options)[0])
     return get_peft_model(model, IA3Config(task_type="CAUSAL_LM", target_modules=targets,
-                                           feedforward_modules=feedforward,
-                                           fan_in_fan_out=spec.arch.model_type == "gpt2"))
+                                           feedforward_modules=feedforward, fan_in_fan_out=conv1d))
 
 
 METHOD = Method(

@@ -2,12 +2,14 @@
 PEFT's LNTuningConfig.
 
 Only normalisation layers train. PEFT wraps each targeted norm and trains a copy of it (``LNTuningLayer``
-deep-copies the layer), so the trainable count is the targeted norms' own parameters: RMSNorm has a weight of
-d_model, GPT-2's LayerNorm a weight and a bias. Targets default to PEFT's table
-(TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING: e.g. Llama's input_layernorm, post_attention_layernorm
-and the final norm; Qwen2's post_attention_layernorm only); Mixtral and Phi-3, which it lacks, use Llama's names.
-Norm weights are element-wise, so LN tuning adds no matmul FLOPs; but a trained norm before the first attention
-makes every layer above it pay the input-gradient matmuls in backward.
+deep-copies the layer), so the trainable count is the targeted norms' own parameters, read from the model's
+module table (explorer.costs.derive): RMSNorm has a weight of d_model, GPT-2's LayerNorm a weight and a bias.
+Targets default to PEFT's table (TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING: e.g. Llama's
+input_layernorm, post_attention_layernorm and the final norm; Qwen2's post_attention_layernorm only); for a
+model it lacks, the norms read from the model: those directly in each block and the final norm.
+Norm weights are element-wise, so LN tuning adds no matmul FLOPs; but a trained norm makes every product it
+feeds, and everything above, pay the input-gradient matmuls in backward (explorer.costs.flops follows the
+norm's weight through the block's dependency graph).
 """
 
 from __future__ import annotations
@@ -16,67 +18,75 @@ from dataclasses import dataclass
 
 from ..errors import ExplorerError
 from ..options import option
-from .base import Adaptation, Method, Term, per_layer_term
-
-LLAMA_NORMS = ["input_layernorm", "post_attention_layernorm", "norm"]
-FALLBACK = {"mixtral": LLAMA_NORMS, "phi3": LLAMA_NORMS}
-# What each norm feeds, per architecture (transformers 5.23's modelling files): the FLOP formulas need it.
-FEEDS = {
-    "gpt2": {"ln_1": "attn_in", "ln_2": "mlp_in", "ln_f": "final"},
-    "gemma2": {"input_layernorm": "attn_in", "post_attention_layernorm": "attn_out",
-               "pre_feedforward_layernorm": "mlp_in", "post_feedforward_layernorm": "mlp_out", "norm": "final"},
-}
-LLAMA_FEEDS = {"input_layernorm": "attn_in", "post_attention_layernorm": "mlp_in", "norm": "final"}
+from . import targets as peft_targets
+from .base import Adaptation, Method, Term
 
 
 @dataclass
 class LnTuningOptions:
-    target_modules: str = option("", "Comma-separated norm layers to train; empty = PEFT's defaults for this model.")
+    target_modules: str = option("", "PEFT's target_modules: the norm layers to train (comma list or re:<regex>); "
+                                 "empty = PEFT's defaults for this model.")
 
 
-def feeds(spec) -> dict:
-    return FEEDS.get(spec.arch.model_type, LLAMA_FEEDS)
+def is_norm(module) -> bool:
+    return "norm" in module.cls.lower()
+
+
+def norm_names(arch) -> list[str]:
+    """The model's norm layers as targets: those directly in a block (by their name there) and, outside the
+    blocks, the final norm (by its full name)."""
+    out = []
+    for m in arch.modules:
+        if not (m.name and is_norm(m) and m.own_params):
+            continue
+        layer, local = arch.locate(m.name)
+        if layer is None or "." not in local:
+            out.append(m.name if layer is None else local)
+    return list(dict.fromkeys(out))
+
+
+def defaults(arch) -> list[str]:
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING as TABLE
+
+    present = arch.leaf_names
+    listed = [n for n in TABLE.get(arch.model_type, []) if n.rpartition(".")[2] in present]
+    return listed or norm_names(arch)
 
 
 def resolve(spec, options) -> list[str]:
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING as DEFAULTS
-
-    known = feeds(spec)
-    chosen = [n.strip() for n in options.target_modules.split(",") if n.strip()]
-    if not chosen:
-        chosen = FALLBACK.get(spec.arch.model_type) or DEFAULTS.get(spec.arch.model_type, [])
-    missing = [n for n in chosen if n not in known]
-    if missing:
-        raise ExplorerError(f"This model has no norm layer named {', '.join(missing)}; "
-                            f"its norm layers are: {', '.join(known)}.")
-    if not chosen:
-        raise ExplorerError("LN tuning has no norm layer to train in this model; list target_modules.")
-    return list(dict.fromkeys(chosen))
-
-
-def norm_size(spec, name: str) -> int:
-    """Parameters of one such norm: its weight (and GPT-2's bias). The final norm's are arch.final_norm_params;
-    a block's norms share norm_params_per_layer equally (2 for Llama-likes and GPT-2, 4 for Gemma-2)."""
+    """The full names of the norm layers LN tuning trains, matched as PEFT matches them."""
     arch = spec.arch
-    if feeds(spec)[name] == "final":
-        return arch.final_norm_params
-    return arch.norm_params_per_layer // len([n for n, f in feeds(spec).items() if f != "final"])
+    target_spec = peft_targets.peft_form(options.target_modules) or defaults(arch)
+    if isinstance(target_spec, list):
+        missing = [e for e in target_spec if not any(n == e or n.endswith("." + e) for n in arch.module_names)]
+        if missing:
+            raise ExplorerError(f"This model has no norm layer named {', '.join(missing)}; its norm layers are: "
+                                f"{', '.join(norm_names(arch)) or 'none'}.")
+    if not target_spec:
+        raise ExplorerError("LN tuning has no norm layer to train in this model; list target_modules.")
+    names = list(peft_targets.match(arch, "ln_tuning", target_spec).targets)
+    others = [n for n in names if not is_norm(arch.by_name[n])]
+    if others:
+        raise ExplorerError(f"LN tuning trains normalisation layers; {others[0]} is a {arch.by_name[others[0]].cls}. "
+                            f"This model's norm layers are: {', '.join(norm_names(arch)) or 'none'}.")
+    return names
 
 
 def terms(spec, options) -> list[Term]:
+    arch = spec.arch
     out = []
-    for name in resolve(spec, options):
-        size = norm_size(spec, name)
-        bias = " (weight and bias)" if spec.arch.model_type == "gpt2" else ""
-        if feeds(spec)[name] == "final":
-            out.append(Term(f"{name} (final)", size, f"{size}{bias} = {size:,}"))
+    for local, layers, example in peft_targets.group(arch, resolve(spec, options)):
+        size = arch.by_name[example].own_params  # its weight (and bias, for a LayerNorm with one)
+        if layers:
+            n = len(layers)
+            out.append(Term(local, size * n, f"{size} × {n} {peft_targets.layer_span(layers)} = {size * n:,}"))
         else:
-            out.append(per_layer_term(name, size, spec.arch.layers, f"{size}{bias}"))
+            out.append(Term(f"{local} (final)", size, f"{size:,}"))
     return out
 
 
 def adaptation(spec, options) -> Adaptation:
-    return Adaptation(norms=frozenset(feeds(spec)[name] for name in resolve(spec, options)))
+    return Adaptation(trainable_modules=frozenset(resolve(spec, options)))
 
 
 def apply(model, spec, options):

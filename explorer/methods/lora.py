@@ -12,37 +12,91 @@ from dataclasses import dataclass
 from ..costs.specs import Arch
 from ..errors import ExplorerError
 from ..options import option
-from .base import Adaptation, Method, Term, per_layer_term
+from . import targets as peft_targets
+from .base import Adaptation, Method, Term
 
 PRESETS = ("q,v", "attention", "all-linear", "custom")
 
 
-def preset_targets(arch: Arch, preset: str) -> list[str]:
-    """Per-architecture presets. Mixtral's experts are fused 3-D tensors, not linear layers, so
-    'all-linear' reaches its attention only (PEFT's target_parameters could reach the experts)."""
-    attention = [lin.name for lin in arch.linears if lin.reads in ("attn_in", "attn_core")]
+def _unambiguous(arch: Arch, names: list[str]) -> list[str]:
+    """Each linear's shortest name that PEFT's suffix rule matches with nothing else: "q_proj", but GPT-2's
+    "attn.c_proj" (a bare "c_proj" would also match mlp.c_proj)."""
+    every = [lin.name for block in arch.blocks for lin in block.linears]
+    out = []
+    for name in names:
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-k:])
+            if all(other == name or not (other == suffix or other.endswith("." + suffix)) for other in every):
+                out.append(suffix)
+                break
+    return list(dict.fromkeys(out))
+
+
+_presets: dict[tuple, tuple] = {}
+
+
+def preset_targets(arch: Arch, preset: str):
+    """The presets, written as PEFT targets: the LoRA paper's q and v projections (or the fused projection
+    that holds them), every attention projection, or PEFT's "all-linear" (memoized per model)."""
+    key = (id(arch), preset)
+    hit = _presets.get(key)
+    if hit is None or hit[0] is not arch:
+        if len(_presets) > 1024:
+            _presets.clear()
+        hit = _presets[key] = (arch, _preset_targets(arch, preset))
+    return hit[1]
+
+
+def _preset_targets(arch: Arch, preset: str):
+    attention = [lin.name for block in arch.blocks for lin in block.linears if lin.reads in ("attn_in", "attn_core")]
     if preset == "q,v":
+        shorts = {lin.short for block in arch.blocks for lin in block.linears}
+        chosen = [n for n in ("q_proj", "v_proj") if n in shorts]
         fused = [lin.name for lin in arch.linears if lin.reads == "attn_in"]
-        return ["q_proj", "v_proj"] if "q_proj" in fused else fused[:1]
+        return chosen or _unambiguous(arch, fused[:1])
     if preset == "attention":
-        return attention
-    if preset == "all-linear":
-        return [lin.name for lin in arch.linears]
+        return _unambiguous(arch, list(dict.fromkeys(attention)))
+    if preset == "all-linear":  # PEFT's expansion of "all-linear": as short names where they name exactly it
+        names = _unambiguous(arch, list(dict.fromkeys(arch.local_name(n) for n in sorted(arch.all_linear))))
+        matched = {n for n in arch.module_names if any(n == e or n.endswith("." + e) for e in names)}
+        return names if matched == set(arch.all_linear) else frozenset(arch.all_linear)
     raise ExplorerError(f"Unknown target preset '{preset}'; choose one of {', '.join(PRESETS)}.")
 
 
-def resolve_targets(arch: Arch, options) -> list[str]:
+def target_spec(arch: Arch, options):
+    """target_modules as PEFT will get it: a preset's, or the user's (a comma list, "re:<regex>", "all-linear")."""
     if options.target_preset != "custom":
         return preset_targets(arch, options.target_preset)
-    names = [n.strip() for n in options.target_modules.split(",") if n.strip()]
-    if not names:
-        raise ExplorerError("target_modules is empty: list linear layers, e.g. q_proj,v_proj.")
-    available = [lin.name for lin in arch.linears] + ["lm_head"]
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise ExplorerError(f"This model has no linear layer named {', '.join(missing)}; "
-                            f"its linear layers are: {', '.join(available)}.")
-    return list(dict.fromkeys(names))
+    spec = peft_targets.peft_form(options.target_modules)
+    if spec is None and not peft_targets.split(getattr(options, "target_parameters", "")):
+        raise ExplorerError("target_modules is empty: name linear layers, e.g. q_proj,v_proj "
+                            "(or re:<regex>, or all-linear).")
+    return spec
+
+
+def resolve_match(arch: Arch, options, dora: bool = False) -> peft_targets.Match:
+    _config(arch, options, dora, False)  # PEFT's own checks of the config first
+    kwargs = peft_targets.peft_kwargs(options)
+    peft_targets.layer_indices(getattr(options, "layers_to_transform", ""), arch.layers)
+    found = peft_targets.match(arch, "lora", target_spec(arch, options), kwargs["exclude_modules"],
+                               kwargs["layers_to_transform"], kwargs["layers_pattern"], kwargs["modules_to_save"],
+                               peft_targets.split(getattr(options, "target_parameters", "")) or None,
+                               options.r, options.lora_alpha)
+    if found.params:  # PEFT's ParamWrapper (LoRA on a parameter) refuses these (peft.tuners.lora.layer)
+        why = f" ({found.converted})" if found.converted else ""
+        if options.lora_dropout:
+            raise ExplorerError(f"PEFT: lora.ParamWrapper does not work with lora_dropout != 0{why}. Set "
+                                "lora_dropout=0, or target other layers (e.g. target_preset=attention).")
+        if dora:
+            raise ExplorerError(f"PEFT: lora.ParamWrapper does not work with use_dora=True{why}. Target other layers "
+                                "(e.g. target_preset=attention).")
+    return found
+
+
+def resolve_targets(arch: Arch, options) -> list[str]:
+    """The full names of the modules LoRA adapts (PEFT's matching)."""
+    return list(resolve_match(arch, options).targets)
 
 
 @dataclass
@@ -54,36 +108,82 @@ class LoraOptions:
     target_preset: str = option("all-linear", "Which linear layers get an update: q and v (the LoRA paper), "
                                 "all attention projections, every linear layer of the block, or a custom list.",
                                 choices=PRESETS)
-    target_modules: str = option("", "Custom comma-separated linear layer names (used when the preset is custom).")
+    target_modules: str = option("", "PEFT's target_modules (custom preset): names matched as PEFT does (a module "
+                                 "whose name is or ends with '.'+entry), comma-separated; re:<regex> for a regex "
+                                 "on the whole name; all-linear.")
+    exclude_modules: str = option("", "PEFT's exclude_modules: names (or re:<regex>) never adapted.")
+    layers_to_transform: str = option("", "PEFT's layers_to_transform: adapt only these layer indices (comma list).")
+    layers_pattern: str = option("", "PEFT's layers_pattern: the name of the layer list, e.g. layers or h.")
+    modules_to_save: str = option("", "PEFT's modules_to_save: modules trained in full as a copy (e.g. lm_head).")
+    target_parameters: str = option("", "PEFT's target_parameters: parameters (e.g. MoE expert matrices "
+                                    "mlp.experts.gate_up_proj) that get a LoRA update of their own.")
     use_rslora: bool = option(False, "rsLoRA: scale by alpha/√r, which keeps high ranks stable.")
+
+
+def _module_update(arch: Arch, name: str, r: int, dora: bool) -> tuple[int, str]:
+    m = arch.by_name[name]
+    fan_in, fan_out = m.in_features, m.out_features
+    per = r * (fan_in + fan_out) + (fan_out if dora and m.kind != "embedding" else 0)
+    expr = f"{r}·({fan_in}+{fan_out})" + (f" + {fan_out} (magnitude)" if dora and m.kind != "embedding" else "")
+    return per, expr
 
 
 def lora_terms(spec, options, dora: bool = False) -> list[Term]:
     arch = spec.arch
+    found = resolve_match(arch, options, dora)
     terms = []
-    for name in resolve_targets(arch, options):
-        lin = arch.lm_head if name == "lm_head" else arch.linear(name)
-        r = options.r
-        per = r * (lin.in_features + lin.out_features) + (lin.out_features if dora else 0)
-        expr = f"{r}·({lin.in_features}+{lin.out_features})" + (f" + {lin.out_features} (magnitude)" if dora else "")
-        layers = 1 if name == "lm_head" else arch.layers
-        terms.append(per_layer_term(name, per, layers, expr) if layers > 1
-                     else Term(name, per, f"{expr} = {per:,}"))
+    entry_of = {}
+    for entry, names in found.by_entry:
+        for name in names:
+            entry_of.setdefault(name, entry)
+    for local, layers, example in peft_targets.group(arch, found.targets):
+        per, expr = _module_update(arch, example, options.r, dora)
+        n = max(len(layers), 1)
+        where = f" × {n} {peft_targets.layer_span(layers)}" if layers else ""
+        matched_by = entry_of.get(example, "")
+        label = local if matched_by in ("", local) else f"{local} (matched by {matched_by})"
+        terms.append(Term(label, per * n, f"{expr}{where} = {per * n:,}"))
+    shapes = {name: (shape, factor) for name, shape, factor in found.params}
+    for local, layers, example in peft_targets.group(arch, list(shapes)):
+        shape, factor = shapes[example]
+        experts, a, b = (shape if len(shape) == 3 else (1, *shape))
+        rank = options.r * factor  # PEFT doubles the rank of a fused gate_up_proj it converted w1+w3 into
+        per = rank * experts * (a + b)
+        n = max(len(layers), 1)
+        terms.append(Term(f"{local} (parameter)", per * n,
+                          f"{rank}·{experts} experts·({a}+{b}) × {n} {peft_targets.layer_span(layers)} = {per * n:,}"))
+    for name in found.saved:
+        count = arch.params_under(name)
+        terms.append(Term(f"{name} (modules_to_save: a trained copy)", count, f"{count:,} parameters copied"))
     return terms
 
 
 def lora_adaptation(spec, options, dora: bool = False) -> Adaptation:
-    return Adaptation(lora={n: options.r for n in resolve_targets(spec.arch, options)}, dora=dora,
-                      lora_dropout=options.lora_dropout)
+    found = resolve_match(spec.arch, options, dora)
+    return Adaptation(lora={n: options.r for n in found.targets}, dora=dora, lora_dropout=options.lora_dropout,
+                      lora_params={n: options.r * factor for n, _, factor in found.params},
+                      trainable_modules=frozenset(found.saved))
+
+
+def _config(arch: Arch, options, dora: bool, conv1d: bool):
+    """PEFT's LoraConfig for these options; its own checks turned into a one-line message."""
+    from peft import LoraConfig
+
+    try:
+        return LoraConfig(task_type="CAUSAL_LM", r=options.r, lora_alpha=options.lora_alpha,
+                          lora_dropout=options.lora_dropout, target_modules=target_spec(arch, options),
+                          target_parameters=peft_targets.split(options.target_parameters) or None,
+                          use_rslora=options.use_rslora, use_dora=dora, fan_in_fan_out=conv1d,
+                          **peft_targets.peft_kwargs(options))
+    except (ValueError, TypeError) as error:
+        raise ExplorerError(f"PEFT: {str(error).strip().splitlines()[0]}") from None
 
 
 def peft_lora_config(spec, options, dora: bool = False):
-    from peft import LoraConfig
-
-    return LoraConfig(task_type="CAUSAL_LM", r=options.r, lora_alpha=options.lora_alpha,
-                      lora_dropout=options.lora_dropout, target_modules=resolve_targets(spec.arch, options),
-                      use_rslora=options.use_rslora, use_dora=dora,
-                      fan_in_fan_out=spec.arch.model_type == "gpt2")  # GPT-2's Conv1D stores W transposed
+    arch = spec.arch
+    found = resolve_match(arch, options, dora)
+    # GPT-2's Conv1D stores W transposed
+    return _config(arch, options, dora, any(arch.by_name[n].kind == "conv1d" for n in found.targets))
 
 
 def apply_lora(model, spec, options, dora: bool = False):
@@ -101,5 +201,6 @@ METHOD = Method(
     default_lr=1e-3, options_type=LoraOptions, mergeable=True,
     merge_reason="B·A has the shape of W, so W + (alpha/r)·B·A is an ordinary weight: zero inference overhead.",
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_lora,
-    validate=lambda spec, options: resolve_targets(spec.arch, options), textbook="lora", family="lora",
-    peft_type="LORA", combinations=("linear", "cat", "ties"), artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}})
+    validate=lambda spec, options: resolve_match(spec.arch, options), textbook="lora", family="lora",
+    peft_type="LORA", combinations=("linear", "cat", "ties", "svd", "dare_linear", "dare_ties", "magnitude_prune"),
+    artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}}, mixed_batch=True, strength=True)

@@ -40,8 +40,11 @@ METHOD = Method(
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation,
     apply=lambda model, spec, options: apply_lora(model, spec, options),
     validate=lambda spec, options: resolve_targets(spec.arch, options), family="lora", peft_type="LORA",
-    artifact="LoRA adapter", in_default_race=False,  # (the composition demo stays LoRA and prompt tuning)
+    artifact="LoRA adapter", in_default_race=False,
     make_optimizer=make_optimizer,
+    mixed_batch=True, strength=True,  # its adapter is LoRA's (the composition demo stays LoRA, prompt and prefix)
+    recipe_refusal="its optimizer gives B a larger learning rate than A (PEFT's create_loraplus_optimizer), which "
+                   "the recipe's train.py, with the Trainer's own optimizer, does not",
     literature=("Hayou et al. 2024 (LoRA+, abstract) claim 1-2% better results and up to about 2x faster "
                 "fine-tuning than LoRA at the same computational cost, from a well-chosen ratio of B's to A's "
                 "learning rate.",))

@@ -73,6 +73,12 @@ def mutating_init_method(name: str, title: str, options_type, init_of, **text) -
         validate=lambda spec, options: resolve_targets(spec.arch, options), family="lora", peft_type="LORA",
         artifact="LoRA adapter (converted for the original base)", in_default_race=False,
         before_training=keep_initial_adapter,
+        # The saved adapter is a LoRA of the original base: it shares a batch and scales as LoRA's does. (Not in the
+        # composition experiment, whose demo trains two runs of every method that combines.)
+        mixed_batch=True, strength=True,
+        recipe_refusal="its initialisation changes the base weights and its saved adapter is converted into a LoRA "
+                       "of the original base (PEFT's path_initial_model_for_weight_conversion), which the recipe's "
+                       "train.py does not do",
         saved_bytes_per_param=8,  # the saved adapter has rank 2r: twice the trainable weights, in float32
         merge_reason="Training changes B·A away from B₀·A₀ on the residual base; saved as the LoRA "
                      "ΔW = B·A − B₀·A₀ of the original weights, it folds into W like any LoRA (zero overhead).",

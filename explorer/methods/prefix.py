@@ -3,7 +3,8 @@
 n learned keys and values are prepended in every attention layer. PEFT stores them at the width of
 the key/value projections (num_key_value_heads·head_dim: smaller than d_model under grouped-query
 attention): n·layers·2·kv_dim parameters, or, with the reparameterization MLP, an n×kv_dim
-embedding, a kv_dim→h linear, tanh and an h→layers·2·kv_dim linear.
+embedding, a kv_dim→h linear, tanh and an h→layers·2·kv_dim linear. The width and the number of layers
+are PEFT's own (peft.utils.other._prepare_prompt_learning_config, asked with the model's config).
 """
 
 from dataclasses import dataclass
@@ -20,9 +21,27 @@ class PrefixOptions:
     encoder_hidden_size: int = option(512, "Hidden size of the reparameterization MLP.", min=1, max=65536)
 
 
+_shapes: dict[str, tuple[int, int]] = {}
+
+
+def prefix_shape(spec) -> tuple[int, int]:
+    """(layers, width of the keys/values) PEFT gives the prefix on this model."""
+    key = spec.key
+    if key not in _shapes:
+        from peft import PrefixTuningConfig
+        from peft.utils.other import _prepare_prompt_learning_config
+
+        config = _prepare_prompt_learning_config(PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=1),
+                                                 spec.config)
+        if len(_shapes) > 256:
+            _shapes.clear()
+        _shapes[key] = (config.num_layers, config.token_dim)
+    return _shapes[key]
+
+
 def terms(spec, o):
-    a = spec.arch
-    n, t, L = o.num_virtual_tokens, a.kv_dim, a.layers
+    L, t = prefix_shape(spec)
+    n = o.num_virtual_tokens
     if not o.prefix_projection:
         count = n * L * 2 * t
         return [Term("prefix keys and values", count, f"{n}·{L} layers·2·{t} = {count:,}")]
@@ -33,9 +52,10 @@ def terms(spec, o):
 
 
 def adaptation(spec, o):
+    layers, width = prefix_shape(spec)
     return Adaptation(prefix_tokens=o.num_virtual_tokens,
                       prefix_mlp_hidden=o.encoder_hidden_size if o.prefix_projection else 0,
-                      prefix_token_dim=spec.arch.kv_dim)
+                      prefix_token_dim=width, prefix_layers=layers)
 
 
 def apply(model, spec, options):
@@ -54,4 +74,5 @@ METHOD = Method(
     default_lr=1e-2, options_type=PrefixOptions, mergeable=False,
     merge_reason="Cannot merge: it adds extra keys and values to every attention layer, which enlarge the "
                  "attention (and the KV cache) rather than change a weight.",
-    uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, textbook="prefix")
+    uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, textbook="prefix",
+    peft_type="PREFIX_TUNING", combinations=("kv_concat",), artifact="key/value prefix")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from ..options import option
 from .base import Method
-from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_targets
+from .lora import LoraOptions, apply_lora, lora_adaptation, lora_terms, resolve_match
 
 
 @dataclass
@@ -87,5 +87,6 @@ METHOD = Method(
                  "re-rounds them (the Compare tab shows the difference).",
     uses_peft=True, terms=lora_terms, adaptation=adaptation,
     apply=lambda model, spec, options: apply_lora(model, spec, options),
-    validate=lambda spec, options: resolve_targets(spec.arch, options), textbook="lora", family="lora",
-    peft_type="LORA", quantized_base=True, load_kwargs=load_kwargs, after_load=after_load)
+    validate=lambda spec, options: resolve_match(spec.arch, options), textbook="lora", family="lora",
+    peft_type="LORA", quantized_base=True, load_kwargs=load_kwargs, after_load=after_load, mixed_batch=True,
+    strength=True)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from ..errors import ExplorerError
 from ..options import option
-from .base import Adaptation, Method, Term, per_layer_term
-from .lora import PRESETS, resolve_targets
+from . import targets as peft_targets
+from .base import Adaptation, Method, Term
+from .lora import PRESETS, target_spec
 
 
 @dataclass
@@ -32,23 +33,29 @@ class VeraOptions:
 
 
 def targets(spec, options) -> list[str]:
-    names = resolve_targets(spec.arch, options)
-    if "lm_head" in names:
-        raise ExplorerError("VeRA here adapts the block's linear layers; remove lm_head from target_modules.")
+    """The full names of the linear (and Conv1D) modules VeRA adapts, matched as PEFT matches them."""
+    arch = spec.arch
+    names = list(peft_targets.match(arch, "vera", target_spec(arch, options)).targets)
+    if arch.head and arch.head in names:
+        raise ExplorerError(f"VeRA here adapts the blocks' linear layers; remove {arch.head} from target_modules.")
     return names
 
 
 def shared_shape(spec, options) -> tuple[int, int]:
     """(largest in, largest out) features among the targets: the sizes of the shared A and B."""
-    lins = [spec.arch.linear(name) for name in targets(spec, options)]
-    return max(lin.in_features for lin in lins), max(lin.out_features for lin in lins)
+    modules = [spec.arch.by_name[name] for name in targets(spec, options)]
+    return max(m.in_features for m in modules), max(m.out_features for m in modules)
 
 
 def terms(spec, options) -> list[Term]:
-    r, layers = options.r, spec.arch.layers
-    return [per_layer_term(name, spec.arch.linear(name).out_features + r, layers,
-                           f"{spec.arch.linear(name).out_features} (λ_b) + {r} (λ_d)")
-            for name in targets(spec, options)]
+    arch, r = spec.arch, options.r
+    out = []
+    for local, layers, example in peft_targets.group(arch, targets(spec, options)):
+        per = arch.by_name[example].out_features + r
+        n = max(len(layers), 1)
+        where = f" × {n} {peft_targets.layer_span(layers)}" if layers else ""
+        out.append(Term(local, per * n, f"{per - r} (λ_b) + {r} (λ_d){where} = {per * n:,}"))
+    return out
 
 
 def frozen_terms(spec, options) -> list[Term]:
@@ -69,7 +76,8 @@ def apply(model, spec, options):
     return get_peft_model(model, VeraConfig(
         task_type="CAUSAL_LM", r=options.r, target_modules=targets(spec, options), vera_dropout=options.vera_dropout,
         d_initial=options.d_initial, projection_prng_key=options.projection_prng_key,
-        fan_in_fan_out=spec.arch.model_type == "gpt2"))  # GPT-2's Conv1D stores W transposed
+        # GPT-2's Conv1D stores W transposed
+        fan_in_fan_out=any(spec.arch.by_name[n].kind == "conv1d" for n in targets(spec, options))))
 
 
 METHOD = Method(

@@ -92,7 +92,9 @@ class Race:
 
     @property
     def finished(self) -> bool:
-        return all(state in runs.FINISHED for state in self.states())
+        """Every entrant finished and the base model scored (or the race stopped before it was)."""
+        stopped = (self.folder / "STOP").exists()
+        return all(state in runs.FINISHED for state in self.states()) and (bool(self.base) or stopped)
 
     def to_json(self) -> dict:
         return {"race_id": self.race_id, "created": self.created, "settings": dataclasses.asdict(self.settings),

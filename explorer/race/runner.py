@@ -26,7 +26,7 @@ def evaluate_base(race: Race) -> dict:
     (the same rows, sequence length and generation length). Reused from an earlier race with the same key."""
     key = base_key(race.settings)
     for other in list_races():
-        if other.race_id != race.race_id and other.base.get("key") == key:
+        if other.race_id != race.race_id and other.base.get("key") == key and "error" not in other.base:
             return {**other.base, "reused_from": other.race_id}
     started = time.time()
     s = race.settings
@@ -65,7 +65,11 @@ def run(race: Race, on_event: Callable[[dict], None] = lambda e: None) -> Race:
     """Score the base (once), then train the race's queued entrants in order; returns the race re-read."""
     if not race.base and not stop_requested(race):
         on_event({"event": "race", "state": "scoring the base model"})
-        write_base(race, evaluate_base(race))
+        try:
+            base = evaluate_base(race)
+        except Exception as error:  # noqa: BLE001 - the entrants still train; the table says why "before" is blank
+            base = {"key": base_key(race.settings), "error": f"{type(error).__name__}: {str(error)[:300]}"}
+        write_base(race, base)
     for entrant, folder in zip(race.entrants, race.run_folders()):
         if stop_requested(race):
             lifecycle.cancel(folder)

@@ -1,5 +1,6 @@
 """Worker process of a race: ``python -m explorer.race.worker RACE_DIR`` scores the base model once and trains
-every queued entrant in turn (explorer.race.runner.run), at a lower CPU priority than the web server."""
+every queued entrant in turn (explorer.race.runner.run), leaving the web server a core as a training worker
+does (explorer.train.worker.share_cpu)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 if __name__ == "__main__":
-    from ..train.worker import WORKER_NICE
+    from ..train.worker import share_cpu
     from .runner import worker_main
 
-    try:
-        os.nice(WORKER_NICE)
-    except OSError:
-        pass
+    share_cpu()
     sys.exit(worker_main(Path(sys.argv[1])))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -99,7 +100,8 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     on_event({"event": "start", "trainable_params": sum(p.numel() for p in trainable),
               "calculator_trainable_params": predicted.trainable_formula,
               "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
-              "device": device, "feature_seconds": feature_seconds})
+              "device": device, "feature_seconds": feature_seconds, "cpu_threads": torch.get_num_threads(),
+              "niceness": os.nice(0)})
     optimizer = make_optimizer(config.optimizer, trainable, lr)
     batches = index_batches(len(train_rows), config.batch_size, config.seed)
     losses, eval_losses, stopped, train_seconds = [], [], False, feature_seconds

@@ -1,56 +1,47 @@
-"""Training jobs: worker processes (one at a time by default), a queue behind them, stop and crash handling.
+"""Training jobs: a queue, jobs running (one at a time by default), stop and crash handling.
 
-The web server never trains: it starts ``python -m explorer.train.worker RUN_DIR`` and follows the run
-through files (status.json, log.jsonl), as LLaMA-Factory's web UI does. A crash, an out-of-memory
-kill or a stop ends the worker, never the server, and the queue moves on whatever happened to the run.
+The web server never trains: a backend (explorer.train.backends) runs each job's command — a worker process
+here (``local``, the default) or a task on a Ray cluster (``ray``) — and the page follows the run through its
+files (status.json, log.jsonl). A crash, an out-of-memory kill, a dead Ray node or a stop ends the job, never
+the server, and the queue moves on whatever happened to the run.
 
-Hosting: EXPLORER_MAX_QUEUE runs may wait (default 8) and EXPLORER_MAX_CONCURRENT_JOBS workers run at
-once (default 1); EXPLORER_DISK_BUDGET_GB is checked before each new run (explorer.train.runs).
+Hosting: EXPLORER_MAX_QUEUE runs may wait (default 8) and EXPLORER_MAX_CONCURRENT_JOBS jobs run at once
+(default 1 locally; on Ray, the cluster's capacity unless set); EXPLORER_DISK_BUDGET_GB is checked before each
+new run (explorer.train.runs). The same caps hold on both backends.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import lifecycle, runs
+from . import backends, lifecycle, runs
+from .backends import Backend, Ended, Handle, Job
 
-
-@dataclass
-class Job:
-    """Runs trained one after another by one worker process: a single fine-tune, or a race's entrants (one
-    process keeps the libraries loaded between them)."""
-
-    runs: list[Path]
-    command: list[str]
-    name: str = field(default="")
-    log_dir: Path | None = None      # where the worker's stderr goes (default: the first run's folder)
-
-    def __post_init__(self):
-        self.name = self.name or (self.runs[0].name if self.runs else "job")
-        self.log_dir = self.log_dir or self.runs[0]
+__all__ = ["Job", "JobManager"]
 
 
 class JobManager:
-    def __init__(self, max_queue: int | None = None, max_concurrent: int | None = None):
+    def __init__(self, max_queue: int | None = None, max_concurrent: int | None = None,
+                 backend: Backend | None = None):
+        self.backend = backend or backends.current()
         self.max_queue = settings.max_queue() if max_queue is None else max_queue
-        self.max_concurrent = settings.max_concurrent_jobs() if max_concurrent is None else max_concurrent
+        self.max_concurrent = (settings.max_concurrent_jobs(self.backend.name) if max_concurrent is None
+                               else max_concurrent)
         self.worker_command = [sys.executable, "-m", "explorer.train.worker"]  # + RUN_DIR; tests may swap the program
         self._queue: deque[Job] = deque()
-        self._running: dict[int, tuple[Job, subprocess.Popen]] = {}
+        self._running: dict[int, tuple[Job, Handle]] = {}
         self._cond = threading.Condition()
         self.interrupted = lifecycle.mark_interrupted()
         threading.Thread(target=self._loop, name="explorer-jobs", daemon=True).start()
 
     def submit(self, config, options_values: dict) -> Path:
         """Queue one fine-tune: its run folder."""
+        self.backend.check()  # e.g. the Ray cluster is unreachable: nothing is created
         with self._cond:
             self._check_room()
             run_dir = lifecycle.create(config, options_values)  # checks the disk budget first
@@ -61,6 +52,7 @@ class JobManager:
     def submit_job(self, run_dirs: list[Path], command: list[str], name: str = "",
                    log_dir: Path | None = None) -> None:
         """Queue runs already created (queued) that one worker trains in turn with ``command`` (a race)."""
+        self.backend.check()
         with self._cond:
             self._check_room()
             self._queue.append(Job(list(run_dirs), list(command), name, log_dir))
@@ -106,40 +98,84 @@ class JobManager:
         with self._cond:
             return [run for job, _ in self._running.values() for run in job.runs]
 
+    def slots(self) -> int:
+        """Jobs that may run at once now: the hosting cap, within the backend's capacity (a Ray cluster's)."""
+        try:
+            return max(1, min(self.max_concurrent, self.backend.slots()))
+        except Exception:  # noqa: BLE001 - e.g. Ray unreachable: the next job's start says why it cannot run
+            return max(1, min(self.max_concurrent, len(self._running) + 1))
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue or len(self._running) >= self.max_concurrent:
-                    self._cond.wait()
+                while not self._queue or len(self._running) >= self.slots():
+                    self._cond.wait(self.backend.recheck_seconds)  # a Ray cluster may grow meanwhile
                 job = self._queue.popleft()
-                process = self._start(job)
-                if process is None:
+                handle = self._start(job)
+                if handle is None:
                     continue
-                self._running[id(job)] = (job, process)
-            threading.Thread(target=self._watch, args=(job, process), name=f"explorer-job-{job.name}",
+                self._running[id(job)] = (job, handle)
+            threading.Thread(target=self._watch, args=(job, handle), name=f"explorer-job-{job.name}",
                              daemon=True).start()
 
-    def _start(self, job: Job) -> subprocess.Popen | None:
+    def _start(self, job: Job) -> Handle | None:
         try:
-            with (job.log_dir / "worker.err").open("wb") as err:  # the child keeps its own copy of the descriptor
-                return subprocess.Popen(job.command, cwd=settings.REPO_ROOT, env=os.environ.copy(),
-                                        stdout=subprocess.DEVNULL, stderr=err)
-        except OSError as error:  # a full disk, a deleted run folder, no memory to fork: this job fails, not the queue
+            return self.backend.start(job)
+        except (OSError, ExplorerError) as error:  # a full disk, a deleted run folder, no memory to fork, Ray
+            reason = (f"The training worker could not start: {error.strerror or error}." if isinstance(error, OSError)
+                      else str(error))  # gone: this job fails, not the queue
             for run_dir in job.runs:
                 try:
-                    lifecycle.fail(run_dir, f"The training worker could not start: {error.strerror or error}.")
+                    lifecycle.fail(run_dir, reason)
                 except ExplorerError:
                     pass
             return None
 
-    def _watch(self, job: Job, process: subprocess.Popen) -> None:
-        code = process.wait()
+    def _watch(self, job: Job, handle: Handle) -> None:
+        try:
+            ended = handle.wait()
+        except Exception as error:  # noqa: BLE001 - whatever the backend raised, the runs end and the queue goes on
+            ended = Ended(None, f"The job's backend failed: {type(error).__name__}: {str(error)[:300]}")
         try:
             for run_dir in job.runs:
-                lifecycle.worker_exited(run_dir, code)
+                lifecycle.job_ended(run_dir, ended.code, ended.reason)
         except Exception:  # noqa: BLE001 - whatever happened to this job's files, the queue goes on
             pass
         finally:
             with self._cond:
                 self._running.pop(id(job), None)
                 self._cond.notify_all()
+
+
+def train_and_follow(run_dir: Path, on_event=lambda event: None, backend: Backend | None = None,
+                     poll_seconds: float = 0.5) -> lifecycle.Outcome:
+    """Train one queued run through the backend without a queue, and wait for it here, handing its events to
+    ``on_event`` as they land in the run's log.jsonl (the command line's ``train`` on Ray)."""
+    backend = backend or backends.current()
+    job = Job([run_dir], [sys.executable, "-m", "explorer.train.worker", str(run_dir)])
+    try:
+        handle = backend.start(job)
+    except (OSError, ExplorerError) as error:  # the run must not stay queued with nobody to train it
+        lifecycle.fail(run_dir, f"The job could not start: {getattr(error, 'strerror', None) or error}")
+        raise
+    ended: list[Ended] = []
+    waiter = threading.Thread(target=lambda: ended.append(handle.wait()), daemon=True)
+    waiter.start()
+    seen = 0
+    try:
+        while True:
+            finished = not waiter.is_alive()
+            events = runs.read_log(run_dir)
+            for event in events[seen:]:
+                on_event(event)
+            seen = len(events)
+            if finished:
+                break
+            waiter.join(poll_seconds)
+    except BaseException:  # Ctrl-C: this process gives up the run (Ray ends the task with its driver)
+        lifecycle.interrupt(run_dir, "The command line that was waiting for this run was interrupted.")
+        raise
+    lifecycle.job_ended(run_dir, ended[0].code, ended[0].reason)
+    status = runs.status(run_dir)
+    summary = runs.read_json(run_dir / "summary.json", None)
+    return lifecycle.Outcome(status.get("state", "unknown"), summary, status.get("error", ""))

@@ -4,10 +4,10 @@
                  │            └──────▶ interrupted   (the server restarted and no worker is alive)
                  └──▶ cancelled | failed | interrupted
 
-Whoever trains — the worker process, the CLI, the composition demo, and next the race and the Ray
-backend — calls ``execute``: it marks the run running, trains with the run-folder logger as one callback
-among the caller's (minGPT's trainer callbacks), and records how it ended, with the out-of-memory hint
-when memory ran out (LLaMA-Factory's launch → monitor → finalise, without its shared flags).
+Whoever trains — the worker process (on this machine or on a Ray node, explorer.train.backends), the CLI,
+the composition demo and the race — calls ``execute``: it marks the run running, trains with the run-folder
+logger as one callback among the caller's (minGPT's trainer callbacks), and records how it ended, with the
+out-of-memory hint when memory ran out (LLaMA-Factory's launch → monitor → finalise, without its shared flags).
 """
 
 from __future__ import annotations
@@ -156,6 +156,43 @@ def worker_exited(run_dir: Path, code: int) -> None:
     else:
         reason = f"The training worker exited with code {code} before finishing."
     fail(run_dir, reason)
+
+
+def worker_lost(run_dir: Path, reason: str) -> None:
+    """A job ended without an exit of its own (its Ray worker process or node died, the connection to the
+    cluster was lost): a run it had not finished failed, with the reason."""
+    runs.remove_partial_files(run_dir)
+    if runs.status(run_dir).get("state") not in runs.FINISHED:
+        fail(run_dir, reason)
+
+
+def job_ended(run_dir: Path, code: int | None, reason: str = "") -> None:
+    """A job that held this run ended (explorer.train.backends.Ended): its exit code, or why it had none."""
+    if code is None:
+        worker_lost(run_dir, reason or "The training job ended without an exit code.")
+    else:
+        worker_exited(run_dir, code)
+
+
+def interrupt(run_dir: Path, reason: str) -> None:
+    """Whoever waited for the run gave up on it (Ctrl-C in the command line): it will not finish."""
+    change(run_dir, "interrupted", error=reason)
+
+
+def record_import(config, options_values: dict, adapter: Path, summary: dict) -> Path:
+    """A run trained elsewhere (a recipe on the user's GPUs) brought in as a finished run: its folder, its
+    adapter copied in whole, its summary, and the states a run passes through (queued, running, done)."""
+    run_dir = create(config, options_values)
+    try:
+        change(run_dir, "running", pid=os.getpid())
+        runs.copy_adapter(adapter, run_dir)
+        runs.write_json(run_dir / "summary.json", {"run_id": run_dir.name, "run_dir": str(run_dir), **summary})
+        folder_log(run_dir)({"event": "imported", "source": str(adapter)})
+    except BaseException as error:
+        fail(run_dir, f"The import did not finish: {error}")
+        raise
+    change(run_dir, "done", imported_from=str(adapter))
+    return run_dir
 
 
 def cancel(run_dir: Path) -> None:

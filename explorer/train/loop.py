@@ -8,6 +8,7 @@ runs in the CLI's process or in a worker process started by explorer.train.jobs,
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     on_event({"event": "start", "trainable_params": measured_trainable,
               "calculator_trainable_params": predicted.trainable_formula,
               "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
-              "device": prep.device})
+              "device": prep.device, "cpu_threads": torch.get_num_threads(), "niceness": os.nice(0)})
     optimizer = (method.make_optimizer(model, prep.options, lr, *optimizer_class(config.optimizer))
                  if method.make_optimizer else make_optimizer(config.optimizer, trainable, lr))
     reset_peak_memory(prep.device)

@@ -223,6 +223,26 @@ def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft
         raise
 
 
+def copy_adapter(source: Path, run_dir: Path) -> None:
+    """An adapter saved elsewhere (PEFT's adapter_config.json and safetensors) copied into the run whole: a
+    temporary folder renamed into place. Only safetensors and JSON files travel: never a pickle."""
+    files = [p for p in sorted(Path(source).iterdir()) if p.is_file() and not p.is_symlink()
+             and p.suffix in (".safetensors", ".json") and p.name != "metrics.json"]
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "adapter-", dir=run_dir))
+    except OSError as error:
+        raise not_writable(run_dir / ADAPTER_DIR, error) from None
+    try:
+        for file in files:
+            shutil.copyfile(file, tmp / file.name)
+        tmp.rename(run_dir / ADAPTER_DIR)
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise not_writable(run_dir / ADAPTER_DIR, error) from None
+        raise
+
+
 def new_run_folder(config, options_values: dict, first_status: dict) -> Path:
     """A new run folder with its settings and first status (explorer.train.lifecycle.create decides which),
     after the disk budget check. A folder that could not be written whole is removed again: no run

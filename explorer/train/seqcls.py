@@ -25,9 +25,11 @@ def _peft_config(spec):
     from peft import LoraConfig
 
     options = lora.LoraOptions()
+    arch = spec.arch
     return LoraConfig(task_type="SEQ_CLS", r=options.r, lora_alpha=options.lora_alpha,
-                      lora_dropout=options.lora_dropout, target_modules=lora.resolve_targets(spec.arch, options),
-                      fan_in_fan_out=spec.arch.model_type == "gpt2")
+                      lora_dropout=options.lora_dropout, target_modules=lora.target_spec(arch, options),
+                      # GPT-2's Conv1D stores W transposed
+                      fan_in_fan_out=any(arch.by_name[n].kind == "conv1d" for n in lora.resolve_targets(arch, options)))
 
 
 def predict(model, encoded: list[list[int]], pad_id: int, device: str, batch_size: int) -> list[int]:

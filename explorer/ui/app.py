@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from .calculator_tab import create_calculator_tab
@@ -27,6 +29,9 @@ CSS = """
 .cmp-table .cmp-prompt { background: #f4f4f5; font-style: italic; }
 .cmp-table .cmp-none { color: #777; }
 .cmp-table mark, .cmp-legend mark { background: #ffe08a; padding: 0; }
+/* Table headers break between words, never inside one ("metho d"). */
+#ft-runs th span, #race-table th span, #models-table th span { word-break: normal !important;
+                                                              overflow-wrap: normal !important; }
 /* A reply without spaces must wrap, not push the other columns off-screen. */
 #compose-replies tbody td span, #models-table tbody td span, #calc-flops tbody td span,
 #calc-textbook tbody td span { overflow-wrap: anywhere; word-break: break-word; }
@@ -34,6 +39,10 @@ CSS = """
 
 
 def build_app() -> gr.Blocks:
+    # Gradio summarises every finished event's timing with pandas over its last 10,000 events, for its
+    # monitoring page (gradio/queueing.py: Queue.compute_analytics_summary, read when the queue is made): ~7 ms
+    # of server CPU per Calculator answer by default. Once every 1000 events leaves that CPU to the users.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     with gr.Blocks(title="PEFT Explorer") as demo:
         gr.Markdown("# PEFT Explorer\nExplore the tradeoffs of parameter-efficient fine-tuning: "
                     "what each method costs, how it trains, and what merging changes.")

@@ -14,9 +14,10 @@ import gradio as gr
 import pandas as pd
 
 from .. import calculator
+from ..calculator import exact
 from ..costs import memory
 from ..errors import ExplorerError
-from ..methods import METHODS
+from ..methods import DEFAULT_METHOD, METHODS
 from . import calculator_view as view
 from .common import Latest, api_errors, shows_errors
 from .model_lists import PASTE, model_choices
@@ -82,16 +83,28 @@ def load_upload(path):
 
 
 @api_errors
-def calc(model: str, method: str, options_json: str = "{}", config_json: str = "") -> dict:
-    """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": text})."""
+def calc(model: str, method: str, options_json: str = "{}", config_json: str = "", wait_for_exact: bool = True) -> dict:
+    """The calculator as an API: exact counts, memory and FLOPs as JSON (errors as {"error": text}).
+
+    wait_for_exact=False answers at once, as the page does: the formulas' numbers with "exact": false and
+    "exact_pending": true while PEFT builds the method on the meta device in the background (once per
+    combination, whoever asks); asked again later, the same question has "exact": true and the same count."""
     try:
         values = json.loads(options_json or "{}")
     except json.JSONDecodeError as error:
         raise ExplorerError(f"options are not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise ExplorerError("options must be a JSON object of option and setting names.")
-    return calculator.from_request(model, method, values, exact_mode="compute",
-                                   config_text=config_json or None).as_json()
+    config_text = config_json or None
+    if wait_for_exact:
+        return calculator.from_request(model, method, values, exact_mode="compute", config_text=config_text).as_json()
+    result = calculator.from_request(model, method, values, exact_mode="cached", config_text=config_text)
+    if result.exact_counts is None:
+        refusal = exact.refused(result.spec, result.method, result.options)
+        if refusal:
+            raise ExplorerError(refusal)  # what waiting would have answered
+        exact.in_background(result.spec, result.method, result.options)  # a full queue: queued when asked again
+    return {**result.as_json(), "exact_pending": result.exact_counts is None}
 
 
 def create_calculator_tab() -> dict:
@@ -101,15 +114,19 @@ def create_calculator_tab() -> dict:
     with gr.Row():
         model = gr.Dropdown(model_choices(catalog=True, paste=True), value="llama-2-7b", label="Base model", scale=2, elem_id="calc-model",
                             info="Real published configs; runnable models; or your own config.json")
-        method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value="lora", label="Method",
+        method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value=DEFAULT_METHOD, label="Method",
                              scale=1, elem_id="calc-method")
     with gr.Accordion("Custom config.json", open=False):
         config_text = gr.Code(language="json", label="Paste a config.json, then choose 'Pasted or uploaded "
                               "config.json' as the base model", elem_id="calc-config")
         upload = gr.File(label="…or upload one", file_types=[".json"], type="filepath")
     widget_keys, widgets, groups = method_option_groups("calc")
+    fields = dataclasses.fields(memory.TrainSettings)
+    first_gpu_field = [f.name for f in fields].index("mixed_precision")
     with gr.Row():
-        settings_widgets = [widget_for(f, f"calc-setting-{f.name}") for f in dataclasses.fields(memory.TrainSettings)]
+        settings_widgets = [widget_for(f, f"calc-setting-{f.name}") for f in fields[:first_gpu_field]]
+    with gr.Row():  # precision and GPUs: the per-GPU memory and the GPUs × count table follow them
+        settings_widgets += [widget_for(f, f"calc-setting-{f.name}") for f in fields[first_gpu_field:]]
 
     headline = gr.Markdown(elem_id="calc-headline")
     with gr.Row():
@@ -122,7 +139,8 @@ def create_calculator_tab() -> dict:
             card = gr.HTML(elem_id="calc-card")
     with gr.Row():
         memory_plot = gr.Plot(label="Training and inference memory", elem_id="calc-memory")
-        fits = gr.Dataframe(label="Fits on", interactive=False, elem_id="calc-fits")
+        fits = gr.Dataframe(label="Fits on: GPU size × number of GPUs (each GPU holds its share under the chosen "
+                            "sharding)", interactive=False, elem_id="calc-fits", wrap=True)
     family_plot = gr.Plot(label="All methods at these settings", elem_id="calc-family-plot")
     family = gr.Dataframe(label="All methods at these settings (defaults for the others)", interactive=False,
                           elem_id="calc-family", wrap=True)

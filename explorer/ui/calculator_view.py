@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from .. import calculator
 from ..calculator.claims import checked_claims
-from ..costs import memory
+from ..costs import memory, sharding
 from ..human import human_bytes, human_number
 from ..learn.diagram import block_svg
 
@@ -30,7 +30,20 @@ def headline(r: calculator.CalcResult) -> str:
     saved = "saved weights" if r.method_obj.new_model else "adapter file"
     return (f"### {escape(r.method_obj.title)} on {escape(r.spec.name)}\n"
             f"**{r.trainable:,} trainable parameters** of {total:,} "
-            f"(**{100 * r.trainable / total:.4g}%**) · {saved} ≈ {human_bytes(r.adapter_file_bytes)}\n\n{check}")
+            f"(**{100 * r.trainable / total:.4g}%**) · {saved} ≈ {human_bytes(r.adapter_file_bytes)}\n\n"
+            f"{per_gpu_line(r)}{check}")
+
+
+def per_gpu_line(r: calculator.CalcResult) -> str:
+    """Training memory per GPU under the chosen GPUs and sharding (nothing more to say for one plain GPU)."""
+    g, s = r.per_gpu, r.settings
+    if g.num_gpus == 1 and g.sharding == "none" and not g.offloaded_bytes:
+        return ""
+    gathered = f" + {human_bytes(g.gathered_bytes)} gathered ({escape(g.gathered_unit)})" if g.gathered_bytes else ""
+    offloaded = f"; {human_bytes(g.offloaded_bytes)} of optimizer states in CPU memory" if g.offloaded_bytes else ""
+    return (f"**Per GPU** ({g.num_gpus} × {escape(s.sharding)}, micro-batch {s.batch_size}): "
+            f"**{human_bytes(g.total_bytes)}** = {human_bytes(g.model_states_bytes)} model states + "
+            f"{human_bytes(g.activations_bytes)} activations{gathered}{offloaded}\n\n")
 
 
 def formula_table(r: calculator.CalcResult) -> pd.DataFrame:
@@ -53,7 +66,7 @@ def flops_table(r: calculator.CalcResult) -> pd.DataFrame:
     f = r.flops
     s = r.settings.seq_len
     rows = [
-        ["base model forward", human_number(f.base_forward_per_token), "2·(linear weights) + 4·layers·s·q_dim"],
+        ["base model forward", human_number(f.base_forward_per_token), "2·(weights in products) + attention's QKᵀ and PV"],
         ["adapted model forward (unmerged)", human_number(f.forward_per_token), "the method's extra matmuls included"],
         ["training step (forward + backward)", human_number(f.train_per_token),
          f"{f.train_per_token / f.base_forward_per_token:.2f}× a base forward"],
@@ -63,6 +76,9 @@ def flops_table(r: calculator.CalcResult) -> pd.DataFrame:
         ["inference overhead, merged", human_number(f.inference_overhead_per_token_merged),
          "merged: no extra work" if r.method_obj.mergeable else "cannot merge: same as unmerged"],
     ]
+    if not r.spec.arch.flops_exact:
+        rows.append(["approximate", "", "this model runs products whose FLOPs do not grow as a·s + b·s² with the "
+                     "sequence (a chunked scan): the figures extrapolate from short sequences"])
     if f.elementwise_overhead_per_token:
         rows.append(["IA³ element-wise multiplies", human_number(f.elementwise_overhead_per_token),
                      "not matmul FLOPs; vanish when merged"])
@@ -80,6 +96,13 @@ def memory_figure(r: calculator.CalcResult) -> go.Figure:
     fig = go.Figure()
     for key, label in MEMORY_PARTS:
         fig.add_bar(name=label, x=list(bars), y=[b[key] / memory.GIB for b in bars.values()])
+    g = r.per_gpu
+    if g.num_gpus > 1 or g.sharding != "none" or g.offloaded_bytes:
+        label = f"each of {g.num_gpus} GPUs ({r.settings.sharding})"
+        fig.add_bar(name="per GPU: model states", x=[label], y=[g.model_states_bytes / memory.GIB])
+        fig.add_bar(name="per GPU: activations", x=[label], y=[g.activations_bytes / memory.GIB])
+        if g.gathered_bytes:
+            fig.add_bar(name="per GPU: gathered unit", x=[label], y=[g.gathered_bytes / memory.GIB])
     fig.add_bar(name="inference: weights", x=["inference"], y=[(r.inference_bytes - r.kv_cache_bytes) / memory.GIB])
     fig.add_bar(name="inference: KV cache", x=["inference"], y=[r.kv_cache_bytes / memory.GIB])
     fig.update_layout(barmode="stack", yaxis_title="GiB", height=360, margin=dict(l=40, r=10, t=30, b=30),
@@ -88,9 +111,15 @@ def memory_figure(r: calculator.CalcResult) -> go.Figure:
 
 
 def fits_table(r: calculator.CalcResult) -> pd.DataFrame:
-    train, infer = memory.fits(r.training.total_bytes), memory.fits(r.inference_bytes)
-    return pd.DataFrame([[f"{gb} GiB", "yes" if train[gb] else "no", "yes" if infer[gb] else "no"]
-                         for gb in memory.ACCELERATORS_GB], columns=["accelerator", "training fits", "inference fits"])
+    """GPU size × count: does each GPU hold its share of training (the chosen sharding), and does one GPU
+    hold inference."""
+    table = r.fits_gpus()
+    rows = []
+    for gb in sharding.GPU_SIZES_GB:
+        rows.append([f"{gb} GiB"] + ["yes" if table[gb][n] else "no" for n in sharding.GPU_COUNTS]
+                    + ["yes" if r.inference_bytes <= gb * memory.GIB else "no"])
+    counts = [f"training on {n} GPU{'s' if n > 1 else ''}" for n in sharding.GPU_COUNTS]
+    return pd.DataFrame(rows, columns=["GPU", *counts, "inference on 1 GPU"])
 
 
 def merges(method) -> str:

@@ -178,10 +178,13 @@ def fill_heldout(run_id):
 
 
 @shows_errors(outputs=2, at=1, blank={0: ""})
-def do_compare(run_id, text, tokens, temp, seed_value):
+def do_compare(run_id, text, tokens, temp, seed_value, strength=1.0):
     result = compare.run_comparison(require_run(run_id), text, tokens, temperature=float(temp or 0),
-                                    seed=int(seed_value or 0), measure_latency=False)
-    return columns_html(result), fidelity_text(result)
+                                    seed=int(seed_value or 0), measure_latency=False, strength=float(strength))
+    note = ("" if result["strength"] == 1 else
+            f"\n\n**Adapter strength {result['strength']:g}:** the adapted column is W + {result['strength']:g}·ΔW "
+            "(0 = the base, above 1 extrapolates along the update); the merged column and the fidelity stay at 1.")
+    return columns_html(result), fidelity_text(result) + note
 
 
 @shows_errors()
@@ -214,7 +217,8 @@ def compare_api(run_id: str, prompts_text: str, max_new_tokens: int = 32) -> dic
 
 def create_compare_tab() -> dict:
     gr.Markdown("Did the fine-tune do anything, and what does merging change? Pick a saved run, give prompts, "
-                "and compare the base, adapted and merged models.")
+                "and compare the base, adapted and merged models. (Several LoRA runs on one base: the Learn tab's "
+                "*One base, many adapters* answers them all in one batch.)")
     with gr.Row():
         run = gr.Dropdown(run_choices(), label="Run", info="Runs of the Fine-tune tab that saved an adapter",
                           scale=4, elem_id="compare-run")
@@ -227,6 +231,8 @@ def create_compare_tab() -> dict:
             temperature = gr.Number(0, label="temperature", minimum=0, maximum=5,
                                     info="0 = greedy (reproducible); above 0 samples with the seed")
             seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            strength = named_slider(-1, 3, value=1, step=0.1, label="adapter strength", elem_id="compare-strength",
+                                    info="Scales a LoRA update (PEFT's scaling): 0 = base, 1 = trained, >1 extrapolated")
     with gr.Row():
         use_heldout = gr.Button("Use held-out prompts")
         go_button = gr.Button("Compare", variant="primary", elem_id="compare-go")
@@ -236,10 +242,11 @@ def create_compare_tab() -> dict:
         latency_button = gr.Button("Measure latency")
         examples = named_slider(1, 64, value=8, step=1, label="held-out examples")
         probe_questions = named_slider(0, 80, value=0, step=1, label="forgetting probe questions",
+                                       elem_id="compare-probe",
                                        info="General questions (capitals, arithmetic...): did the fine-tune forget?")
         heldout_button = gr.Button("Evaluate on held-out set")
     cost = gr.Markdown()
-    heldout_summary = gr.Markdown()
+    heldout_summary = gr.Markdown(elem_id="compare-heldout")
     chart = gr.Plot(visible=False)
     with gr.Row():
         export_button = gr.Button("Export merged model to models_cache")
@@ -249,8 +256,10 @@ def create_compare_tab() -> dict:
     refresh.click(refresh_runs, run, [run, info], api_visibility="private")
     run.change(describe_run, run, info, api_visibility="private")
     use_heldout.click(fill_heldout, run, [prompts, info], api_visibility="private")
-    go_button.click(do_compare, [run, prompts, max_tokens, temperature, seed], [columns, fidelity],
+    go_button.click(do_compare, [run, prompts, max_tokens, temperature, seed, strength], [columns, fidelity],
                     api_visibility="private")
+    strength.release(do_compare, [run, prompts, max_tokens, temperature, seed, strength], [columns, fidelity],
+                     api_visibility="private")
     latency_button.click(do_latency, [run, prompts], cost, api_visibility="private")
     heldout_button.click(do_heldout, [run, examples, probe_questions], [heldout_summary, chart],
                          api_visibility="private")

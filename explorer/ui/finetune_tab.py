@@ -20,7 +20,7 @@ from ..methods import DEFAULT_METHOD, METHODS
 from ..models import provision, registry
 from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig, check_dataset
-from . import run_view
+from . import recipe_panel, run_view
 from .common import Latest, error_message, jobs, shows_errors
 from .dataset_picker import UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, score_value
 from .model_lists import model_choices
@@ -222,7 +222,7 @@ def create_finetune_tab() -> dict:
     gr.Markdown("### Runs\nClick a row to follow that run (queued, running or finished); Stop, Discard, Compare "
                 "and Download act on it.")
     table = gr.Dataframe(value=run_view.runs_table, interactive=False, elem_id="ft-runs", wrap=True,
-                         column_widths=["19%", "8%", "7%", "14%", "10%", "6%", "8%", "8%", "12%", "8%"])
+                         column_widths=["17%", "7%", "7%", "12%", "9%", "6%", "7%", "7%", "11%", "6%", "11%"])
     signature = gr.State(())
     timer = gr.Timer(2.0)
     with gr.Row():
@@ -232,6 +232,8 @@ def create_finetune_tab() -> dict:
 
     request_inputs = [model, method, *picker.inputs, *option_widgets, *train_widgets]
     n_fixed = 7
+    recipe_panel.create(run_id, lambda *values: parse_request(*values[:n_fixed], keys, values[n_fixed:], save=True),
+                        request_inputs)
     live = [progress, plot, metrics, table]
 
     def start_handler(request: gr.Request, *values):  # gradio passes the request to a leading parameter

@@ -1,9 +1,11 @@
 """The Learn tab's composition experiment: combine two finished runs and measure interference.
 
-Scores come from explorer.compare.compose (real greedy generations on both tasks' held-out sets). The demo
-button says what it will train and how long that takes, asks for a confirmation, and then trains the missing
-runs through the shared worker queue, so the web server never trains; they are ordinary runs, which the
-Cancel button (or the Fine-tune tab) stops.
+Scores come from explorer.compare.compose (real greedy generations on both tasks' held-out sets); every
+experiment of a session joins a table side by side (LoRA combinations, concatenated soft prompts, concatenated
+prefixes) under a reading of measured against claimed (explorer.compare.compose_report). The demo button
+says what it will train (the methods a learner ticks) and how long that takes, asks for a confirmation, and
+then trains the missing runs through the shared worker queue, so the web server never trains; they are
+ordinary runs, which the Cancel button (or the Fine-tune tab) stops.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from html import escape
 import gradio as gr
 import pandas as pd
 
-from ..compare import compose
+from ..compare import compose, compose_report
 from ..errors import ExplorerError
 from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig
@@ -64,10 +66,10 @@ def demo_status(names_to_runs: dict) -> str:
     return "\n".join(lines)
 
 
-def demo_plan() -> tuple[dict, dict]:
+def demo_plan(methods=None) -> tuple[dict, dict]:
     """(runs found, configs to train) of the demo: a finished run with default options is reused."""
     found, missing = {}, {}
-    for name, (method, dataset) in compose.DEMO_RUNS.items():
+    for name, (method, dataset) in compose.demo_runs(methods).items():
         run_id = compose.find_demo_run(compose.BUNDLED, method, dataset)
         if run_id:
             found[name] = run_id
@@ -77,11 +79,11 @@ def demo_plan() -> tuple[dict, dict]:
 
 
 @shows_errors(outputs=2)
-def propose_demo():
+def propose_demo(methods=None):
     """What the demo would train and for how long (this machine's measured speed), before anything starts."""
-    found, missing = demo_plan()
+    found, missing = demo_plan(methods)
     if not missing:
-        return "All demo runs exist already: press **Train the demo runs** to select them.", gr.Button(visible=True)
+        return "All demo runs exist already: press **Confirm: train them** to select them.", gr.Button(visible=True)
     lines, total = [], 0.0
     for name, config in missing.items():
         guess = estimate.estimate(config, {})
@@ -93,12 +95,13 @@ def propose_demo():
             if total else f"No time estimate: {guess.basis}.")
     reused = f" {len(found)} finished demo run(s) will be reused." if found else ""
     return (f"**The demo trains {len(missing)} run(s) on the bundled model:**\n" + "\n".join(lines) +
-            f"\n\n{when}{reused} Press **Confirm: train them** to start, or leave it.", gr.Button(visible=True))
+            f"\n\n{when}{reused} Untick methods to train fewer. Press **Confirm: train them** to start, or leave "
+            "it.", gr.Button(visible=True))
 
 
-def train_demo():
+def train_demo(methods=None):
     """Submit the missing demo runs to the worker queue and follow them until all are finished."""
-    found, missing = demo_plan()
+    found, missing = demo_plan(methods)
     wanted = dict(found)
     for name, config in missing.items():
         wanted[name] = jobs().submit(config, {}).name
@@ -113,7 +116,7 @@ def train_demo():
         time.sleep(POLL_SECONDS)
     choices = composable_runs()
     ok = all(state == "done" for state in states.values())
-    first = list(compose.DEMO_RUNS)[:2]
+    first = list(wanted)[:2]
     head = ("**Demo runs ready.** Runs A and B are set to the first pair; choose another pair to compare."
             if ok else "**Some demo runs did not finish:**")
     yield (f"{head}\n{text}", gr.Dropdown(choices=choices, value=wanted[first[0]] if ok else None),
@@ -135,12 +138,28 @@ def cancel_demo(wanted: dict) -> str:
             "No demo run is queued or training.")
 
 
-@shows_errors(outputs=3, blank={1: pd.DataFrame(), 2: pd.DataFrame()})
-def run_compose(a, b, how_value, wa, wb, n):
+def side_by_side_frame(rows: list[dict]) -> pd.DataFrame:
+    datasets = list(dict.fromkeys(d for r in rows for d in r["datasets"]))
+    table = []
+    for r in rows:
+        how = r["how"] + (f" (density {r['density']:g})" if r["density"] is not None else "")
+        cells = [("—" if r["combined"].get(d) is None else
+                  f"{r['combined'][d]:.2f} ({r['interference'][d]:+.2f})" if r["interference"].get(d) is not None
+                  else f"{r['combined'][d]:.2f}") if d in r["combined"] else "" for d in datasets]
+        table.append([r["title"], how, ", ".join(f"{w:g}" for w in r["weights"])] + cells)
+    return pd.DataFrame(table, columns=["method", "combination", "weights"] +
+                        [f"{d}: combined (− own)" for d in datasets])
+
+
+@shows_errors(outputs=5, blank={1: pd.DataFrame(), 2: pd.DataFrame()})
+def run_compose(a, b, how_value, wa, wb, n, density, history):
     if not a or not b:
         raise ExplorerError("Choose two runs (or train the demo runs first).")
-    result = compose.compose(a, b, how_value, (wa, wb), examples=int(n))
-    return escape(result["summary"]), scores_frame(result), outputs_frame(result)
+    result = compose.compose(a, b, how_value, (wa, wb), examples=int(n),
+                             density=float(density) if how_value in compose.DENSITY_TYPES else None)
+    history = compose_report.add(list(history or []), result)
+    return (escape(result["summary"]), scores_frame(result), outputs_frame(result), side_by_side_frame(history),
+            history)
 
 
 def refresh_runs():
@@ -148,39 +167,60 @@ def refresh_runs():
     return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
 
 
+HOW_LABELS = {"cat": "cat: both updates exactly (rank r_A + r_B)", "linear": "linear: mix the factors (cross terms)",
+              "ties": "ties: prune, elect signs, average", "svd": "svd: exact sum, best rank-r approximation",
+              "dare_linear": "dare_linear: drop at random, rescale, sum", "dare_ties": "dare_ties: DARE then TIES",
+              "magnitude_prune": "magnitude_prune: keep the largest, sum",
+              "concat": "concat: soft prompts joined [P_A ; P_B]",
+              "kv_concat": "kv_concat: prefixes joined, n_A + n_B keys and values per layer"}
+
+
 def create_compose_section() -> None:
-    gr.Markdown("The chapter claims soft prompts compose more cleanly than LoRA adapters, which interfere. "
-                "Pick two finished runs of one method on the same base model and different tasks; the "
-                "combination is scored on both tasks' held-out sets.")
+    gr.Markdown("The chapter claims prefixes and soft prompts compose more cleanly than LoRA adapters, which "
+                "interfere. Pick two finished runs of one method on the same base model and different tasks; the "
+                "combination is scored on both tasks' held-out sets, and each experiment joins the table below.")
     with gr.Row():
         run_a = gr.Dropdown(composable_runs(), label="Run A", elem_id="compose-a")
         run_b = gr.Dropdown(composable_runs(), label="Run B", elem_id="compose-b")
-        refresh = gr.Button("Refresh runs", scale=0)
+        refresh = gr.Button("Refresh runs", scale=0, elem_id="compose-refresh")
+    ways = [h for m in compose.COMPOSABLE.values() for h in m.combinations]
     with gr.Row():
-        how = gr.Dropdown(sorted({h for m in compose.COMPOSABLE.values() for h in m.combinations}), value="cat",
-                          label="How to combine",
-                          info="LoRA: PEFT's add_weighted_adapter (cat keeps both updates exactly; linear and ties "
-                               "mix the factors). Prompt tuning: concat joins the two soft prompts.")
+        how = gr.Dropdown([(HOW_LABELS.get(h, h), h) for h in ways], value="cat", label="How to combine",
+                          elem_id="compose-how",
+                          info="LoRA runs: PEFT's add_weighted_adapter types. Prompt tuning: concat. Prefix tuning: "
+                               "kv_concat, the chapter's 'prepend persona 1 prefix + persona 2 prefix'.")
         weight_a = named_slider(-2, 2, value=1, step=0.1, label="weight of A")
         weight_b = named_slider(-2, 2, value=1, step=0.1, label="weight of B")
+        density = named_slider(0.05, 1, value=compose.DEFAULT_DENSITY, step=0.05, label="density",
+                               elem_id="compose-density",
+                               info="Share of entries ties, dare_* and magnitude_prune keep (the others ignore it).")
         examples = named_slider(1, 64, value=8, step=1, label="held-out examples per task")
     with gr.Row():
         go_button = gr.Button("Combine and score", variant="primary", elem_id="compose-go")
+        demo_methods = gr.CheckboxGroup([(m.title, n) for n, m in compose.COMPOSABLE.items()],
+                                        value=list(compose.COMPOSABLE), label="Demo runs to train",
+                                        elem_id="compose-demo-methods", scale=2)
         demo = gr.Button("Train the demo runs (bundled model)", elem_id="compose-demo")
         confirm = gr.Button("Confirm: train them", variant="primary", visible=False, elem_id="compose-confirm")
         cancel = gr.Button("Cancel demo runs", variant="stop", elem_id="compose-cancel")
     demo_runs = gr.State({})
+    history = gr.State([])
     summary = gr.Markdown(elem_id="compose-summary")
     scores = gr.Dataframe(pd.DataFrame(columns=["variant", "score on A's task", "score on B's task"]),
                           label="Task scores", interactive=False)
     outputs = gr.Dataframe(pd.DataFrame(columns=["dataset", "prompt", "A alone", "B alone", "combined"]),
                            label="Replies side by side", interactive=False, wrap=True, elem_id="compose-replies",
                            column_widths=["10%", "18%", "24%", "24%", "24%"])
+    table = gr.Dataframe(pd.DataFrame(columns=["method", "combination", "weights"]), interactive=False, wrap=True,
+                         label="Every combination measured in this session (score of the combination, and minus "
+                               "its task's own adapter)", elem_id="compose-table")
+    verdict = gr.Markdown(compose_report.reading([]), elem_id="compose-reading")
 
     refresh.click(refresh_runs, None, [run_a, run_b], api_visibility="private")
-    go_button.click(run_compose, [run_a, run_b, how, weight_a, weight_b, examples], [summary, scores, outputs],
-                    api_visibility="private")
-    demo.click(propose_demo, None, [summary, confirm], api_visibility="private")
-    confirm.click(shows_errors(outputs=5)(train_demo), None, [summary, run_a, run_b, confirm, demo_runs],
+    go_button.click(run_compose, [run_a, run_b, how, weight_a, weight_b, examples, density, history],
+                    [summary, scores, outputs, table, history], api_visibility="private").then(
+        shows_errors()(compose_report.reading), history, verdict, api_visibility="private")
+    demo.click(propose_demo, demo_methods, [summary, confirm], api_visibility="private")
+    confirm.click(shows_errors(outputs=5)(train_demo), demo_methods, [summary, run_a, run_b, confirm, demo_runs],
                   api_visibility="private", concurrency_limit=None)
     cancel.click(cancel_demo, demo_runs, summary, api_visibility="private")

@@ -1,4 +1,5 @@
-"""Learn tab: a card per method, two methods side by side, a decision helper, and the composition experiment.
+"""Learn tab: a card per method, two methods side by side, a decision helper, the composition experiment, one base
+serving many adapters, and learned mixtures.
 
 Numbers come from explorer.learn (the calculator), explorer.recommend and explorer.compose; this file only
 turns widget values into those calls and formats what they return.
@@ -18,6 +19,8 @@ from ..learn import recommend
 from ..methods import DEFAULT_METHOD, METHODS
 from .common import error_message, shows_errors
 from .learn_compose import create_compose_section
+from .learn_mixture import create_mixture_section
+from .learn_serving import create_serving_section
 from .model_lists import model_choices
 from .widgets import widget_for
 
@@ -176,6 +179,10 @@ def create_learn_tab() -> dict:
         advice = gr.Markdown(elem_id="learn-advice")
     with gr.Accordion("Composition experiment: do two adapters interfere?", open=True):
         create_compose_section()
+    with gr.Accordion("One base, many adapters: serve several fine-tunes in one batch", open=True):
+        create_serving_section()
+    with gr.Accordion("Learned mixtures: weights searched on a few examples (LoRAHub)", open=True):
+        create_mixture_section()
 
     model.change(guide_html, model, cards, api_visibility="private")
     for component in (model, method_a, method_b):

@@ -20,7 +20,7 @@ from ..data.tasks import TASKS
 from ..errors import ExplorerError
 from ..human import human_bytes, human_number
 from ..models import provision
-from ..race import charts, entrants, reading, report, results
+from ..race import charts, entrants, published, reading, report, results
 from ..race.races import RaceSettings, create_race, list_races, read_race, to_train
 from ..race.runner import request_stop
 from ..train import estimate, runs
@@ -33,7 +33,7 @@ POLL_SECONDS = 2.0
 SETTING_FIELDS = [f for f in dataclasses.fields(RaceSettings) if f.name not in ("model", "dataset", "score", "steps")]
 TABLE_COLUMNS = ["entrant", "state", "trainable (measured · Calculator)", "peak memory (measured · predicted)",
                  "tokens/s", "train s", "held-out loss", "task score", "probe (forgetting)", "saved",
-                 "inference overhead FLOPs/token", "front"]
+                 "inference overhead FLOPs/token", "front"]  # (column widths below: the long headers wrap whole)
 watching = Latest()  # the race each browser session follows
 
 
@@ -245,9 +245,11 @@ def create_race_tab() -> dict:
                             "lora:r=64:lora_alpha=128, ia3, prompt:num_virtual_tokens=10. The default is every "
                             "method plus a LoRA rank sweep (r = 1, 2, 4, 8, 16, 64); add the LoRA variants by "
                             f"name: {', '.join(entrants.other_methods())}.")
-    with gr.Accordion("Race settings", open=False):
-        with gr.Row():
-            setting_widgets = [widget_for(f, f"race-{f.name}", sliders=False) for f in SETTING_FIELDS]
+    with gr.Accordion("Race settings (the same for every entrant)", open=False):
+        setting_widgets, half = [], (len(SETTING_FIELDS) + 1) // 2
+        for row_fields in (SETTING_FIELDS[:half], SETTING_FIELDS[half:]):  # two rows: no label is squeezed
+            with gr.Row():
+                setting_widgets += [widget_for(f, f"race-{f.name}", sliders=False) for f in row_fields]
     cost_line = gr.Markdown(elem_id="race-estimate")
     with gr.Row():
         start = gr.Button("Start the race", variant="primary", elem_id="race-start")
@@ -258,7 +260,9 @@ def create_race_tab() -> dict:
     show_training = gr.Checkbox(False, label="also show training loss (dotted)")
     live = gr.Plot(elem_id="race-live")
     table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), interactive=False, wrap=True, elem_id="race-table",
-                         label="Entrants (★ = on the Pareto front of held-out loss against trainable parameters)")
+                         label="Entrants (★ = on the Pareto front of held-out loss against trainable parameters; "
+                               "click a row to open that run in Compare)",
+                         column_widths=["13%", "8%", "11%", "11%", "6%", "6%", "10%", "8%", "8%", "6%", "9%", "4%"])
     with gr.Row():
         cost = gr.Dropdown([(v, k) for k, v in results.COSTS.items()], value="trainable_params", label="cost axis",
                            elem_id="race-cost")
@@ -266,6 +270,9 @@ def create_race_tab() -> dict:
                               label="quality axis", elem_id="race-quality")
     front = gr.Plot(elem_id="race-pareto")
     read = gr.Markdown(elem_id="race-reading")
+    with gr.Accordion("Published results at scale (for reference: not measured here)", open=False):
+        gr.Markdown(published.caption())
+        gr.Dataframe(published.table(), interactive=False, wrap=True, elem_id="race-published")
     with gr.Row():
         csv_button = gr.Button("Export CSV", size="sm")
         html_button = gr.Button("Export HTML report", size="sm")

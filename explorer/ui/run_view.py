@@ -16,7 +16,7 @@ from ..train.runs import Run
 from . import head_view
 
 TABLE_COLUMNS = ["run", "state", "method", "model", "dataset", "steps", "train loss", "held-out loss",
-                 "task score base → adapted", "time"]
+                 "task score base → adapted", "time", "where"]
 
 
 def _number(value, fmt: str = "{:.3f}") -> str:
@@ -33,17 +33,35 @@ def steps_text(run: Run, events: list[dict] | None = None) -> str:
     return f"{done}/{total}" if run.state == "running" else ""
 
 
-def table_row(run: Run) -> list:
+def where_text(run: Run, position: int | None = None) -> str:
+    """Where the run waits or trains: its place in the queue, or the Ray node and device (GPU name or CPU
+    cores) its job landed on (explorer.train.backends), or this server for a local worker."""
+    if run.state == "queued":
+        if position:
+            return f"queue #{position}"
+        return "starting" if position == 0 else "queued"
+    if run.status.get("backend") == "ray":
+        node, device = run.status.get("node") or "?", run.status.get("device") or ""
+        return f"Ray {node}" + (f" · {device}" if device else "")
+    return "this server" if run.state in ("running", "done", "stopped") or run.summary else ""
+
+
+def table_row(run: Run, position: int | None = None) -> list:
     summary, config = run.summary, run.config
     base, adapted = _number(summary.get("task_score_base"), "{:.2f}"), _number(summary.get("task_score_adapted"), "{:.2f}")
     return [run.run_id, run.state, config.method if config else "", config.model if config else "",
             run.dataset_label, steps_text(run), _number(summary.get("train_loss_last")),
             _number(summary.get("eval_loss_last")), f"{base} → {adapted}" if base or adapted else "",
-            _number(summary.get("seconds"), "{:.0f} s")]
+            _number(summary.get("seconds"), "{:.0f} s"), where_text(run, position)]
 
 
 def runs_table() -> pd.DataFrame:
-    return pd.DataFrame([table_row(run) for run in runs.list_runs()], columns=TABLE_COLUMNS)
+    from .common import jobs  # the queue knows the positions of waiting runs
+
+    rows = []
+    for run in runs.list_runs():
+        rows.append(table_row(run, jobs().position(run.folder) if run.state == "queued" else None))
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def table_signature() -> tuple:
@@ -84,6 +102,8 @@ def progress_text(run: Run, events: list[dict], position: int | None) -> str:
     if name == "queued":
         where = f"position {position} in the queue" if position else "waiting for a worker"
         return f"**Queued:** {where} (runs train in turn). {label}."
+    if run.status.get("backend") == "ray":
+        label += f" on {where_text(run)}"
     if name == "failed":
         return f"**Failed:** {run.error or 'unknown error'} ({label})"
     if name in ("interrupted", "cancelled"):

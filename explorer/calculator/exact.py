@@ -91,8 +91,10 @@ def in_background(spec: ModelSpec, method_name: str, options) -> bool:
     global _builder
     key = cache_key(spec, method_name, options)
     with _waiting_lock:
-        if key in _cache or key in _refused or key in _waiting:
-            return key in _waiting
+        if key in _cache or key in _refused:  # known first: the builder fills the cache before it leaves _waiting
+            return False
+        if key in _waiting:
+            return True
         if len(_waiting) >= MAX_WAITING:
             return False
         _waiting.add(key)

@@ -156,10 +156,13 @@ def measured_flops(model, seq_len):
 
 
 # (model, layers kept, methods): every new kind of block against torch's counter, at two sequence lengths.
-FLOP_CASES = [("qwen3-8b", 2, ("lora", "full")), ("gemma-3-4b", 6, ("lora", "prefix")),
-              ("gpt-oss-20b", 2, ("lora", "full", "adapter")), ("deepseek-v2-lite", 2, ("ia3", "full", "prompt")),
-              ("qwen3-30b-a3b", 1, ("lora", "full")), ("olmo-2-7b", 1, ("lora",)), ("phi-4-mini", 1, ("dora",)),
-              ("granite-3.3-8b", 1, ("lora",)), ("smollm3-3b", 4, ("lora",))]
+# LN tuning where norms sit differently (Qwen3's norms inside attention, OLMo-2's after each sub-block) and VeRA
+# on MoE blocks (a router and shared experts beside the fused experts).
+FLOP_CASES = [("qwen3-8b", 2, ("lora", "full", "ln_tuning")), ("gemma-3-4b", 6, ("lora", "prefix")),
+              ("gpt-oss-20b", 2, ("lora", "full", "adapter")),
+              ("deepseek-v2-lite", 2, ("ia3", "full", "prompt", "vera")),
+              ("qwen3-30b-a3b", 1, ("lora", "full", "vera")), ("olmo-2-7b", 1, ("lora", "ln_tuning")),
+              ("phi-4-mini", 1, ("dora",)), ("granite-3.3-8b", 1, ("lora",)), ("smollm3-3b", 4, ("lora",))]
 
 
 @pytest.mark.parametrize("model, layers, methods", FLOP_CASES)

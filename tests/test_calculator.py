@@ -12,6 +12,7 @@ from explorer.calculator import exact
 from explorer.costs import specs
 from explorer.costs.flops import count_flops
 from explorer.costs.textbook import CLAIMS, TEXTBOOK_MODEL
+from explorer.errors import ExplorerError
 from explorer.methods import METHODS
 
 CATALOG = specs.catalog_names()
@@ -35,7 +36,7 @@ def test_total_parameters_formula_equals_meta_model(model):
 
 # PEFT itself refuses LoRA's defaults here (all-linear becomes LoRA on the fused experts, which refuses dropout);
 # tests/test_any_model.py checks that the calculator refuses them in PEFT's words, and counts them with dropout 0.
-PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora")}
+PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora", "loraplus")}
 
 
 # The largest dense models repeat one kind of block 80-126 times: PEFT builds them with two of their blocks (same
@@ -63,6 +64,13 @@ def test_parameter_formula_equals_peft(model, method):
     ("adapter", {"bottleneck_dim": 5, "after_attention": False}),
     ("head", {"head_type": "classifier", "num_classes": 3}),
     ("ia3", {"target_modules": "q_proj,up_proj", "feedforward_modules": "up_proj"}),
+    ("head", {"head_type": "embedding", "embedding_dim": 17}),
+    ("pissa", {"r": 5, "target_preset": "q,v"}),
+    ("loraplus", {"r": 2, "target_preset": "attention", "loraplus_lr_ratio": 4}),
+    ("vera", {"r": 16, "target_preset": "q,v"}),
+    ("vera", {"r": 7, "target_preset": "custom", "target_modules": "o_proj,down_proj"}),
+    ("ln_tuning", {"target_modules": "norm"}),
+    ("ln_tuning", {"target_modules": "post_attention_layernorm"}),
 ])
 @pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-0.5b", "gemma-2-2b"])
 def test_non_default_options_match_peft(model, method, options):
@@ -91,7 +99,7 @@ def measured_flops(model, seq_len, training=True):
 # test_total_parameters_formula_equals_meta_model cover the full depth.
 FLOP_CASES = ([(model, method) for model in ("smollm2-135m", "gpt2") for method in METHODS]
               + [(model, method) for model in ("qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini")
-                 for method in ("lora", "dora", "ia3", "prefix", "adapter")])
+                 for method in ("lora", "dora", "ia3", "prefix", "adapter", "vera", "ln_tuning")])
 
 
 @pytest.mark.parametrize("model_name, method", FLOP_CASES)
@@ -109,6 +117,49 @@ def test_flop_formula_equals_torch_flop_counter(model_name, method):
             assert measured_flops(model, seq_len) == count_flops(spec.arch, adaptation, seq_len)
         inference, _ = count_flops(spec.arch, adaptation, 8, training=False)
         assert measured_flops(model, 8, training=False)[0] == inference
+
+
+@pytest.mark.parametrize("model_name, method, options", [
+    ("smollm2-135m", "head", {"head_type": "classifier", "num_classes": 4}),
+    ("gpt2", "head", {"head_type": "embedding", "embedding_dim": 32}),
+    ("gemma-2-2b", "ln_tuning", {"target_modules": "post_attention_layernorm,norm"}),
+    ("qwen2.5-0.5b", "ln_tuning", {"target_modules": "norm"}),
+    ("phi-3-mini", "vera", {"r": 8, "target_preset": "q,v"}),
+])
+def test_flop_formula_equals_torch_flop_counter_with_other_options(model_name, method, options):
+    spec = shallow(model_name, 2)
+    parsed = METHODS[method].parse_options(options)
+    adaptation = METHODS[method].adaptation(spec, parsed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = exact.build_on_meta(spec, method, parsed, attn_implementation="eager")
+        assert measured_flops(model, 12) == count_flops(spec.arch, adaptation, 12)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("model_name", ["smollm2-135m", "gpt2"])
+def test_what_a_method_adds_untrained_equals_the_buffers_it_builds(model_name, method):
+    """VeRA's shared random matrices (frozen buffers, not parameters) are shown apart; every other method adds
+    none, and the test would catch one that starts to. (The shared matrices' sizes depend on the layers'
+    widths, not the depth: two layers.)"""
+    spec = shallow(model_name, 2)
+    options = METHODS[method].parse_options({})
+    before = sum(b.numel() for b in specs.meta_model(spec).buffers())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after = sum(b.numel() for b in exact.build_on_meta(spec, method, options).buffers())
+    assert after - before == sum(t.count for t in METHODS[method].frozen_terms(spec, options))
+
+
+def test_vera_counts_out_plus_r_per_layer_and_shows_its_shared_matrices_frozen():
+    spec = specs.catalog()["llama-2-7b"]
+    result = calculator.from_request("llama-2-7b", "vera", {"r": "256", "target_modules": "q_proj,v_proj"})
+    assert result.trainable_formula == 32 * 2 * (4096 + 256)
+    out = result.as_json()
+    assert [t["count"] for t in out["frozen_formula"]] == [256 * 4096, 4096 * 256]
+    assert out["adapter_file_bytes"] == 4 * (32 * 2 * (4096 + 256) + 2 * 256 * 4096)
+    assert result.training.weights_bytes - calculator.calculate(spec, "lora").training.weights_bytes == \
+        4 * 2 * 256 * 4096  # the shared matrices are frozen float32 buffers
 
 
 def test_lora_training_costs_two_forwards_full_costs_three():
@@ -133,3 +184,24 @@ def test_textbook_claims_are_checked_against_exact_values():
     assert exact_values["lora"] == 19_988_480
     assert exact_values["adapter"] == 33_820_672
     assert exact_values["adapter_flops"] == 67_108_864
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"target_modules": "nothing_here"}, "no norm layer named nothing_here; its norm layers are: input_layernorm"),
+    ({"target_modules": "q_proj"}, r"trains normalisation layers; model\.layers\.0\.self_attn\.q_proj is a Linear"),
+])
+def test_ln_tuning_trains_norm_layers_only_and_says_so_in_one_line(values, message):
+    with pytest.raises(ExplorerError, match=message) as error:
+        calculator.from_request("smollm2-135m", "ln_tuning", values, exact_mode="skip")
+    assert "\n" not in str(error.value)
+
+
+def test_ln_tuning_defaults_come_from_the_model_where_peft_has_no_table():
+    """PEFT's table lacks Phi-3 and OLMo-2: the block's own norms and the final norm, read from the model."""
+    for model, expected in (("phi-3-mini", ["input_layernorm", "post_attention_layernorm", "model.norm (final)"]),
+                            ("olmo-2-7b", ["post_attention_layernorm", "post_feedforward_layernorm",
+                                           "model.norm (final)"])):
+        result = calculator.calculate(specs.catalog()[model], "ln_tuning", exact_mode="skip")
+        assert [t.module for t in result.terms] == expected
+        hidden = result.spec.arch.hidden
+        assert result.trainable_formula == (2 * result.spec.arch.layers + 1) * hidden

@@ -25,6 +25,26 @@ def test_every_method_has_a_card_whose_numbers_are_the_calculators(model, cache)
         assert card["mergeable"] == METHODS[name].mergeable and "<svg" in card["svg"]
 
 
+def box_fills(svg: str) -> dict[str, str]:
+    """Each box's label -> its fill colour in a block diagram."""
+    return {label: fill for fill, label in re.findall(r'<rect [^>]*fill="(#[0-9a-f]+)"[^>]*/><text [^>]*>([^<]+)</text>',
+                                                      svg)}
+
+
+def test_the_block_diagram_colours_what_vera_and_ln_tuning_train():
+    from explorer.learn.diagram import FROZEN, HIGHLIGHT, block_svg
+
+    spec = specs.resolve("smollm2-135m")
+    for method, options, trained, frozen in (
+            ("vera", {"target_preset": "q,v"}, {"q_proj", "v_proj"}, {"k_proj", "o_proj", "down_proj"}),
+            ("ln_tuning", {"target_modules": "post_attention_layernorm"}, {"post_attention_layernorm"},
+             {"input_layernorm", "q_proj"})):
+        m = METHODS[method]
+        fills = box_fills(block_svg(spec.arch, m.adaptation(spec, m.parse_options(options)), m.title))
+        assert {fills[name] for name in trained} == {HIGHLIGHT}, (method, fills)
+        assert {fills[name] for name in frozen} == {FROZEN}, (method, fills)
+
+
 def test_cards_show_the_chapters_claims_beside_exact_values():
     lora = learn.method_card(specs.resolve("llama-2-7b"), "lora")
     claim = lora["claims"][0]

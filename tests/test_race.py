@@ -37,7 +37,11 @@ def test_entrant_specs_parse_with_peft_option_names():
     assert parsed[1].options_dict == {"lora_alpha": "128", "r": "64"}
     field = entrants.default_entrants()
     names = [e.name for e in field]
-    assert names[:len(names) - 5] == list(entrants.METHODS)  # every method at its defaults first
+    in_field = [name for name, method in entrants.METHODS.items() if method.in_default_race]
+    assert names[:len(names) - 5] == in_field  # every method of the default field at its defaults first
+    assert set(entrants.other_methods()) == set(entrants.METHODS) - set(in_field)
+    assert {"pissa", "olora", "loraplus", "vera", "ln_tuning"} <= set(entrants.other_methods())
+    assert entrants.parse_spec("vera:r=64").options_dict == {"r": "64"}  # raced by naming them
     assert names[-5:] == ["lora:r=1", "lora:r=2", "lora:r=4", "lora:r=16", "lora:r=64"]  # r=8 is LoRA's default
     swept = entrants.with_rates([parsed[0]], (0.3, 1.0, 3.0))[0]
     assert [e.learning_rate for e in swept] == pytest.approx([3e-4, 1e-3, 3e-3])

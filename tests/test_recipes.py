@@ -101,6 +101,15 @@ def test_methods_peft_does_not_build_are_refused_with_the_reason(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.recipe_refusal])
+def test_methods_whose_training_a_recipe_lacks_are_refused_with_the_reason(name, tmp_path):
+    """PiSSA/OLoRA (converted on save) and LoRA+ (its optimizer): a plain Trainer script would train plain LoRA."""
+    with pytest.raises(ExplorerError, match="so a standard recipe would train something else. Recipes cover") as error:
+        recipes.export(TrainConfig(model=TINY, method=name, dataset="pirate"), {}, tmp_path / "r")
+    assert METHODS[name].title in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_strategy_is_the_cheapest_the_calculator_says_fits(monkeypatch):
     gib = strategy.GIB
     sizes = {"single": 30 * gib, "ddp": 30 * gib, "fsdp": 10 * gib, "zero3": 9 * gib}
@@ -146,7 +155,7 @@ def test_the_fine_tune_tabs_recipe_buttons_give_a_zip_or_a_message(tmp_path, mon
     assert message.startswith("**Error:**") and "cannot express it" in message
 
 
-@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.uses_peft])
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.uses_peft and not m.recipe_refusal])
 def test_every_peft_method_becomes_a_train_py_whose_config_trains_what_the_app_trains(name, tmp_path, cache):
     from peft import get_peft_config, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -62,9 +62,18 @@ def test_personas_note_gives_the_exact_prefix_count():
 
 def test_embeddings_scenario_trains_a_head_and_lora_is_runner_up():
     rec = recommend(SCENARIOS["sentence-embeddings-1b"].job)
-    assert rec.options["head_type"] == "classifier"
+    assert rec.options["head_type"] == "embedding"
     assert rec.runner_up.method == "lora"
     assert rec.chapter_note == ""
+    # ... and points at a run this machine can do: the CLI command parses and the dataset is of the right kind.
+    command = rec.try_it.split("`")[1].split()
+    assert command[:3] == ["python", "-m", "explorer"] and "head_type=embedding" in command
+    from explorer.cli.main import build_parser
+    from explorer.data import sources
+
+    args = build_parser().parse_args(command[3:])
+    assert sources.dataset_kind(args.dataset) == METHODS["head"].data_kind(
+        METHODS["head"].parse_options(dict(s.split("=") for s in args.set)))
 
 
 JOBS = [

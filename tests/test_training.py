@@ -59,6 +59,13 @@ def test_every_method_trains_and_changes_only_its_parameters(tmp_path, cache, me
     changed = [name for name in trainable if not torch.equal(before[name], after[name])]
     assert changed, f"{method}: no trainable parameter changed"
     assert (run_dir / "adapter").is_dir() and json.loads((run_dir / "summary.json").read_text())["steps"] == 5
+    # The saved run reloads onto a fresh (original) base to the logits it trained to.
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    reloaded = loading.load_with_adapter(TINY, METHODS[method], METHODS[method].parse_options(options), "fp32",
+                                         run_dir / "adapter", "the test run").model
+    trained = logits_of(model.eval(), ids)
+    assert torch.allclose(logits_of(reloaded, ids), trained, atol=1e-4 * max(1.0, float(trained.abs().max()) / 10))
+    assert not list(run_dir.glob(".tmp-*")), "no scratch or partial files are left"
 
 
 def memorisation_set(tmp_path):
@@ -70,7 +77,8 @@ def memorisation_set(tmp_path):
 
 # A 2-layer, 32-wide random model learns slowly; these rates make 25 steps enough for every method.
 MEMORISE_LR = {"full": 3e-3, "head": 3e-2, "lora": 3e-2, "dora": 3e-2, "qlora": 3e-2, "ia3": 0.3,
-               "prompt": 0.3, "prefix": 0.3, "adapter": 3e-2}
+               "prompt": 0.3, "prefix": 0.3, "adapter": 3e-2, "pissa": 3e-2, "olora": 3e-2, "loraplus": 1e-2,
+               "vera": 0.3, "ln_tuning": 0.3}
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -137,8 +145,10 @@ def test_bad_settings_are_clear(tmp_path, cache):
         training.TrainConfig.parse({"learning_rate": "nan"})
     with pytest.raises(ExplorerError, match="Unknown dataset"):
         run(tmp_path, config("lora", dataset="no-such-dataset"))
-    with pytest.raises(ExplorerError, match="classifier"):
+    with pytest.raises(ExplorerError, match="needs labelled text .*'pirate' is chat data"):
         run(tmp_path, config("head"), {"head_type": "classifier"})
+    with pytest.raises(ExplorerError, match="LoRA needs chat rows .*'topics' is labelled text"):
+        run(tmp_path, config("lora", dataset="topics"))
     with pytest.raises(ExplorerError, match="not a run id"):
         runs.run_path("../../etc")
 

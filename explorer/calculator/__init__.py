@@ -38,6 +38,7 @@ class CalcResult:
     adapter_file_bytes: int
     adaptation: object = None                  # what the method adds, as the cost formulas read it
     per_gpu: sharding.PerGpu | None = None     # what each GPU holds under the chosen GPUs and sharding
+    frozen_terms: list = dataclasses.field(default_factory=list)  # added but never trained (VeRA's shared matrices)
 
     @property
     def method_obj(self):
@@ -70,6 +71,8 @@ class CalcResult:
             "trainable_percent": 100.0 * self.trainable / self.total_params_with_method,
             "trainable_formula": self.trainable_formula,
             "formula": [{"module": t.module, "count": t.count, "expression": t.expression} for t in self.terms],
+            "frozen_formula": [{"module": t.module, "count": t.count, "expression": t.expression}
+                               for t in self.frozen_terms],
             "exact": self.exact_counts is not None and bool(self.agrees),
             "exact_trainable_params": self.exact_counts[0] if self.exact_counts else None,
             "mergeable": m.mergeable, "merge_reason": m.merge_reason,
@@ -138,9 +141,12 @@ def _formulas(spec: ModelSpec, method_name: str, options, settings: memory.Train
     kv = memory.kv_cache_bytes(arch, adaptation, settings)
     inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
     flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
-    file_bytes = trainable * method.saved_bytes_per_param
+    frozen = method.frozen_terms(spec, options)
+    # What a method adds without training it is saved beside the trainable weights (PEFT's VeRA saves its shared
+    # matrices: save_projection=True), so a run reloads without regenerating them.
+    file_bytes = (trainable + sum(t.count for t in frozen)) * method.saved_bytes_per_param
     return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), None,
-                      training, inference_weights + kv, kv, flops, file_bytes, adaptation, per_gpu)
+                      training, inference_weights + kv, kv, flops, file_bytes, adaptation, per_gpu, frozen)
 
 
 def training_memory(spec: ModelSpec, method_name: str, options, trainable: int,

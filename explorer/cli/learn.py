@@ -75,6 +75,8 @@ def cmd_recommend(args) -> None:
         print("runner-up: none fits")
     if rec.chapter_note:
         print(f"chapter note: {rec.chapter_note}")
+    if rec.try_it:
+        print(rec.try_it.replace("`", ""))
     if scenario is not None:
         agree = "agrees" if rec.method == scenario.method else f"differs (the chapter picks {scenario.method})"
         print(f"the chapter: {scenario.method}; the helper {agree}")

@@ -100,12 +100,16 @@ def progress_printer(steps: int):
     return show
 
 
+HEAD_KEYS = ("eval_accuracy_base", "eval_accuracy", "eval_macro_f1_base", "eval_macro_f1", "labels",
+             "confusion_matrix", "lora_comparison", "eval_recall_at_1_base", "eval_recall_at_1")
+
+
 def cmd_train(args) -> None:
     import dataclasses
 
     from ..methods import METHODS
     from ..train import lifecycle, runs
-    from ..train.config import TrainConfig
+    from ..train.config import TrainConfig, check_dataset
 
     values = parse_sets(args.set)
     if args.as_worker:
@@ -117,6 +121,7 @@ def cmd_train(args) -> None:
                                 "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
     options = {k: v for k, v in values.items() if k not in config_keys}
     METHODS[config.method].parse_options(options)  # fail before any model loads
+    check_dataset(config, options)  # ... and before a run folder is made for data of the wrong kind
     backend = settings.job_backend()
     if backend == "ray":  # submitted to the cluster; this process waits and prints the run's progress
         from ..train import backends, jobs
@@ -134,12 +139,16 @@ def cmd_train(args) -> None:
     keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
             "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
             "peak_memory_bytes", "stopped"]
+    keys += [k for k in HEAD_KEYS if k in summary]  # a classifier or embedding head's own metrics
     node = runs.status(Path(summary["run_dir"])).get("node") if backend == "ray" else socket.gethostname()
     if args.json:
         print(json.dumps({**{k: summary[k] for k in keys}, "backend": backend, "node": node}))
     else:
         print(f"run {summary['run_id']}: loss {summary['train_loss_first']:.3f} -> {summary['train_loss_last']:.3f}, "
               f"task score {summary['task_score_base']} -> {summary['task_score_adapted']}; saved in {summary['run_dir']}")
+        for key in HEAD_KEYS:
+            if key in summary:
+                print(f"  {key}: {json.dumps(summary[key])}")
 
 
 def cmd_calc(args) -> None:
@@ -182,6 +191,9 @@ def cmd_compare(args) -> None:
         from ..compare import export
 
         result["exported_to"] = str(export.export_merged(args.run_id))
+    if result.get("kind"):  # a classifier or embedding head: what each model says about each text
+        print_head_comparison(result, args.json)
+        return
     if args.json:
         keys = ["run_id", "method", "model", "mergeable", "not_mergeable_reason", "prompts", "decoding", "outputs",
                 "max_abs_logit_diff_adapted_vs_merged", "greedy_match", "fidelity", "latency_ms_per_token",
@@ -212,6 +224,20 @@ def cmd_compare(args) -> None:
     if result.get("exported_to"):
         print(f"merged model saved in {result['exported_to']}")
 
+
+
+def print_head_comparison(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: result[k] for k in ("run_id", "method", "model", "kind", "columns", "rows", "accuracy",
+                                                   "scored_rows")}, indent=2))
+        return
+    print(f"run {result['run_id']}: {result['kind']} head on {result['model']}")
+    for row in result["rows"]:
+        print(f"\n{row['text']}\n  {'true':>12}: {row['true'] if row['true'] is not None else '—'}")
+        for name, said in row["predicted"].items():
+            print(f"  {name:>12}: {said}")
+    print("\n" + ", ".join(f"{name} {value:.2f}" for name, value in result["accuracy"].items() if value is not None)
+          + f" ({'accuracy' if result['kind'] == 'classification' else 'recall@1'} on {result['scored_rows']} rows)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="a short real fine-tune; saves the run in models_cache/runs/")
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True)
-    p.add_argument("--dataset", required=True, help="pirate, french, json_extract, sentiment, or a JSONL/CSV path")
+    p.add_argument("--dataset", required=True, help="pirate, french, json_extract, sentiment (chat); topics (labelled "
+                   "text, for --set head_type=classifier); paraphrases (pairs, head_type=embedding); or a JSONL/CSV path")
     p.add_argument("--steps", required=True)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method option (r, num_virtual_tokens, ...) or a training setting (learning_rate, "

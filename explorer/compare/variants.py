@@ -8,7 +8,8 @@ the same least-recently-used memory budget as the base models (explorer.models.l
 
 Methods that cannot merge (prompt tuning, prefix tuning, Houlsby adapters) get no merged model and
 the method's one-sentence reason. Head-only and full fine-tuning produce a plain model already:
-their "merged" model is the adapted one. QLoRA merges into the de-quantized (float) base; merging
+their "merged" model is the adapted one. A classifier or embedding head gives labels or vectors, not replies:
+explorer.compare.heads compares those runs instead. QLoRA merges into the de-quantized (float) base; merging
 into the 4-bit weights themselves re-rounds them, and ``merge_fidelity`` measures that rounding too.
 """
 
@@ -25,6 +26,7 @@ from ..models import loading
 from ..models.loaded import LOADED, tensor_bytes
 from ..train import runs
 from ..train.runs import Run, open_run
+from . import heads
 
 VARIANTS = ("base", "adapted", "merged")
 
@@ -81,6 +83,9 @@ def _build_session(run: Run) -> Session:
 def session(run_id: str) -> Session:
     """The run's loaded variants, from the shared least-recently-used cache (loaded on first use)."""
     run = open_run(run_id)
+    if heads.head_kind(run):  # labels or vectors, not replies: nothing to generate, time or export
+        raise ExplorerError(f"Run {run.run_id} trained a {heads.head_kind(run)} head, which gives labels or "
+                            "vectors, not replies: Compare shows what it says about each held-out text instead.")
     return LOADED.get("compare:" + run.run_id, lambda: _build_session(run),
                       lambda s: tensor_bytes(s.adapted) + (0 if s.merged in (None, s.adapted) else
                                                            tensor_bytes(s.merged)))
@@ -105,6 +110,8 @@ def check_prompts(prompts) -> list[str]:
 
 def heldout_prompts(run_id: str, limit: int = 4) -> list[str]:
     run = open_run(run_id)
+    if heads.head_kind(run):  # every held-out text: a head's table is cheap to fill
+        return heads.heldout_texts(run, heads.MAX_TEXTS)
     _, heldout = sources.load_dataset(run.config.dataset)
     return [evaluate.user_and_reference(row)[0] for row in heldout[:limit]]
 
@@ -322,11 +329,15 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
 
     from ..generate import check_max_new_tokens
 
+    run = open_run(run_id)
+    if heads.head_kind(run):  # a classifier or embedding head: per-text labels or retrievals
+        strength = check_strength(run.method, strength)  # a head has no such scale: only 1
+        return {**heads.run_comparison(run, prompts), "strength": strength}
     prompts = check_prompts(prompts)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and 0 <= temperature <= 5):
         raise ExplorerError(f"temperature must be between 0 (greedy) and 5, got {temperature!r}.")
-    strength = check_strength(open_run(run_id).method, strength)
+    strength = check_strength(run.method, strength)
     s = session(run_id)
     run, tok = s.run, s.tokenizer
     with s.lock:  # PEFT's disable_adapter and merges change model state: one comparison at a time per run

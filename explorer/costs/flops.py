@@ -12,7 +12,9 @@ nothing in backward; frozen layers above it still pay the input-gradient product
 LoRA training costs about 2× a forward, not the 3× of full fine-tuning (the usual "6N").
 
 The products and what feeds them come from the model itself (explorer.costs.derive); MoE layers count
-top-k experts per token (the routing assumption stated there). Tests compare these formulas with
+top-k experts per token (the routing assumption stated there). A norm's scale is a parameter feeding the
+products that read its output, so a trained norm (LN tuning) makes them, and everything above, pay the
+input-gradient products. Tests compare these formulas with
 FlopCounterMode on meta-device models, for every method.
 """
 
@@ -43,6 +45,7 @@ class LayerAdaptation:
     are adapted alike are counted once)."""
 
     lora: tuple = ()          # (local name, rank)
+    vera: tuple = ()          # (local name, rank of VeRA's shared matrices)
     ia3: tuple = ()           # local names scaled by IA³
     trainable: tuple = ()     # local module names whose own weights train (modules_to_save)
     params: tuple = ()        # (local parameter name, rank): LoRA on parameters (target_parameters)
@@ -52,7 +55,8 @@ def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
     buckets: dict[int, dict[str, list]] = {}
 
     locate = arch.locate
-    for kind, items in (("lora", a.lora.items()), ("ia3", ((n, None) for n in a.ia3_out | a.ia3_in)),
+    for kind, items in (("lora", a.lora.items()), ("vera", a.vera.items()),
+                        ("ia3", ((n, None) for n in a.ia3_out | a.ia3_in)),
                         ("trainable", ((n, None) for n in a.trainable_modules)), ("params", a.lora_params.items())):
         for name, rank in items:
             layer, local = locate(name)
@@ -74,7 +78,7 @@ def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
 
 
 def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight_trainable: bool, rank: int,
-            scaled: bool, training: bool) -> bool:
+            scaled: bool, training: bool, vera_rank: int = 0) -> bool:
     """Count one (possibly adapted) linear layer; return whether its output requires grad."""
     fan_in, fan_out = op.in_features, op.out_features
     count.matmul(tokens * op.per_token, rg_in, weight_trainable)
@@ -87,7 +91,12 @@ def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight
             count.matmul(2 * fan_in * fan_in * rank + 2 * fan_in * rank * fan_out, False, False)
             if training and a.lora_dropout > 0:  # ... and with dropout it re-runs W on the dropped-out input
                 count.matmul(tokens * op.per_token, rg_in, False)
-    return rg_in or weight_trainable or bool(rank) or scaled
+    if vera_rank:
+        # λ_b ⊙ (B·(λ_d ⊙ (A·x))) (peft.tuners.vera.layer.Linear.forward): A and B are frozen shared buffers,
+        # only the vectors train, so neither product has a weight gradient
+        count.matmul(2 * tokens * fan_in * vera_rank, rg_in, False)
+        count.matmul(2 * tokens * vera_rank * fan_out, True, False)  # its input depends on λ_d
+    return rg_in or weight_trainable or bool(rank) or bool(vera_rank) or scaled
 
 
 def _adapter(count: _Counter, a: Adaptation, tokens: int, hidden: int, rg_in: bool) -> None:
@@ -123,7 +132,12 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
         forward, backward, rg = memo[key]
         count.forward += forward
         count.backward += backward
-    if a.head == "classifier":  # mean-pooled hidden state -> linear, once per sequence
+    # A trained module outside the blocks that is neither an embedding nor the head sits between the last block
+    # and the head (the final norm, which LN tuning or modules_to_save trains): the head's input requires grad.
+    modules = arch.by_name
+    rg = rg or any(arch.layer_of(n) is None and n != arch.head and modules[n].kind != "embedding"
+                   and arch.params_under(n) for n in a.trainable_modules)
+    if a.pooled_head:  # mean-pooled hidden state -> linear (classes or embedding width), once per sequence
         count.matmul(2 * batch * arch.hidden * a.num_classes, False, True)
     elif arch.head:
         head_trainable = a.full or a.head == "lm" or arch.head in a.trainable_modules
@@ -141,7 +155,7 @@ def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, bat
     operand requires grad when anything that feeds it does (autograd's rule)."""
     count = _Counter()
     rg = {"input": rg_in}
-    lora, ia3 = dict(adapted.lora), set(adapted.ia3)
+    lora, vera, ia3 = dict(adapted.lora), dict(adapted.vera), set(adapted.ia3)
     trainable, lora_params = adapted.trainable, dict(adapted.params)
 
     def param_trainable(local: str) -> bool:
@@ -170,7 +184,7 @@ def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, bat
             module = op.module
             weight_trainable = rg_b or any(module == m or module.startswith(m + ".") for m in trainable)
             rg[op.name] = _linear(count, a, tokens, op, rg_a, weight_trainable, lora.get(op.name, 0),
-                                  op.name in ia3, training)
+                                  op.name in ia3, training, vera.get(op.name, 0))
         else:
             flops = tokens * op.per_token + batch * s * keys * op.per_key
             count.forward += flops
@@ -206,7 +220,7 @@ def flop_report(arch: Arch, a: Adaptation, seq_len: int, mergeable: bool) -> Flo
     elementwise = (sum(modules[n].out_features for n in a.ia3_out if n != arch.head)
                    + sum(modules[n].in_features for n in a.ia3_in))
     merged = 0.0 if mergeable else overhead
-    if a.head == "classifier":
+    if a.pooled_head:
         merged = overhead
     return FlopReport(base_fwd / per, inference_fwd / per, (fwd + bwd) / per, (2 * fwd + bwd) / per,
                       overhead, merged, float(elementwise))

@@ -132,7 +132,7 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     tokens = s.batch_size * seq
     logits = tokens * arch.vocab * 4 * 2
     if a.head:  # frozen backbone runs without autograd: only the head's input and output are kept
-        head = s.batch_size * arch.hidden * act if a.head == "classifier" else logits
+        head = s.batch_size * arch.hidden * act if a.pooled_head else logits
         return tokens * arch.hidden * act + head
     per_kind = {kind: block_activations_per_token(arch, arch.blocks[kind], keys) for kind in set(arch.layer_kind)}
     layers_total = sum(per_kind[kind] for kind in arch.layer_kind)
@@ -147,6 +147,8 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
             # weight gradient) and a one-byte mask; DoRA also keeps the base and LoRA outputs.
             m = modules[name]
             extra += m.in_features * (1 + 1 / act) + (2 * m.out_features if a.dora else 0)
+    for name, rank in a.vera.items():  # VeRA keeps A's output (for λ_d's gradient) and B's (for λ_b's)
+        extra += rank + modules[name].out_features
     if a.adapter_dim:
         extra += arch.layers * (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (
             2 * a.adapter_dim + arch.hidden)
@@ -189,6 +191,7 @@ def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings)
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype): they are their own master copy, so mixed
     # precision changes only the frozen base's activations, not the adapter's 4 + 4 + states bytes.
     weights = base_weight_bytes(arch, s.precision, nf4=a.quantized_base, double_quant=a.double_quant)
+    weights += a.vera_shared * 4  # VeRA's shared random matrices: frozen float32 buffers
     return Memory(weights, trainable * 4, trainable * 4, trainable * states, activations)
 
 

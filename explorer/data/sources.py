@@ -1,6 +1,8 @@
 """Where training rows come from: a bundled task's name, or an uploaded file; split into train and held out.
 
-The whole name → rows lookup lives here (file size and row checks included, once).
+The whole name → rows lookup lives here (file size and row checks included, once). Three kinds of rows: chat
+rows (every method that generates text), labelled text and paraphrase pairs (feature-extraction heads,
+explorer.data.labelled); ``require_kind`` says in one line when a dataset is of the wrong kind for a method.
 """
 
 from __future__ import annotations
@@ -9,12 +11,60 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
+from . import labelled
 from .tasks import TASKS, load_examples
 from .uploads import ParsedData, parse_upload
 
+KIND_NEEDS = {  # what a method needs, in words
+    "chat": 'chat rows ({"messages": [...]} or {"prompt", "response"}, or CSV prompt,response), e.g. the bundled '
+            + ", ".join(TASKS),
+    "labelled": 'labelled text ({"text", "label"} rows, or CSV text,label), e.g. the bundled topics',
+    "pairs": 'paraphrase pairs ({"a", "b"} rows, or CSV a,b), e.g. the bundled paraphrases',
+}
+KIND_IS = {  # what a dataset is, in words, with who trains on it
+    "chat": "chat data (for the methods that generate text)",
+    "labelled": "labelled text (for feature extraction with head_type=classifier)",
+    "pairs": "paraphrase pairs (for feature extraction with head_type=embedding)",
+}
+
+
+def bundled_names() -> list[str]:
+    return [*TASKS, *labelled.BUNDLED]
+
+
+def unknown(dataset) -> ExplorerError:
+    return ExplorerError(f"Unknown dataset {str(dataset)!r}: choose one of {', '.join(bundled_names())} "
+                         "or upload a JSONL/CSV file.")
+
+
+def dataset_kind(dataset) -> str:
+    """ "chat", "labelled" or "pairs": a bundled set's kind, or what an uploaded file's first row holds."""
+    name = str(dataset)
+    if name in TASKS:
+        return "chat"
+    if name in labelled.BUNDLED:
+        return labelled.BUNDLED[name].kind
+    path = Path(name)
+    if not path.is_file():
+        raise unknown(dataset)
+    return labelled.sniff_kind(path)
+
+
+def require_kind(dataset, kind: str, who: str) -> None:
+    """Refuse, in one line, a dataset of another kind than ``kind``, which ``who`` (a method's title) trains on."""
+    found = dataset_kind(dataset)
+    if found != kind:
+        label = Path(str(dataset)).name
+        raise ExplorerError(f"{who} needs {KIND_NEEDS[kind]}; '{label}' is {KIND_IS[found]}.")
+
+
+def load_rows(dataset, kind: str) -> tuple[list[dict], list[dict]]:
+    """(train rows, held-out rows) of a dataset of this kind."""
+    return load_dataset(dataset) if kind == "chat" else labelled.load(str(dataset), kind)
+
 
 def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
-    """(train rows, held-out rows) for a bundled task name, an uploaded file path, ParsedData or rows.
+    """(train rows, held-out rows) of chat data: a bundled task name, an uploaded file path, ParsedData or rows.
 
     Uploaded data keeps its order: the last 10% (1 to 50 rows) is held out, so reruns match.
     """
@@ -23,8 +73,7 @@ def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
             return load_examples(str(name_or_rows), "train"), load_examples(str(name_or_rows), "heldout")
         path = Path(name_or_rows)
         if not path.is_file():
-            raise ExplorerError(f"Unknown dataset {str(name_or_rows)!r}: choose one of {', '.join(TASKS)} "
-                                "or upload a JSONL/CSV file.")
+            raise unknown(name_or_rows)
         limit = settings.max_upload_bytes()
         if path.stat().st_size > limit:
             raise ExplorerError(f"{path.name} is larger than {limit:,} bytes (EXPLORER_MAX_UPLOAD_MB).")
@@ -34,4 +83,3 @@ def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
         raise ExplorerError("Need at least 2 valid rows: one to train on and one held out to evaluate.")
     held = max(1, min(50, len(rows) // 10))
     return rows[:-held], rows[-held:]
-

@@ -1,6 +1,7 @@
 """Uploaded and pasted training data: parse JSONL/CSV row by row, and preview it safely.
 
-Rows everywhere are {"messages": [{"role": ..., "content": ...}, ...]} like the bundled tasks.
+Chat rows everywhere are {"messages": [{"role": ..., "content": ...}, ...]} like the bundled tasks; a
+``FlatFormat`` (explorer.data.labelled) reads the feature-extraction rows, labelled text and pairs, the same way.
 Every row that cannot be used is reported with its line and reason; the upload limits
 (EXPLORER_MAX_UPLOAD_MB, EXPLORER_MAX_UPLOAD_ROWS) are checked here, once, for every caller.
 No gradio here: the UI and the trainer both call these functions.
@@ -17,6 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import settings
 from ..errors import ExplorerError
@@ -33,6 +35,16 @@ def __getattr__(name: str):
         return _LIMITS[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class FlatFormat:
+    """Rows of plain text fields, e.g. labelled text {"text", "label"} or pairs {"a", "b"} (explorer.data.labelled
+    defines them): the same JSON objects or CSV columns, each row checked by ``check``."""
+
+    kind: str                        # "labelled" or "pairs"
+    fields: tuple                    # JSON keys and CSV columns, e.g. ("text", "label")
+    check: Callable                  # {field: raw value or None} -> the row; ValueError with the reason
 
 
 @dataclass
@@ -101,7 +113,7 @@ def _pair(prompt: object, response: object) -> list[dict]:
     return _check_messages([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])
 
 
-def _json_row(line: str) -> list[dict]:
+def _json_object(line: str) -> dict:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -112,31 +124,42 @@ def _json_row(line: str) -> list[dict]:
         raise ValueError("not valid JSON (a number has too many digits)") from None
     if not isinstance(obj, dict):
         raise ValueError(f"not a JSON object (got {type(obj).__name__})")
+    return obj
+
+
+def _json_row(line: str) -> dict:
+    obj = _json_object(line)
     if "messages" in obj:
-        return _check_messages(obj["messages"])
-    return _pair(obj.get("prompt"), obj.get("response"))
+        return {"messages": _check_messages(obj["messages"])}
+    return {"messages": _pair(obj.get("prompt"), obj.get("response"))}
 
 
-def _jsonl_records(text: str):
-    """(line number, line) for non-blank lines, and the function that turns one into messages."""
+def _jsonl_records(text: str, fmt: FlatFormat | None = None):
+    """(line number, line) for non-blank lines, and the function that turns one into a row."""
     # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and friends, which
     # splitlines() would break on, shifting every line number after them.
     records = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if records and records[0][1].lstrip().startswith("["):
         # A JSON array would otherwise produce one confusing "not JSON" error per line.
         raise ExplorerError("This looks like a JSON array. Save one JSON object per line (JSONL) instead.")
-    return records, _json_row
+    if fmt is None:
+        return records, _json_row
+    return records, lambda line: fmt.check({name: _json_object(line).get(name) for name in fmt.fields})
 
 
-def _csv_records(text: str):
-    """(starting line number, cells) per non-empty CSV record, and the function that makes messages."""
+def _csv_records(text: str, fmt: FlatFormat | None = None):
+    """(starting line number, cells) per non-empty CSV record, and the function that makes a row."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip().lower() for h in next(reader)]
     except (StopIteration, csv.Error) as exc:
         raise ExplorerError(f"Could not read the CSV header: {exc}") from None
-    col = {name: header.index(name) if name in header else None for name in ("prompt", "response", "messages")}
-    if col["messages"] is None and None in (col["prompt"], col["response"]):
+    names = fmt.fields if fmt else ("prompt", "response", "messages")
+    col = {name: header.index(name) if name in header else None for name in names}
+    if fmt and None in col.values():
+        raise ExplorerError(f"The CSV header needs {' and '.join(fmt.fields)} columns; "
+                            f"found: {', '.join(header)[:200] or 'nothing'}.")
+    if not fmt and col["messages"] is None and None in (col["prompt"], col["response"]):
         raise ExplorerError("The CSV header needs prompt and response columns (or one messages column); "
                             f"found: {', '.join(header)[:200] or 'nothing'}.")
     records = []
@@ -151,8 +174,13 @@ def _csv_records(text: str):
         if any(cell.strip() for cell in record):
             records.append((start, record))
 
-    def make(record: list[str]) -> list[dict]:
+    def make(record: list[str]) -> dict:
         get = lambda name: record[col[name]] if col[name] < len(record) else None  # noqa: E731
+        if fmt:
+            return fmt.check({name: get(name) for name in fmt.fields})
+        return {"messages": messages_of(get)}
+
+    def messages_of(get) -> list[dict]:
         if col["messages"] is None:
             return _pair(get("prompt"), get("response"))
         if not (get("messages") or "").strip():
@@ -170,7 +198,7 @@ def _csv_records(text: str):
     return records, make
 
 
-def _parse_text(text: str, kind: str, source: str) -> ParsedData:
+def _parse_text(text: str, kind: str, source: str, fmt: FlatFormat | None = None) -> ParsedData:
     text = text.lstrip("\ufeff")  # Excel and Notepad write a BOM
     if not text.strip():
         raise ExplorerError(f"{source} is empty.")
@@ -178,7 +206,7 @@ def _parse_text(text: str, kind: str, source: str) -> ParsedData:
         raise ExplorerError(f"{source} contains NUL bytes: it looks like a binary file, not JSONL or CSV.")
     if kind == "sniff":
         kind = "jsonl" if text.lstrip()[:1] in "{[" else "csv"
-    records, make = _jsonl_records(text) if kind == "jsonl" else _csv_records(text)
+    records, make = _jsonl_records(text, fmt) if kind == "jsonl" else _csv_records(text, fmt)
     max_rows = settings.max_upload_rows()
     if len(records) > max_rows:
         raise ExplorerError(f"Too many rows ({len(records):,}); the limit is {max_rows:,} "
@@ -186,11 +214,11 @@ def _parse_text(text: str, kind: str, source: str) -> ParsedData:
     parsed = ParsedData(rows=[], errors=[], source=source)
     for line, record in records:
         try:
-            messages = make(record)
+            row = make(record)
         except ValueError as exc:
             parsed.errors.append(RowError(line, str(exc)))
             continue
-        parsed.rows.append({"messages": messages})
+        parsed.rows.append(row)
         parsed.lines.append(line)
     if not parsed.rows:
         shown = "; ".join(f"line {e.line}: {e.reason}" for e in parsed.errors[:5])
@@ -198,8 +226,9 @@ def _parse_text(text: str, kind: str, source: str) -> ParsedData:
     return parsed
 
 
-def parse_upload(data: bytes, filename: str) -> ParsedData:
-    """Parse an uploaded JSONL/CSV file; raise ExplorerError if the whole file is unusable."""
+def parse_upload(data: bytes, filename: str, fmt: FlatFormat | None = None) -> ParsedData:
+    """Parse an uploaded JSONL/CSV file of chat rows (or of ``fmt``'s rows); raise ExplorerError if the whole file
+    is unusable."""
     name = Path(filename or "upload").name
     limit = settings.max_upload_bytes()
     if len(data) > limit:
@@ -217,16 +246,16 @@ def parse_upload(data: bytes, filename: str) -> ParsedData:
                             "Save it as UTF-8 and upload again.") from None
     suffix = Path(name).suffix.lower()
     kind = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "sniff")
-    return _parse_text(text, kind, name)
+    return _parse_text(text, kind, name, fmt)
 
 
-def parse_pasted(text: str) -> ParsedData:
+def parse_pasted(text: str, fmt: FlatFormat | None = None) -> ParsedData:
     """Parse text pasted in a box: JSONL if it starts with "{", else CSV."""
     size = len((text or "").encode("utf-8", "replace"))
     limit = settings.max_upload_bytes()
     if size > limit:
         raise ExplorerError(f"The pasted text is {size:,} bytes; the limit is {limit:,} (EXPLORER_MAX_UPLOAD_MB).")
-    return _parse_text(text or "", "sniff", "pasted text")
+    return _parse_text(text or "", "sniff", "pasted text", fmt)
 
 
 # --------------------------------------------------------------------------- previews
@@ -248,6 +277,10 @@ def preview_table(parsed: ParsedData, limit: int = 20, max_chars: int = 300):
         return safe_cell(next((m["content"] for m in msgs if m["role"] == role), ""), max_chars)
 
     lines = parsed.lines or list(range(1, len(parsed.rows) + 1))  # rows built in code have no lines
+    if parsed.rows and "messages" not in parsed.rows[0]:  # labelled text or pairs: their own fields
+        fields = list(parsed.rows[0])
+        return pd.DataFrame([[line] + [safe_cell(row[f], max_chars) for f in fields]
+                             for line, row in zip(lines, parsed.rows[:limit])], columns=["line", *fields])
     records = [(line, first(row["messages"], "user"), first(row["messages"][::-1], "assistant"))
                for line, row in zip(lines, parsed.rows[:limit])]
     return pd.DataFrame(records, columns=["line", "user", "assistant"])

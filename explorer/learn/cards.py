@@ -36,7 +36,7 @@ def method_card(spec, method: str, settings=None) -> dict:
     except ExplorerError as error:  # e.g. IA³ on a family without default targets
         return {"method": method, "title": m.title, "where": m.where, "explanation": m.explanation,
                 "when_to_use": m.when_to_use, "mergeable": m.mergeable, "merge_reason": m.merge_reason, "merge_summary": m.merge_summary,
-                "error": str(error), "claims": claims_with_exact(method)}
+                "error": str(error), "claims": claims_with_exact(method), "literature": list(m.literature)}
     total = r.total_params_with_method
     f = r.flops
     return {
@@ -48,7 +48,7 @@ def method_card(spec, method: str, settings=None) -> dict:
         "flop_overhead_unmerged_percent": 100 * f.inference_overhead_per_token_unmerged / f.base_forward_per_token,
         "flop_overhead_merged_percent": 100 * f.inference_overhead_per_token_merged / f.base_forward_per_token,
         "svg": block_svg(spec.arch, m.adaptation(spec, r.options), m.title),
-        "claims": claims_with_exact(method),
+        "claims": claims_with_exact(method), "literature": list(m.literature),
     }
 
 

@@ -24,7 +24,7 @@ def _box(x, y, w, h, label, fill, note=""):
 
 def block_svg(arch: Arch, a: Adaptation, method_title: str) -> str:
     """A block drawn bottom-up: embeddings, attention linears, core, output, MLP linears, LM head."""
-    adapted = {arch.local_name(n) for n in set(a.lora) | set(a.ia3_out) | set(a.ia3_in)}
+    adapted = {arch.local_name(n) for n in set(a.lora) | set(a.ia3_out) | set(a.ia3_in) | set(a.vera)}
     block = arch.main
     linears = block.linears
 
@@ -34,14 +34,19 @@ def block_svg(arch: Arch, a: Adaptation, method_title: str) -> str:
     parts, y = [], 10
     width = 520
     head_fill = HIGHLIGHT if (a.full or a.head or arch.head in a.lora or arch.head in a.trainable_modules) else FROZEN
-    parts.append(_box(150, y, 220, 28, "LM head" if a.head != "classifier" else "pool + classifier head",
-                      NEW if a.head == "classifier" else head_fill))
+    head_label = {"classifier": "pool + classifier head", "embedding": "pool + embedding projection"}
+    parts.append(_box(150, y, 220, 28, head_label.get(a.head, "LM head"), NEW if a.pooled_head else head_fill))
     y += 44
     rows = []
     mlp_in = [lin for lin in linears if lin.reads == "mlp_in"]
     mlp_out = [lin for lin in linears if lin.reads == "mlp_mid"]
     if a.adapter_dim and a.adapter_after_ffn:
         rows.append([("adapter (after FFN)", NEW, f"bottleneck {a.adapter_dim}")])
+    # The block's own norms (its direct children), drawn when one of them trains (LN tuning, modules_to_save)
+    trained = {arch.local_name(n) for n in a.trainable_modules if arch.layer_of(n) is not None}
+    norms = [m.name for m in block.modules if "." not in m.name and "norm" in m.cls.lower()]
+    if trained & set(norms):
+        rows.append([(name, HIGHLIGHT if name in trained else FROZEN, "element-wise scale") for name in norms])
     moe = arch.moe(block)
     if moe:
         experts_trained = a.full or any(arch.local_name(n).startswith(block.ffn) for n in a.lora_params)

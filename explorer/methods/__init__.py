@@ -4,7 +4,7 @@ Adding a method: write ``explorer/methods/<name>.py`` with a ``METHOD`` and add 
 Tests parametrize over this dict, so a new method is tested automatically.
 """
 
-from . import adapter, dora, full, head, ia3, lora, prefix, prompt, qlora
+from . import adapter, dora, full, head, ia3, ln_tuning, lora, loraplus, olora, pissa, prefix, prompt, qlora, vera
 from .base import Method
 
 METHODS: dict[str, Method] = {
@@ -17,6 +17,12 @@ METHODS: dict[str, Method] = {
     "prompt": prompt.METHOD,
     "prefix": prefix.METHOD,
     "adapter": adapter.METHOD,
+    "pissa": pissa.METHOD,
+    "olora": olora.METHOD,
+    "loraplus": loraplus.METHOD,
+    "vera": vera.METHOD,
+    "ln_tuning": ln_tuning.METHOD,
+    # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from
 

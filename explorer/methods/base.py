@@ -33,7 +33,8 @@ class Adaptation:
     dora: bool = False
     lora_dropout: float = 0.0
     lora_params: dict = field(default_factory=dict)  # full parameter name -> rank (PEFT's target_parameters)
-    trainable_modules: frozenset = frozenset()  # full module names trained as copies (PEFT's modules_to_save)
+    trainable_modules: frozenset = frozenset()  # full module names trained as copies (PEFT's modules_to_save,
+                                                # LN tuning's norms)
     ia3_out: frozenset = frozenset()            # full names of linears whose output is scaled
     ia3_in: frozenset = frozenset()             # full names of linears whose input is scaled (feed-forward)
     adapter_dim: int = 0
@@ -44,10 +45,17 @@ class Adaptation:
     prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
     prefix_token_dim: int = 0
     prefix_layers: int = 0                      # layers PEFT gives virtual keys/values
-    head: str = ""                              # "lm" (LM head trainable) or "classifier"
-    num_classes: int = 0
+    head: str = ""                              # "lm" (LM head trainable), "classifier" or "embedding"
+    num_classes: int = 0                        # outputs of a new pooled head: classes, or the embedding width
+    vera: dict = field(default_factory=dict)    # VeRA: full module name -> rank of the shared frozen random matrices
+    vera_shared: int = 0                        # ... whose entries (frozen buffers, not parameters) it adds
     quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
     double_quant: bool = True                   # ... with their block scales quantized too
+
+    @property
+    def pooled_head(self) -> bool:
+        """A new head on the mean-pooled final hidden states (no LM head runs): a classifier or an embedding."""
+        return self.head in ("classifier", "embedding")
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,20 @@ class Method:
     peft_type: str = ""            # PEFT's peft_type in its saved adapter_config.json (PEFT-built methods)
     switches: dict = field(default_factory=dict)  # request keys that pick a sibling: {"use_dora": {True: "dora"}}
     check_training: Callable = lambda options: None      # refuse options the trainer cannot train
+    literature: tuple = ()         # what its papers claim (shown on its card, labelled as claims, not measured here)
+    in_default_race: bool = True   # in the race's default field (the LoRA variants are raced by naming them)
+    frozen_terms: Callable = lambda spec, options: []    # what it adds that does not train (VeRA's shared matrices)
+    data_kind: Callable = lambda options: "chat"         # the rows it trains on: "chat", "labelled" or "pairs"
+    # Training hooks (explorer.train.loop). ``make_optimizer(model, options, lr, optimizer_cls, optimizer_kwargs)``
+    # replaces the loop's own optimizer (LoRA+'s per-matrix learning rates); None keeps the loop's.
+    make_optimizer: Callable | None = None
+    # ``before_training(model, scratch_dir) -> dict``: called once the method is applied, before the first step;
+    # returns extra arguments for saving (PiSSA and OLoRA keep their initial adapter in ``scratch_dir`` so the
+    # save converts the result into a LoRA for the original base).
+    before_training: Callable = lambda model, scratch: {}
+    # Why a standard recipe (explorer.recipes: transformers' Trainer + PEFT's config) would not train it as the app
+    # does, e.g. a training hook the recipe's train.py lacks; "" = a recipe expresses it.
+    recipe_refusal: str = ""
 
     def parse_options(self, values: dict | None = None):
         """Options from loose values (UI widgets, CLI strings), checked; clear message on bad input."""

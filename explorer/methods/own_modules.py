@@ -135,6 +135,22 @@ def houlsby_parameter_count(
     return per_block * n_layers * (2 * d_model * bottleneck_dim + bottleneck_dim + d_model)
 
 
+def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of the non-padding tokens' hidden states (Sentence-BERT's mean pooling)."""
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def pooled_features(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """Mean-pooled final hidden states of a frozen backbone (its base model: no LM head is needed)."""
+    need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+    with torch.set_grad_enabled(need_grad):
+        out = backbone.base_model(input_ids=input_ids, attention_mask=attention_mask)
+    return mean_pool(out.last_hidden_state, attention_mask)
+
+
 class PooledClassifierHead(nn.Module):
     """Mean of the non-padding tokens' hidden states, then a linear layer to class logits."""
 
@@ -143,11 +159,7 @@ class PooledClassifierHead(nn.Module):
         self.classifier = nn.Linear(d_model, num_classes, bias=True, device=device, dtype=dtype)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if attention_mask is None:
-            pooled = hidden_states.mean(dim=1)
-        else:
-            mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)
-            pooled = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        pooled = mean_pool(hidden_states, attention_mask)
         return self.classifier(pooled.to(self.classifier.weight.dtype))
 
 
@@ -172,6 +184,30 @@ class HeadClassifier(nn.Module):
             # The base model (no LM head): the head needs the final hidden states, not vocabulary logits.
             out = self.backbone.base_model(input_ids=input_ids, attention_mask=attention_mask)
         return self.head(out.last_hidden_state, attention_mask)
+
+    def from_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Class logits from already pooled features: the frozen backbone runs once per text, not per step."""
+        return self.head.classifier(pooled.to(self.head.classifier.weight.dtype))
+
+
+class HeadEmbedder(nn.Module):
+    """A frozen causal-LM backbone with a trainable sentence-embedding head: mean pooling, then a linear
+    projection (Sentence-BERT's pooling, Reimers & Gurevych 2019, §3; the projection is what trains)."""
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        ref = backbone.get_input_embeddings().weight
+        self.projection = nn.Linear(_hidden_size(backbone), embedding_dim, bias=True, device=ref.device,
+                                    dtype=ref.dtype)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.from_features(pooled_features(self.backbone, input_ids, attention_mask))
+
+    def from_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.projection(pooled.to(self.projection.weight.dtype))
 
 
 def _write_atomically(path: str, write) -> None:

@@ -31,7 +31,8 @@ from types import SimpleNamespace
 
 from ..errors import ExplorerError
 
-SUPPORTED = {"lora": ("linear", "conv1d", "embedding"), "ia3": ("linear", "conv1d")}
+SUPPORTED = {"lora": ("linear", "conv1d", "embedding"), "ia3": ("linear", "conv1d"), "vera": ("linear", "conv1d"),
+             "ln_tuning": ("linear", "conv1d", "embedding", "other")}  # LN tuning copies any module it targets
 _cache: dict[tuple, tuple] = {}
 _lock = threading.Lock()
 

@@ -51,15 +51,15 @@ def dtype_for(precision: str | None, where: str):
     return torch.float32
 
 
-def _from_pretrained(entry: ModelEntry, dtype, extra: dict):
+def _from_pretrained(entry: ModelEntry, dtype, extra: dict, auto_class=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(entry.location, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(entry.location, dtype=dtype, use_safetensors=True,
-                                                     trust_remote_code=False, **extra)
+        model = (auto_class or AutoModelForCausalLM).from_pretrained(
+            entry.location, dtype=dtype, use_safetensors=True, trust_remote_code=False, **extra)
     except ExplorerError:
         raise
     except Exception as error:  # any loader error (shapes, config types) means the folder is not loadable
@@ -80,6 +80,31 @@ def load_fresh(name: str, method=None, options=None, precision: str | None = "fp
         method.after_load(model)
     if "device_map" not in extra:  # a device map has placed the weights already
         model.to(where)
+    return LoadedModel(entry, model, tokenizer, where, dtype, spec_of(entry, model))
+
+
+def load_sequence_classifier(name: str, num_labels: int, precision: str | None = "fp32",
+                             cache: Path | None = None) -> LoadedModel:
+    """A private copy of a base model as transformers' sequence classifier: the same backbone, a new ``score``
+    layer of ``num_labels`` outputs read at the last non-padding token (the LoRA baseline of a classifier head)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    entry = resolve(name, cache)
+    ensure_files(entry, cache)
+    where = device()
+    dtype = dtype_for(precision, where)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the new score layer as missing: expected, not news
+    try:
+        model, tokenizer = _from_pretrained(entry, dtype, {"num_labels": num_labels},
+                                            AutoModelForSequenceClassification)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    from ..data.chat import pad_id
+
+    model.config.pad_token_id = pad_id(tokenizer)  # it finds each sequence's last token by the padding id
+    model.to(where)
     return LoadedModel(entry, model, tokenizer, where, dtype, spec_of(entry, model))
 
 

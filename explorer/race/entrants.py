@@ -4,9 +4,10 @@ A spec is a method name with optional options after colons, with PEFT's option n
 ``lora``, ``lora:r=1``, ``lora:r=64:lora_alpha=128``, ``ia3``, ``prompt:num_virtual_tokens=10``.
 Every spec is checked against the method's options (names, types, bounds) before anything trains.
 
-The default field: every method of the registry at its defaults, plus a LoRA rank sweep (r = 1, 2, 4, 8, 16,
-64: Hu et al. 2021, §7.2, report that very low ranks already suffice), with duplicates merged (the sweep's
-r=8 is LoRA's default).
+The default field: every method of the registry at its defaults (those marked ``in_default_race``: the LoRA
+variants PiSSA, OLoRA, LoRA+, VeRA and LN tuning are raced by naming them, which keeps the default race within
+its time), plus a LoRA rank sweep (r = 1, 2, 4, 8, 16, 64: Hu et al. 2021, §7.2, report that very low ranks
+already suffice), with duplicates merged (the sweep's r=8 is LoRA's default).
 """
 
 from __future__ import annotations
@@ -88,14 +89,20 @@ def same_as_default(entrant: Entrant) -> Entrant:
 
 
 def default_entrants() -> list[Entrant]:
-    """Every method at its defaults, then the LoRA rank sweep; an entrant equal to another appears once."""
-    field_ = [Entrant(name) for name in METHODS]
+    """Every method of the default field at its defaults, then the LoRA rank sweep; an entrant equal to another
+    appears once."""
+    field_ = [Entrant(name) for name, method in METHODS.items() if method.in_default_race]
     field_ += [Entrant(DEFAULT_METHOD, (("r", str(r)),)) for r in RANK_SWEEP]
     return list(dict.fromkeys(same_as_default(e) for e in field_))
 
 
 def default_specs() -> str:
     return ",".join(e.name for e in default_entrants())
+
+
+def other_methods() -> list[str]:
+    """Methods of the registry left out of the default field (add them by name)."""
+    return [name for name, method in METHODS.items() if not method.in_default_race]
 
 
 def with_rates(entrants: list[Entrant], factors: tuple[float, ...]) -> list[list[Entrant]]:

@@ -194,12 +194,15 @@ def check_entrants(race_settings: RaceSettings, entrants: list[Entrant]) -> None
     from ..models import registry
 
     registry.resolve(race_settings.model)
-    sources.load_dataset(race_settings.dataset)
+    if sources.dataset_kind(race_settings.dataset) == "chat":  # else each entrant says which data it needs
+        sources.load_dataset(race_settings.dataset)
     spec = specs.resolve(race_settings.model)
     for entrant in entrants:
         method = METHODS[entrant.method]
         try:
-            method.validate(spec, method.parse_options(entrant.options_dict))
+            options = method.parse_options(entrant.options_dict)
+            method.validate(spec, options)
+            sources.require_kind(race_settings.dataset, method.data_kind(options), method.title)
         except ExplorerError as error:
             raise ExplorerError(f"Entrant '{entrant.name}': {error}") from None
 

@@ -42,11 +42,15 @@ DROPPED = ("base_model_name_or_path", "revision", "inference_mode", "peft_versio
 
 
 def check_expressible(method) -> None:
+    covered = ", ".join(m.title for m in METHODS.values() if m.uses_peft and not m.recipe_refusal)
     if not method.uses_peft:
         raise ExplorerError(
             f"{method.title}: trained and saved by this project's own code, not built by PEFT, so a recipe with the "
             "standard tools (transformers + PEFT + accelerate, a PEFT adapter in output/) cannot express it. Recipes "
-            f"cover the methods PEFT builds: {', '.join(m.title for m in METHODS.values() if m.uses_peft)}.")
+            f"cover: {covered}.")
+    if method.recipe_refusal:
+        raise ExplorerError(f"{method.title}: {method.recipe_refusal}, so a standard recipe would train something "
+                            f"else. Recipes cover: {covered}.")
 
 
 def _jsonable(value):

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .. import settings
-from ..data import scores
+from ..data import scores, sources
 from ..errors import ExplorerError
 from ..methods import DEFAULT_METHOD, METHODS
 from ..options import coerce, option
@@ -20,7 +20,8 @@ from ..options import coerce, option
 class TrainConfig:
     model: str = option("smollm2-135m-instruct", "Runnable model to fine-tune.")
     method: str = option(DEFAULT_METHOD, "Method from the registry.", choices=tuple(METHODS))
-    dataset: str = option("pirate", "A bundled task (pirate, french, json_extract, sentiment) or an uploaded file.")
+    dataset: str = option("pirate", "A bundled dataset (chat: pirate, french, json_extract, sentiment; labelled text: "
+                          "topics; paraphrase pairs: paraphrases) or an uploaded file.")
     steps: int = option(20, "Optimizer steps.", min=1, max=100_000)
     learning_rate: float = option(0.0, "Learning rate; 0 = the method's default (prompt, prefix and IA³ need far "
                                   "higher rates than LoRA).", min=0.0, max=10.0)
@@ -68,3 +69,10 @@ class TrainConfig:
             if getattr(self, name) > cap:
                 raise ExplorerError(f"{name} must be at most {cap} on this server ({variable}), "
                                     f"got {getattr(self, name)}.")
+
+
+def check_dataset(config: TrainConfig, options_values: dict) -> None:
+    """Refuse, in one line and before anything is created or loaded, a dataset of another kind than the method
+    trains on (chat rows, labelled text or paraphrase pairs: the method's ``data_kind``)."""
+    method = METHODS[config.method]
+    sources.require_kind(config.dataset, method.data_kind(method.parse_options(options_values)), method.title)

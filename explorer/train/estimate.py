@@ -55,8 +55,8 @@ def _measured(model: str) -> tuple[list[float], list[float]]:
     for run in runs.list_runs():
         summary, config = run.summary, run.config
         if (run.state != "done" or config is None or config.model != model or not summary.get("tokens_per_second")
-                or not summary.get("steps")):
-            continue
+                or not summary.get("steps") or summary.get("feature_seconds") is not None):
+            continue  # (a head run's speed is one forward per text, not training steps: no guide to a step's time)
         try:
             flops = _flops_per_token(config.model, config.method, tuple(sorted(run.options.items())), config.seq_len)
         except Exception:  # noqa: BLE001 - a run whose settings no longer parse says nothing about this machine

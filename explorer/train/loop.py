@@ -106,16 +106,22 @@ def peak_memory_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def make_optimizer(name: str, params, lr: float):
+def optimizer_class(name: str) -> tuple[type, dict]:
+    """The optimizer a setting names, with its keyword arguments beside the learning rate."""
     import torch
 
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        return torch.optim.AdamW, {"weight_decay": 0.0}
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD, {}
     import bitsandbytes as bnb
 
-    return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=0.0)
+    return bnb.optim.AdamW8bit, {"weight_decay": 0.0}
+
+
+def make_optimizer(name: str, params, lr: float):
+    optimizer_cls, kwargs = optimizer_class(name)
+    return optimizer_cls(params, lr=lr, **kwargs)
 
 
 def train(config: TrainConfig, options_values: dict, run_dir: Path,
@@ -127,12 +133,17 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     and "after" (trained, before saving): tests use it to check what changed."""
     import torch
 
+    method = METHODS[config.method]
+    if method.data_kind(method.parse_options(options_values)) != "chat":  # a classifier or embedding head
+        from .heads import train_head
+
+        return train_head(config, options_values, run_dir, on_event, should_stop, inspect_model)
+    sources.require_kind(config.dataset, "chat", method.title)
     started = time.time()
     seed_everything(config.seed)
     prep = prepare(config, options_values)
     if should_stop():  # stopped while the model loaded: nothing to train, nothing to save
         return _stopped_before_training(config, run_dir, started)
-    method = METHODS[config.method]
     lr = config.learning_rate or method.default_lr
     train_rows, heldout_rows = sources.load_dataset(config.dataset)
     task = scores.task_for(config.dataset, config.score)
@@ -161,6 +172,9 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(base, "enable_input_require_grads"):
             base.enable_input_require_grads()
+    # A scratch folder among the run's partial files (removed after saving, or with them when a worker ends).
+    scratch = runs.scratch_folder(run_dir)
+    save_kwargs = method.before_training(model, scratch)
     if inspect_model:
         inspect_model("before", model)
     model.train()
@@ -173,7 +187,8 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
               "calculator_trainable_params": predicted.trainable_formula,
               "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
               "device": prep.device, "cpu_threads": torch.get_num_threads(), "niceness": os.nice(0)})
-    optimizer = make_optimizer(config.optimizer, trainable, lr)
+    optimizer = (method.make_optimizer(model, prep.options, lr, *optimizer_class(config.optimizer))
+                 if method.make_optimizer else make_optimizer(config.optimizer, trainable, lr))
     reset_peak_memory(prep.device)
     stream = batches(train_enc, config.batch_size, pad_id, config.seed)
     losses, eval_losses, stopped, tokens_seen = [], [], False, 0
@@ -236,8 +251,9 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         "tokens_seen": tokens_seen, "truncated_examples": truncated,
     }
     if losses:
-        runs.save_artifacts(model, run_dir, config, options_values, method.uses_peft)
+        runs.save_artifacts(model, run_dir, config, options_values, method.uses_peft, save_kwargs=save_kwargs)
         summary["saved_bytes"] = runs.disk_usage_bytes(run_dir / runs.ADAPTER_DIR)
+    runs.remove_scratch(scratch)
     summary["seconds"] = time.time() - started  # saving included
     runs.write_json(run_dir / "summary.json", summary)
     return summary

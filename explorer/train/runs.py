@@ -191,20 +191,27 @@ def read_log(run_dir: Path) -> list[dict]:
     return events
 
 
-def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft: bool) -> None:
-    """The adapter (PEFT's standard files, or the project's own safetensors) and the run's settings."""
+def save_artifacts(model, run_dir: Path, config, options_values: dict, uses_peft: bool, save_kwargs: dict | None = None,
+                   extra=None) -> None:
+    """The adapter (PEFT's standard files, or the project's own safetensors) and the run's settings.
+
+    ``save_kwargs``: extra arguments of PEFT's save_pretrained (a method's ``before_training`` hook returns them);
+    ``extra(folder)``: writes more files into the adapter folder before it moves into place (a head run's
+    comparison model)."""
     try:
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "adapter-", dir=run_dir))
     except OSError as error:
         raise not_writable(run_dir / ADAPTER_DIR, error) from None
     try:
         if uses_peft:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, **(save_kwargs or {}))
         else:
             from ..methods.own_modules import save_trainable
 
             save_trainable(model, str(tmp), {"method": config.method, "model": config.model,
                                              "options": options_values})
+        if extra is not None:
+            extra(tmp)
         target = run_dir / ADAPTER_DIR
         if target.exists():
             shutil.rmtree(target)
@@ -253,6 +260,16 @@ def new_run_folder(config, options_values: dict, first_status: dict) -> Path:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return run_dir
+
+
+def scratch_folder(run_dir: Path) -> Path:
+    """Where a trainer may keep files it needs until saving (not created here). Its name is a partial file's,
+    so a killed worker's leftovers go with the others (``remove_partial_files``)."""
+    return run_dir / (TMP_PREFIX + "scratch")
+
+
+def remove_scratch(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_partial_files(run_dir: Path) -> None:

@@ -49,6 +49,7 @@ def per_gpu_line(r: calculator.CalcResult) -> str:
 def formula_table(r: calculator.CalcResult) -> pd.DataFrame:
     rows = [[t.module, f"{t.count:,}", t.expression] for t in r.terms]
     rows.append(["total", f"{r.trainable_formula:,}", ""])
+    rows += [[f"{t.module}: not trained", f"({t.count:,})", t.expression] for t in r.frozen_terms]
     return pd.DataFrame(rows, columns=["module", "parameters", "formula"])
 
 

@@ -16,6 +16,7 @@ from ..compare import export
 from ..compare import variants as compare
 from ..errors import ExplorerError
 from ..train import runs
+from . import head_view
 from .common import api_errors, shows_errors
 from .widgets import named_slider
 
@@ -59,7 +60,10 @@ def _cell(pieces, text: str | None, reason: str | None) -> str:
 
 def columns_html(result: dict) -> str:
     """One row per prompt, one column per variant; tokens that differ from the base are highlighted.
-    Every piece of model or user text is escaped: outputs show as text, never as markup."""
+    Every piece of model or user text is escaped: outputs show as text, never as markup. A classifier or
+    embedding run gets its own table: each text with its true label and each model's answer."""
+    if result.get("kind"):
+        return head_view.labels_html(result)
     head = "".join(f"<th>{COLUMN_TITLES[v]}</th>" for v in compare.VARIANTS)
     rows = []
     for i, prompt in enumerate(result["prompts"]):
@@ -78,6 +82,9 @@ def columns_html(result: dict) -> str:
 def fidelity_text(result: dict) -> str:
     if result["not_mergeable_reason"]:
         return f"**Merge fidelity:** not applicable. {html.escape(result['not_mergeable_reason'])}"
+    if result.get("kind"):
+        return ("**Merge fidelity:** nothing to merge: the head is a new layer on the frozen backbone, so there is "
+                "no adapter to fold into the weights.")
     if result["nothing_to_merge"]:
         return ("**Merge fidelity:** nothing to merge: this method trains a plain model, so the merged column is "
                 "the adapted model itself (difference 0).")

@@ -19,10 +19,10 @@ from ..human import human_bytes
 from ..methods import DEFAULT_METHOD, METHODS
 from ..models import provision, registry
 from ..train import estimate, lifecycle, runs
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, check_dataset
 from . import recipe_panel, run_view
 from .common import Latest, error_message, jobs, shows_errors
-from .dataset_picker import UPLOAD, dataset_picker, dataset_value, score_value
+from .dataset_picker import UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, score_value
 from .model_lists import model_choices
 from .widgets import method_option_groups, options_of, show_only, widget_for
 
@@ -39,12 +39,15 @@ def parse_request(model_name, method_name, dataset_name, path, text, score_choic
     """The run the widgets describe, checked (every value, hosting caps included); the upload saved only
     when ``save``. Raises ExplorerError naming the first bad value."""
     n = len(keys)
-    dataset = dataset_value(dataset_name, path, text, save)
-    score = score_value(score_choice, pattern) if dataset_name == UPLOAD else ""
+    if method_name not in METHODS:
+        raise ExplorerError(f"Unknown method '{method_name}'. Methods: {', '.join(METHODS)}.")
+    options = options_of(method_name, keys, values[:n])
+    kind = METHODS[method_name].data_kind(METHODS[method_name].parse_options(options))
+    dataset = dataset_value(dataset_name, path, text, save, kind)
+    score = score_value(score_choice, pattern) if dataset_name == UPLOAD and kind == "chat" else ""
     config = TrainConfig.parse({"model": model_name, "method": method_name, "dataset": dataset, "score": score,
                                 **{f.name: v for f, v in zip(TRAIN_FIELDS, values[n:])}})
-    options = options_of(method_name, keys, values[:n])
-    METHODS[method_name].parse_options(options)
+    check_dataset(config, options)
     registry.resolve(model_name)
     return config, options
 
@@ -89,7 +92,7 @@ def view(run_id: str):
     """(progress, loss chart, metrics) of a run as it is now."""
     run = runs.read_run(runs.run_path(run_id))
     events = runs.read_log(run.folder)
-    return (run_view.progress_text(run, events, jobs().position(run.folder)), run_view.loss_figure(events),
+    return (run_view.progress_text(run, events, jobs().position(run.folder)), run_view.run_figure(events),
             run_view.metrics_text(events)), run
 
 
@@ -162,6 +165,22 @@ def download_zip(run_id: str):
     return str(runs.zip_adapter(run_id)), gr.skip()
 
 
+def data_for_method(keys, method_name, dataset_name, current_kind, *option_values):
+    """The dataset choices for the kind of data the method (with these options) trains on: a classifier head
+    gets labelled text, an embedding head paraphrase pairs, every other method chat data. Nothing changes while
+    the kind stays the same."""
+    try:
+        method = METHODS[method_name]
+        kind = method.data_kind(method.parse_options(options_of(method_name, keys, option_values)))
+    except (ExplorerError, KeyError):  # an option being typed: the cost line says what is wrong
+        kind = current_kind
+    if kind == current_kind:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    choices, value = dataset_choices(kind, dataset_name)
+    text, group = describe_dataset(value, kind)
+    return gr.Dropdown(choices=choices, value=value), kind, text, group
+
+
 def method_changed(method_name: str, groups: dict):
     default = METHODS[method_name].default_lr
     return [*show_only(groups, method_name),
@@ -223,6 +242,9 @@ def create_finetune_tab() -> dict:
     def cost_handler(*values):
         return preview_cost(*values[:n_fixed], keys, *values[n_fixed:])
 
+    gr.on([method.change, *[w.change for w in option_widgets]],
+          lambda m, d, k, *v: data_for_method(keys, m, d, k, *v), [method, picker.dataset, picker.kind, *option_widgets],
+          [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
     lr_widget = train_widgets[[f.name for f in TRAIN_FIELDS].index("learning_rate")]
     method.change(lambda m: method_changed(m, groups), method, [*groups.values(), lr_widget],
                   api_visibility="private")

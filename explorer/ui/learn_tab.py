@@ -37,6 +37,13 @@ def claims_html(claims: list[dict]) -> str:
     return f"<p><b>Chapter's claims (Llama-2-7B):</b></p><ul>{''.join(items)}</ul>"
 
 
+def literature_html(claims) -> str:
+    if not claims:
+        return ""
+    items = "".join(f"<li>{escape(c)}</li>" for c in claims)
+    return f"<p><b>What the literature claims (claims, not measured here):</b></p><ul>{items}</ul>"
+
+
 def card_html(card: dict, model: str) -> str:
     merge = escape(card["merge_summary"])
     if "error" in card:
@@ -52,7 +59,7 @@ def card_html(card: dict, model: str) -> str:
     return (f"<div class='learn-card' data-method='{escape(card['method'])}'><h3>{escape(card['title'])}</h3>"
             f"<p><b>Where it adapts:</b> {escape(card['where'])}</p>{numbers}<p>{escape(card['explanation'])}</p>"
             f"<p><b>When to use:</b> {escape(card['when_to_use'])}</p><p>{merge}</p>{svg}"
-            f"{claims_html(card['claims'])}</div>")
+            f"{claims_html(card['claims'])}{literature_html(card.get('literature'))}</div>")
 
 
 @shows_errors()
@@ -105,6 +112,8 @@ def recommendation_markdown(rec: recommend.Recommendation) -> str:
         lines += [f"- {escape(reason)}" for reason in rec.runner_up.reasons]
     if rec.chapter_note:
         lines.append(f"\n**Where the exact numbers change the chapter's advice:** {escape(rec.chapter_note)}")
+    if rec.try_it:
+        lines.append(f"\n**{rec.try_it}**")  # our own text, with its commands in backticks
     return "\n".join(lines)
 
 

@@ -243,7 +243,8 @@ def create_race_tab() -> dict:
     specs = gr.Textbox(entrants.default_specs(), label="Entrants", lines=2, elem_id="race-entrants",
                        info="Comma-separated methods with options (PEFT's names): lora, lora:r=1, "
                             "lora:r=64:lora_alpha=128, ia3, prompt:num_virtual_tokens=10. The default is every "
-                            "method plus a LoRA rank sweep (r = 1, 2, 4, 8, 16, 64).")
+                            "method plus a LoRA rank sweep (r = 1, 2, 4, 8, 16, 64); add the LoRA variants by "
+                            f"name: {', '.join(entrants.other_methods())}.")
     with gr.Accordion("Race settings (the same for every entrant)", open=False):
         setting_widgets, half = [], (len(SETTING_FIELDS) + 1) // 2
         for row_fields in (SETTING_FIELDS[:half], SETTING_FIELDS[half:]):  # two rows: no label is squeezed

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from ..human import human_bytes
 from ..train import runs
 from ..train.runs import Run
+from . import head_view
 
 TABLE_COLUMNS = ["run", "state", "method", "model", "dataset", "steps", "train loss", "held-out loss",
                  "task score base → adapted", "time", "where"]
@@ -90,6 +91,11 @@ def loss_figure(events: list[dict], title: str = "Loss (live)") -> go.Figure:
     return fig
 
 
+def run_figure(events: list[dict]) -> go.Figure:
+    """The loss chart, with the confusion matrix or similarity heatmaps once a head run has its results."""
+    return head_view.head_figure(events) if head_view.result_event(events) else loss_figure(events)
+
+
 def progress_text(run: Run, events: list[dict], position: int | None) -> str:
     """One line: where the run is (queued, preparing, training with a bar, finished, failed...)."""
     name, label = run.state, f"run `{run.run_id}`"
@@ -147,4 +153,4 @@ def metrics_text(events: list[dict]) -> str:
     if "base" in scores:
         adapted = f"{scores['adapted']:.2f}" if "adapted" in scores else "…"
         lines.append(f"- held-out task score: base {scores['base']:.2f} → adapted {adapted}")
-    return "\n".join(lines)
+    return "\n".join(lines + head_view.metric_lines(events))

@@ -35,11 +35,11 @@ def evaluate_base(race: Race) -> dict:
     _, heldout = sources.load_dataset(s.dataset)
     encoded, _ = chat.encode_dataset(tok, heldout, s.seq_len)
     task = scores.task_for(s.dataset, s.score)
+    task_score, probe_score = probe.task_and_probe_scores(model, tok, heldout[:s.eval_examples], task,
+                                                          s.probe_examples, s.max_new_tokens, loaded.device)
     return {"key": key, "heldout_loss": evaluate.heldout_loss(model, encoded, chat.pad_id(tok), loaded.device,
                                                               limit=s.eval_loss_examples),
-            "task_score": evaluate.task_score(model, tok, heldout[:s.eval_examples], task, s.max_new_tokens,
-                                              loaded.device),
-            "probe_score": probe.probe_score(model, tok, s.probe_examples, loaded.device, s.max_new_tokens),
+            "task_score": task_score, "probe_score": probe_score,
             "task": task.name if task else None, "seconds": time.time() - started}
 
 

@@ -39,18 +39,16 @@ def test_total_parameters_formula_equals_meta_model(model):
 PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora", "loraplus")}
 
 
-# The largest dense models repeat one kind of block 80-126 times: PEFT builds them with two of their blocks (same
-# widths, heads, vocabulary), since a count is a sum over blocks; their full depth is checked against the meta
-# model in test_total_parameters_formula_equals_meta_model. Models whose blocks differ keep their full depth.
-UNIFORM_GIANTS = {"llama-3.1-405b", "llama-3.1-70b", "llama-2-70b", "qwen2.5-72b"}
-
-
+# PEFT builds each catalog model with two of its blocks (same widths, heads, vocabulary; conftest.shallow): a
+# count is a sum over blocks, and two blocks hold every kind of block the catalog has (DeepSeek-V2-Lite's dense
+# first block and MoE second, gpt-oss's full and sliding attention). Full depth: the formula is the same code at
+# another depth, and test_total_parameters_formula_equals_meta_model checks every model's full depth.
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("model", CATALOG)
 def test_parameter_formula_equals_peft(model, method):
     if (model, method) in PEFT_REFUSES_DEFAULTS:
         pytest.skip("PEFT refuses these defaults on this model (see tests/test_any_model.py)")
-    spec = shallow(model, 2) if model in UNIFORM_GIANTS else specs.catalog()[model]
+    spec = shallow(model, 2)
     result = calculator.calculate(spec, method)
     assert result.exact_counts == (result.trainable_formula, result.total_params_with_method)
     assert result.agrees

@@ -183,7 +183,8 @@ def _match(arch, method, target_modules, exclude_modules, layers_to_transform, l
         if isinstance(target_modules, list):
             missing = [e for e in target_modules if not any(n == e or n.endswith("." + e) for n in arch.module_names)]
             if missing:
-                message += (f" (This model has no linear layer named {', '.join(missing)}; its linear layers are: "
+                names = _brief(", ".join(missing))
+                message += (f" (This model has no linear layer named {names}; its linear layers are: "
                             f"{_example(arch)}.)")
         raise ExplorerError(message)
     kinds = SUPPORTED[method]
@@ -233,6 +234,15 @@ def _example(arch) -> str:
     return ", ".join(dict.fromkeys(lin.short for lin in arch.linears))
 
 
+def _brief(value, limit: int = 200) -> str:
+    """A user's value as PEFT's messages print it (str), cut short: a message is one readable line."""
+    try:
+        text = str(value)
+    except ValueError:  # an int past Python's 4300-digit limit
+        return "a number too large to show"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _no_match_message(targets, target_modules, excluded, unmatched, layers_to_transform, layers_pattern) -> str:
     """PEFT's own NoMatchingPeftModuleError text (peft.tuners.tuners_utils.BaseTuner.inject_adapter)."""
     if excluded and not unmatched:
@@ -242,7 +252,7 @@ def _no_match_message(targets, target_modules, excluded, unmatched, layers_to_tr
         return ("No `target_modules` passed but also no `target_parameters` found. Please check the values for "
                 "these arguments.")
     if not excluded:
-        message = (f"Target modules {target_modules} not found in the base model. "
+        message = (f"Target modules {_brief(target_modules)} not found in the base model. "
                    f"Please check the target modules and try again.")
     else:
         message = ("No modules were targeted for adaptation. This might be caused by a combination of mismatched "
@@ -250,9 +260,9 @@ def _no_match_message(targets, target_modules, excluded, unmatched, layers_to_tr
                    "configuration. You may also have only targeted modules that are marked to be saved "
                    "(`modules_to_save`).")
     if layers_to_transform is not None:
-        message += f" Note: You specified 'layers_to_transform': {layers_to_transform}."
+        message += f" Note: You specified 'layers_to_transform': {_brief(layers_to_transform)}."
     if layers_pattern is not None:
-        message += f" You also specified 'layers_pattern': {layers_pattern}."
+        message += f" You also specified 'layers_pattern': {_brief(layers_pattern)}."
     return message
 
 

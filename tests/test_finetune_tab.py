@@ -48,6 +48,11 @@ def test_the_estimate_before_start_gives_memory_and_time_from_measured_runs(cach
     assert guess.memory_bytes > 0 and guess.train_seconds > 0 and "measured by" in guess.basis
     longer = estimate.estimate(dataclasses.replace(config, steps=80), {})
     assert longer.train_seconds == pytest.approx(2 * guess.train_seconds), "time grows with the steps"
+    mean = estimate.mean_tokens(TINY, "pirate", 64)
+    assert 10 < mean < 64, "pirate rows are shorter than 64 tokens: the estimate counts their real length"
+    padded = estimate.estimate(config, {}, tokens_per_example=64)
+    assert guess.train_seconds == pytest.approx(padded.train_seconds * mean / 64)
+    assert estimate.mean_tokens(TINY, "topics", 64) is None, "labelled data: no chat encoding to measure"
     text = finetune_tab.preview_cost(TINY, "lora", "pirate", None, "", "", "", KEYS, *widget_values())
     assert text.startswith("**Before you start:** the Calculator predicts") and " s of training steps" in text
 

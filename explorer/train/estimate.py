@@ -70,9 +70,30 @@ def _measured(model: str) -> tuple[list[float], list[float]]:
     return rates, others
 
 
+@lru_cache(maxsize=64)
+def mean_tokens(model: str, dataset: str, seq_len: int) -> float | None:
+    """Mean tokens per training example of a chat dataset as the run will encode it (cut at ``seq_len``), or
+    None when it cannot be read here. Padding is not counted: neither is it in a run's tokens/s. Without it
+    the estimate took every example as ``seq_len`` long: the default race was estimated at 26 minutes and
+    took 16.3 (pirate rows are shorter than 96 tokens)."""
+    try:
+        from transformers import AutoTokenizer
+
+        from ..data import chat, sources
+        from ..models import registry
+
+        if sources.dataset_kind(dataset) != "chat":
+            return None
+        tokenizer = AutoTokenizer.from_pretrained(registry.resolve(model).location, trust_remote_code=False)
+        encoded, _ = chat.encode_dataset(tokenizer, sources.load_dataset(dataset)[0], seq_len)
+        return statistics.mean(len(e.input_ids) for e in encoded) if encoded else None
+    except Exception:  # noqa: BLE001 - an estimate falls back to the sequence length, an upper bound
+        return None
+
+
 def estimate(config: TrainConfig, options_values: dict, tokens_per_example: float | None = None) -> Estimate:
     """Memory and time of a run before it starts. ``tokens_per_example``: the dataset's mean length in tokens
-    when known (else the sequence length, an upper bound)."""
+    (by default measured with the model's tokenizer; else the sequence length, an upper bound)."""
     method = METHODS[config.method]
     options = method.parse_options(options_values)
     spec = specs.resolve(config.model)
@@ -82,6 +103,7 @@ def estimate(config: TrainConfig, options_values: dict, tokens_per_example: floa
         return Estimate(result.training.total_bytes, None, None, f"no run of {config.model} has finished on this "
                         "machine yet, so there is no measured speed to go by")
     where = f"the {len(rates)} newest finished run(s) of {config.model} here"
+    tokens_per_example = tokens_per_example or mean_tokens(config.model, config.dataset, config.seq_len)
     per_example = min(tokens_per_example or config.seq_len, config.seq_len)
     tokens = config.steps * config.batch_size * config.grad_accum * per_example
     seconds = tokens * result.flops.train_per_token / statistics.median(rates)

@@ -204,8 +204,8 @@ def create_finetune_tab() -> dict:
     picker = dataset_picker("ft")
     keys, option_widgets, groups = method_option_groups("ft", sliders=False)
     with gr.Accordion("Training settings", open=True):
-        train_widgets, half = [], (len(TRAIN_FIELDS) + 1) // 2
-        for row_fields in (TRAIN_FIELDS[:half], TRAIN_FIELDS[half:]):  # two even rows: no label gets squeezed
+        train_widgets, per_row = [], 5  # rows of five: at 1280 px every label and its help fit on its box
+        for row_fields in (TRAIN_FIELDS[i:i + per_row] for i in range(0, len(TRAIN_FIELDS), per_row)):
             with gr.Row():
                 train_widgets += [widget_for(f, f"ft-{f.name}", sliders=False) for f in row_fields]
     cost = gr.Markdown(elem_id="ft-estimate")

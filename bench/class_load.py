@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         steps = step_rates(training_log(runs_dir))
         latencies_training, users.latencies = users.latencies, {}
         without, _ = phase(users, False, args)
-        asked, same = users.recheck_new()
+        asked, same = users.recheck_new(3 if args.quick else 10)  # each waits for its background exact build
     finally:
         stop(training)
         if app is not None:

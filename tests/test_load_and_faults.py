@@ -172,7 +172,7 @@ def test_twenty_users_at_once_while_a_run_trains(cache):
         clients = [Client(url, verbose=False, ssl_verify=False) for _ in range(USERS)]
         for client in clients:
             client.predict("llama-2-7b", "lora", "{}", "", api_name="/calc")
-        rounds = [load_round(clients, saved.name, round_number) for round_number in (1, 2)]
+        rounds = [load_round(clients, saved.name, 1)]  # one round: every user's answers are checked in it
         assert runs.status(training_run)["state"] == "running", "the training run went on throughout"
         for round_number, (calc_seconds, compare_seconds, load_seconds) in enumerate(rounds, start=1):
             print(f"\nround {round_number}: {USERS} users at once, {len(calc_seconds)} calculator calls: median "

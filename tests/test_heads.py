@@ -214,6 +214,8 @@ def test_browser_trains_a_classifier_head_and_shows_the_confusion_matrix(app_url
     page.get_by_role("option", name="classifier", exact=True).click()
     page.wait_for_function("() => document.querySelector('#ft-dataset input').value.includes('topics')",
                            timeout=30_000)
+    page.locator("#ft-max_new_tokens").wait_for(state="hidden", timeout=30_000)  # chat-only settings leave
+    assert page.locator("#ft-batch_size").is_visible()
     page.locator("#ft-steps input").fill("6")
     page.locator("#ft-start").click()
     wait_for_text(page, "#ft-progress", "Finished", timeout=240_000)

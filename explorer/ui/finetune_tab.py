@@ -27,6 +27,9 @@ from .model_lists import model_choices
 from .widgets import method_option_groups, options_of, show_only, widget_for
 
 TRAIN_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "method", "dataset", "score")]
+# Settings only chat training reads (explorer/train/loop.py); a classifier or embedding head run
+# (explorer/train/heads.py) ignores them, so the tab hides them for labelled text and pairs.
+CHAT_ONLY = ("grad_accum", "eval_examples", "eval_loss_examples", "max_new_tokens", "probe_examples")
 POLL_SECONDS = 1.0
 following = Latest()  # the run each browser session is watching: a newer pick ends the older live view
 
@@ -245,6 +248,9 @@ def create_finetune_tab() -> dict:
     gr.on([method.change, *[w.change for w in option_widgets]],
           lambda m, d, k, *v: data_for_method(keys, m, d, k, *v), [method, picker.dataset, picker.kind, *option_widgets],
           [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
+    chat_only = [train_widgets[[f.name for f in TRAIN_FIELDS].index(name)] for name in CHAT_ONLY]
+    picker.kind.change(lambda k: [gr.update(visible=k == "chat")] * len(chat_only), picker.kind, chat_only,
+                       api_visibility="private", show_progress="hidden")
     lr_widget = train_widgets[[f.name for f in TRAIN_FIELDS].index("learning_rate")]
     method.change(lambda m: method_changed(m, groups), method, [*groups.values(), lr_widget],
                   api_visibility="private")

@@ -28,7 +28,7 @@ from ..methods import METHODS
 from . import head_eval, runs, seqcls
 from .config import TrainConfig
 from .loop import (_stopped_before_training, make_optimizer, peak_memory_bytes, prepare, reset_peak_memory,
-                   seed_everything)
+                   run_summary, seed_everything)
 
 TEMPERATURE = 0.05  # of the contrastive loss (SimCSE, Gao et al. 2021, §3)
 HEATMAP_PAIRS = 6   # pairs in the cosine-similarity heatmaps
@@ -148,11 +148,7 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     if losses and labels:  # the class names, in the order of the head's outputs
         extra = _with_labels(extra, labels)
     summary = {
-        "run_id": run_dir.name, "run_dir": str(run_dir), "method": config.method, "model": config.model,
-        "dataset": config.dataset, "steps": len(losses),
-        "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-        "eval_loss_first": eval_losses[0][1] if eval_losses else None,
-        "eval_loss_last": eval_losses[-1][1] if eval_losses else None,
+        **run_summary(run_dir, config, losses, eval_losses),
         "trainable_params": sum(p.numel() for p in trainable),
         "calculator_trainable_params": predicted.trainable_formula,
         "task_score_base": trainer.base_score(features), "task_score_adapted": results.get("score"),

@@ -27,6 +27,17 @@ from .config import TrainConfig
 
 
 
+def run_summary(run_dir: Path, config: TrainConfig, losses: list[float], eval_losses: list[tuple]) -> dict:
+    """The summary keys every kind of run shares (chat training here, heads in heads.py)."""
+    return {
+        "run_id": run_dir.name, "run_dir": str(run_dir), "method": config.method, "model": config.model,
+        "dataset": config.dataset, "steps": len(losses),
+        "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+        "eval_loss_first": eval_losses[0][1] if eval_losses else None,
+        "eval_loss_last": eval_losses[-1][1] if eval_losses else None,
+    }
+
+
 @contextlib.contextmanager
 def merged_while_scoring(model, method):
     """The adapter folded into the weights (PEFT's merge_adapter) while the trained model generates, then
@@ -256,11 +267,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     if probe_adapted is not None:
         on_event({"event": "probe", "which": "adapted", "score": probe_adapted})
     summary = {
-        "run_id": run_dir.name, "run_dir": str(run_dir), "method": config.method, "model": config.model,
-        "dataset": config.dataset, "steps": len(losses),
-        "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-        "eval_loss_first": eval_losses[0][1] if eval_losses else None,
-        "eval_loss_last": eval_losses[-1][1] if eval_losses else None,
+        **run_summary(run_dir, config, losses, eval_losses),
         "trainable_params": measured_trainable, "calculator_trainable_params": predicted.trainable_formula,
         "task_score_base": score_base, "task_score_adapted": score_adapted,
         "probe_score_base": probe_base, "probe_score": probe_adapted,

@@ -60,3 +60,28 @@ def test_the_adapter_is_folded_while_scoring_and_unfolded_after(cache, method, f
     assert (inside - adapted).abs().max() < 1e-4, f"merged generation scores the same function: {(inside - adapted).abs().max()}"
     for name, p in model.named_parameters():
         assert torch.allclose(p, before[name], atol=1e-6), f"{name} is back to its trained value"
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if METHODS[m].data_kind(METHODS[m].parse_options({})) == "chat"])
+def test_the_loss_on_targets_equals_transformers_loss(cache, method):
+    """loss_on_targets projects only the positions that predict a target; the value must be the model's own
+    loss (prompt tuning's virtual tokens, prefix tuning's past keys and QLoRA's 4-bit base included)."""
+    from explorer.data import chat
+    from explorer.evaluate import _keeps_logits, loss_on_targets
+
+    m = METHODS[method]
+    loaded = loading.load_fresh(TINY, m, m.parse_options({}), precision="fp32")
+    model = m.apply(loaded.model, specs.resolve(TINY), m.parse_options({}))
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from identity starts, so every method's adapter takes part in the loss
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    tok = loaded.tokenizer
+    encoded, _ = chat.encode_dataset(tok, sources.load_dataset("pirate")[0][:3], 96)
+    batch = chat.collate(encoded, chat.pad_id(tok))  # three lengths: padding, and targets starting apart
+    assert _keeps_logits(model) and bool((batch["labels"][:, :20] == -100).all()), "the short path is taken"
+    model.eval()
+    with torch.no_grad():
+        ours, theirs = float(loss_on_targets(model, batch)), float(model(**batch).loss)
+    assert abs(ours - theirs) < 1e-5 * max(1.0, abs(theirs)), (ours, theirs)

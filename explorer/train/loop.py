@@ -234,7 +234,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         for _ in range(config.grad_accum):
             batch = {k: v.to(prep.device) for k, v in next(stream).items()}
             tokens_seen += int(batch["attention_mask"].sum())
-            loss = model(**batch).loss / config.grad_accum
+            loss = evaluate.loss_on_targets(model, batch) / config.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
         if not math.isfinite(step_loss):

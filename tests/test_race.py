@@ -175,6 +175,25 @@ def test_csv_and_html_exports_hold_every_entrant(three):
         assert row["name"] in page
 
 
+def test_the_live_chart_draws_the_training_entrants_loss_every_step(three, tmp_path, monkeypatch):
+    """Held-out curves start at the base's loss; the entrant training now also shows its per-step training
+    loss (its held-out points come only every eval_every steps), the others only on demand."""
+    from explorer.race import charts
+
+    race = read_race(three["race_id"])
+    held = lambda fig: [t for t in fig.data if "training loss" not in t.name]  # noqa: E731
+    fig = charts.live_figure(race)
+    assert [t.name for t in held(fig)] == ["lora", "lora:r=1", "ia3"] and len(fig.data) == 3
+    assert all(t.x[0] == 0 and t.y[0] == race.base["heldout_loss"] for t in fig.data)
+    assert len(charts.live_figure(race, training_loss=True).data) == 6
+    real_status = runs.status
+    first = race.run_folders()[0]
+    monkeypatch.setattr(runs, "status", lambda folder: {"state": "running"} if folder == first else real_status(folder))
+    fig = charts.live_figure(race)
+    assert [t.name for t in fig.data] == ["lora (training)", "lora (training loss)", "lora:r=1", "ia3"]
+    assert list(fig.data[1].x) == [1, 2, 3], "every step of the running entrant"
+
+
 def test_published_reference_rows_cite_their_source_file_and_commit():
     from explorer.race import published
 

@@ -20,7 +20,8 @@ def colour(i: int) -> str:
 
 def live_figure(race: Race, training_loss: bool = False) -> go.Figure:
     """Held-out loss against step for every entrant (its own colour), the one training now drawn thicker
-    and named "(training)"; training loss too on demand, dotted."""
+    and named "(training)"; training loss, dotted, for the one training (its held-out loss comes at the end of
+    the default budget) and for all on demand."""
     fig = go.Figure()
     base = race.base.get("heldout_loss")
     start = [(0, base)] if isinstance(base, float) else []  # every entrant starts from the base model
@@ -32,7 +33,7 @@ def live_figure(race: Race, training_loss: bool = False) -> go.Figure:
         evals = ([] if state == "queued" else start) + [(e["step"], e["eval_loss"]) for e in events if "eval_loss" in e]
         fig.add_scatter(x=[s for s, _ in evals], y=[v for _, v in evals], mode="lines+markers",
                         name=name, line=dict(color=colour(i), width=4 if running else 2), legendgroup=str(i))
-        if training_loss:
+        if training_loss or running:
             steps = [e for e in events if e.get("event") == "step"]
             fig.add_scatter(x=[e["step"] for e in steps], y=[e["loss"] for e in steps], mode="lines",
                             name=f"{entrant['name']} (training loss)", legendgroup=str(i), showlegend=False,

@@ -11,7 +11,6 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from explorer import settings  # noqa: E402
-from explorer.ui.app import CSS, build_app  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -20,6 +19,12 @@ def launch(**overrides):
     """Build, queue and launch the app with the hosting settings; ``overrides`` go to Gradio's launch
     (tests pass a port and prevent_thread_lock). Returns what Gradio's launch returns."""
     settings.check_all()  # a bad setting stops here with its message, not in the middle of a request
+    # Imported here, not at the top: the Calculator's build process (spawned) imports this file as its main
+    # module, and needs none of the UI.
+    from explorer.calculator import exact
+    from explorer.ui.app import CSS, build_app
+
+    exact.build_in_child_process()  # exact counts built outside the server's GIL, at the lowest priority
     auth = settings.auth()
     host = overrides.pop("server_name", settings.host())
     if auth is None and host not in LOOPBACK:

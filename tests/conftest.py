@@ -146,3 +146,14 @@ def wait_for_text(page, selector: str, text: str, timeout: int = 60_000) -> None
         """([selector, text]) => { const e = document.querySelector(selector);
              return !!e && ((e.value !== undefined && e.value.includes(text)) || e.innerText.includes(text)); }""",
         arg=[selector, text], timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def exact_builds_back_in_this_process():
+    """A test that launches app.py turns on the Calculator's build process; later tests build here again
+    (a monkeypatched build must be the one that runs), and the child is stopped by its pid."""
+    yield
+    from explorer.calculator import exact
+
+    if exact._use_child:
+        exact.build_in_child_process(False)

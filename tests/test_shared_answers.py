@@ -162,3 +162,39 @@ def test_a_refusal_is_kept_and_answered_again(monkeypatch):
         assert exact.in_background(spec, "lora", options) is False, "a refusal is not built again"
     finally:
         exact._refused.pop(exact.cache_key(spec, "lora", options), None)  # the real PEFT builds it
+
+
+def test_the_servers_builds_run_in_one_child_process_at_the_lowest_priority():
+    """app.py builds exact counts in a child process (outside the server's GIL): the same counts and refusals
+    as a build here, the background contract unchanged, the child at niceness 19, stopped by its pid."""
+    import os
+
+    spec = specs.resolve(MODEL)
+    fresh = METHODS["lora"].parse_options({"r": 57, "lora_alpha": 3})     # asked nowhere else
+    waited = METHODS["lora"].parse_options({"r": 55, "lora_alpha": 3})
+    bad = METHODS["lora"].parse_options({"target_preset": "custom", "target_modules": "nope_proj"})
+    exact.build_in_child_process()
+    try:
+        assert exact.in_background(spec, "lora", fresh) is True
+        pid = exact.child_pid()
+        assert pid and pid != os.getpid()
+        counts = exact.exact_counts(spec, "lora", waited)  # waits for the child (started by now)
+        nice = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+        assert nice == 19, "the child yields to the server and to a training"
+        with pytest.raises(ExplorerError, match="no linear layer named nope_proj") as from_child:
+            exact.exact_counts(spec, "lora", bad)
+        deadline = time.time() + 120
+        while exact.cached(spec, "lora", fresh) is None:
+            assert time.time() < deadline, "the background build never landed"
+            time.sleep(0.05)
+        assert exact.in_background(spec, "lora", fresh) is False, "known counts are not built again"
+    finally:
+        exact.build_in_child_process(False)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    for options in (fresh, waited):
+        here = exact._count_or_refusal(spec, "lora", options)
+        assert ("counts", exact.cached(spec, "lora", options)) == here, "the child counts as a build here does"
+    assert counts == exact.cached(spec, "lora", waited)
+    with pytest.raises(ExplorerError) as here:
+        exact._count_or_refusal(spec, "lora", bad)
+    assert str(here.value) == str(from_child.value), "the same message as a build here"

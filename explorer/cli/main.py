@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch_size, grad_accum, seq_len, seed, precision, optimizer, gradient_checkpointing, ...)")
     p.add_argument("--as-worker", action="store_true",
                    help="train as the app's worker does: EXPLORER_WORKER_THREADS torch threads (default: the cores "
-                        "less one) at a lower CPU priority (EXPLORER_WORKER_NICE, default 10), leaving a web server "
+                        "less one) at the priority EXPLORER_WORKER_NICE sets (default 0: the server's), leaving a "
+                        "web server "
                         "on this machine a core")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_train)

@@ -16,9 +16,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 def share_cpu() -> tuple[int, int]:
     """Train with EXPLORER_WORKER_THREADS torch threads (default: the cores less one) at a CPU priority
-    EXPLORER_WORKER_NICE lower than the server's (default 10). A lower priority alone leaves the server
-    waiting whenever the training's threads hold every core (issue 18: p95 2.8 s at nice 19), so the
-    worker also keeps a core free. Returns (threads, niceness) as this process now runs."""
+    EXPLORER_WORKER_NICE lower than the server's (default 0: the same). A lower priority alone leaves the
+    server waiting whenever the training's threads hold every core (issue 18: p95 2.8 s at nice 19), so the
+    worker keeps a core free; with that core free, a lower priority only cost the training (settings.py).
+    Returns (threads, niceness) as this process now runs."""
     import torch
 
     from .. import settings

@@ -1,7 +1,7 @@
 """A class at once: 20 users ask the Calculator API together, with and without a fine-tune training beside it.
 
 Usage: python bench/class_load.py [--users 20] [--model smollm2-135m-instruct] [--window 6] [--rounds 8]
-                                  [--seconds 240] [--plain-training] [--url URL] [--quick]
+                                  [--seconds 240] [--plain-training] [--users-nice 19] [--url URL] [--quick]
 README figures: python bench/class_load.py
 
 Starts the app (``python app.py`` on 127.0.0.1, a free port, fresh run folders) and a LoRA fine-tune of the
@@ -120,6 +120,46 @@ def wait_for_steps(runs_dir: Path, training: subprocess.Popen, steps: int = 2, t
             raise SystemExit(f"the training exited with status {training.returncode}: {events[-1:] or 'no log'}")
         time.sleep(0.5)
     raise SystemExit(f"the training took no {steps} steps within {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process so far (this one when ``pid`` is None), from /proc (Linux)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the app's exact-count build process)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and of its children now alive (the server and its build process)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children(pid))
+
+
+def cpu_line(label: str, before: dict, after: dict, answers: int, wall: float) -> str:
+    """Where the phase's CPU time went: the server's and the users' (this process) per answer, the training's
+    share of a core. The users' clients run on the same two cores here; a class's run on the students' machines."""
+    used = {k: after[k] - before[k] for k in before}
+    parts = [f"{name} {used[key]:.0f} s ({1000 * used[key] / max(answers, 1):.1f} ms per answer)"
+             for key, name in (("server", "server"), ("users", "users' clients")) if key in used]
+    if "training" in used:
+        parts.append(f"training {used['training'] / wall:.2f} of a core")
+    return f"CPU, {label} ({answers} answers in {wall:.0f} s): " + ", ".join(parts)
 
 
 def step_rates(events: list[dict]) -> list[tuple[float, float, float, float]]:
@@ -247,8 +287,10 @@ class Class:
         return min(limit, len(self.new_answers)), same
 
 
-def phase(users: Class, training: bool, args) -> tuple[measure.Rounds, list]:
+def phase(users: Class, training: bool, args, pids: dict) -> tuple[measure.Rounds, list]:
     windows: list = []
+    cpu = lambda: {"users": cpu_seconds(), **{k: process_tree_cpu(pid) for k, pid in pids.items()}}  # noqa: E731
+    before, started, answered = cpu(), time.time(), sum(map(len, users.latencies.values()))
     slots = {"repeated": lambda: users.window("repeated", args.window, windows),
              "mixed": lambda: users.window("mixed", args.window, windows)}
     if training:
@@ -256,6 +298,8 @@ def phase(users: Class, training: bool, args) -> tuple[measure.Rounds, list]:
     label = "training" if training else "no training"
     rounds = measure.interleave(slots, control="repeated", seconds=args.seconds, warmup=1, max_rounds=args.rounds,
                                 progress=lambda r: print(f"  {label}: round {r.count}, {r.seconds:.0f} s", flush=True))
+    print(cpu_line(label, before, cpu(), sum(map(len, users.latencies.values())) - answered, time.time() - started),
+          flush=True)
     return rounds, windows
 
 
@@ -298,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=240.0, help="time cap of each phase")
     parser.add_argument("--plain-training", action="store_true", help="train with torch's default threads and "
                         "priority instead of the app worker's settings")
+    parser.add_argument("--users-nice", type=int, default=19, help="CPU niceness of the simulated users (this "
+                        "process's threads; the app and the training keep theirs). A class's browsers run on the "
+                        "students' machines: at 19 the simulated ones use only CPU the app and the training leave "
+                        "idle, and any wait for it counts in their latencies; 0 lets them compete")
     parser.add_argument("--url", default=None, help="ask the app already serving at this address instead of "
                         "starting one")
     parser.add_argument("--quick", action="store_true", help="tiny model, 3 users, small catalog models, short "
@@ -305,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.model, args.users, args.pool, args.window, args.rounds = "tiny-random-llama", 3, 2, 0.3, 1
+        args.users_nice = 0  # a smoke test may run inside another process (pytest): leave its priority alone
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "EXPLORER_RUNS_DIR": tempfile.mkdtemp(prefix="bench-class-runs-"),
            "EXPLORER_RACES_DIR": tempfile.mkdtemp(prefix="bench-class-races-")}
@@ -315,17 +364,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if app is not None:
             wait_for_app(app, url)
+        if args.users_nice:  # after starting the app and the training, before the users' threads exist
+            os.nice(args.users_nice)
         users = Class(url, args.users, args.pool, small=args.quick)
         users.open_app()
         start_event = wait_for_steps(runs_dir, training)
         print(f"app up ({url}) and {args.users} users in {time.time() - started:.0f} s; training {args.model} with "
               f"{start_event.get('cpu_threads')} threads at niceness {start_event.get('niceness')} on "
-              f"{os.cpu_count()} cores", flush=True)
-        with_training, training_windows = phase(users, True, args)
+              f"{os.cpu_count()} cores; users at niceness {os.nice(0)}", flush=True)
+        server = {"server": app.pid} if app is not None else {}
+        with_training, training_windows = phase(users, True, args, {**server, "training": training.pid})
         stop(training)
         steps = step_rates(training_log(runs_dir))
         latencies_training, users.latencies = users.latencies, {}
-        without, _ = phase(users, False, args)
+        without, _ = phase(users, False, args, server)
         asked, same = users.recheck_new(3 if args.quick else 10)  # each waits for its background exact build
     finally:
         stop(training)

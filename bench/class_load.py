@@ -1,7 +1,7 @@
 """A class at once: 20 users ask the Calculator API together, with and without a fine-tune training beside it.
 
 Usage: python bench/class_load.py [--users 20] [--model smollm2-135m-instruct] [--window 6] [--rounds 8]
-                                  [--seconds 240] [--plain-training] [--users-nice 19] [--url URL] [--quick]
+                                  [--seconds 240] [--plain-training] [--users-nice 10] [--url URL] [--quick]
 README figures: python bench/class_load.py
 
 Starts the app (``python app.py`` on 127.0.0.1, a free port, fresh run folders) and a LoRA fine-tune of the
@@ -342,10 +342,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=240.0, help="time cap of each phase")
     parser.add_argument("--plain-training", action="store_true", help="train with torch's default threads and "
                         "priority instead of the app worker's settings")
-    parser.add_argument("--users-nice", type=int, default=19, help="CPU niceness of the simulated users (this "
+    parser.add_argument("--users-nice", type=int, default=10, help="CPU niceness of the simulated users (this "
                         "process's threads; the app and the training keep theirs). A class's browsers run on the "
-                        "students' machines: at 19 the simulated ones use only CPU the app and the training leave "
-                        "idle, and any wait for it counts in their latencies; 0 lets them compete")
+                        "students' machines: at 10 the simulated ones yield to the server and the training "
+                        "(priority 0) but not to the app's background count builds (19), which remote browsers "
+                        "never wait behind; any wait for CPU counts in their latencies. 0 lets them compete")
     parser.add_argument("--url", default=None, help="ask the app already serving at this address instead of "
                         "starting one")
     parser.add_argument("--quick", action="store_true", help="tiny model, 3 users, small catalog models, short "

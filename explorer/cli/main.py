@@ -283,8 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-worker", action="store_true",
                    help="train as the app's worker does: EXPLORER_WORKER_THREADS torch threads (default: the cores "
                         "less one) at the priority EXPLORER_WORKER_NICE sets (default 0: the server's), leaving a "
-                        "web server "
-                        "on this machine a core")
+                        "web server on this machine a core")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_train)
 

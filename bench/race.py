@@ -10,6 +10,12 @@ the run's own log. Targets (issue 12): the default race on the bundled model wit
 cores, and at most 15% of each entrant's wall time outside optimizer steps; the base model is scored once
 per race (its time is printed on its own line).
 
+With --budgets 8,12 the last race's entrants (and the base) are asked the scored questions once more and their
+task and probe scores are printed at each of those shorter generation budgets beside the race's own: greedy
+decoding makes a shorter budget's reply a prefix of the longer one, so one generation gives every row. It
+shows what generating fewer tokens (the largest part of the time outside the steps) would change in what
+the race reports.
+
 One race is one measurement: with --repeats N the race runs N times (fresh folders each time) and the
 figures are the median and range over races (bench/measure.py's ``spread``); a verdict needs the whole range
 on one side of the target. The README quotes: python bench/race.py --repeats 1
@@ -91,7 +97,52 @@ def _race(args) -> tuple[float, float, dict]:
         if "training" in mark:
             ended = max(v for k, v in mark.items() if k != "training")
             parts[entrant["name"]] = breakdown(folder, mark["training"], ended)
+    if args.budgets and args.last:
+        scores_at_budgets(race, sorted({int(b) for b in args.budgets.split(",")} | {settings.max_new_tokens}))
     return seconds, race.base.get("seconds", 0.0), parts
+
+
+def scores_at_budgets(race, budgets: list[int]) -> None:
+    """Task and probe scores of the base and of every finished entrant at each generation budget."""
+    from explorer import evaluate
+    from explorer.data import probe, scores, sources
+    from explorer.methods import METHODS
+    from explorer.models import loading
+    from explorer.train import runs
+
+    s = race.settings
+    _, heldout = sources.load_dataset(s.dataset)
+    task = scores.task_for(s.dataset, s.score)
+    pairs = [evaluate.user_and_reference(r) for r in heldout[:s.eval_examples]] if task else []
+    chosen = probe.subset(s.probe_examples)
+    prompts = [user for user, _ in pairs] + [q["question"] for q in chosen]
+    print(f"task (probe) score at each generation budget, {len(pairs)} task and {len(chosen)} probe prompts; "
+          f"the race generates {s.max_new_tokens} tokens")
+    print(f"{'entrant':<28} " + " ".join(f"{b:>5} tok  " for b in budgets))
+
+    def row(label: str, model, tokenizer, device: str) -> None:
+        ids = evaluate.generate_token_ids(model, tokenizer, prompts, max(budgets), device,
+                                          batch_size=max(1, len(prompts)))
+        cells = []
+        for budget in budgets:
+            replies = [tokenizer.decode(i[:budget], skip_special_tokens=True).strip() for i in ids]
+            t = task.score(replies[:len(pairs)], [ref for _, ref in pairs]) if pairs else float("nan")
+            p = (sum(probe.score_reply(r, q["answers"]) for r, q in zip(replies[len(pairs):], chosen)) / len(chosen)
+                 if chosen else float("nan"))
+            cells.append(f"{t:.2f} ({p:.2f})")
+        print(f"{label:<28} " + " ".join(f"{c:>10}" for c in cells), flush=True)
+
+    base = loading.load_fresh(s.model, precision="fp32")
+    row("base", base.model.eval(), base.tokenizer, base.device)
+    del base
+    for entrant, folder in zip(race.entrants, race.run_folders()):
+        if runs.status(folder).get("state") != "done":
+            continue
+        saved = runs.read_json(folder / "settings.json", {})
+        method = METHODS[saved["config"]["method"]]
+        loaded = loading.load_with_adapter(saved["config"]["model"], method, method.parse_options(saved["options"]),
+                                           saved["config"]["precision"], folder / runs.ADAPTER_DIR, entrant["name"])
+        row(entrant["name"], loaded.model, loaded.tokenizer, loaded.device)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,12 +153,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a race setting (batch_size, ...)")
+    parser.add_argument("--budgets", default="", metavar="N,N", help="after the last race, its entrants' scores "
+                        "at these shorter generation budgets too (e.g. 8,12)")
     args = parser.parse_args(argv)
     import torch
 
     totals, bases, shares = [], [], {}
     for repeat in range(args.repeats):
         print(f"race {repeat + 1} of {args.repeats} ({args.model}, {args.dataset}, {torch.get_num_threads()} threads)")
+        args.last = repeat == args.repeats - 1
         seconds, base, parts = one_race(args)
         totals.append(seconds)
         bases.append(base)

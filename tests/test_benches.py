@@ -40,13 +40,22 @@ def final_rows(out: str, title: str) -> list[str]:
      "memory_prediction", ["lora (default allocator): predicted / measured"]),
     ("race", ["--model", TINY, "--entrants", "lora,ia3", "--steps", "2", "--set", "eval_examples=1",
               "--set", "probe_examples=1", "--set", "max_new_tokens=2", "--set", "batch_size=2",
-              "--set", "seq_len=64"], "race", ["race minutes", "worst entrant's share outside steps"]),
+              "--set", "seq_len=64", "--budgets", "1"], "race",
+     ["race minutes", "worst entrant's share outside steps"]),
     ("serve_many", ["--model", TINY, "--adapters", "2", "--prompts", "1", "--tokens", "2", "--warmup", "0",
                     "--seconds", "1"], "serve_many",
      ["A/A: mixed / mixed", "merged in turn / mixed batch (seconds)", "swap per request / mixed batch (seconds)"]),
 ])
 def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected):
-    rows = final_rows(run_bench(name, argv, capsys), title)
+    out = run_bench(name, argv, capsys)
+    rows = final_rows(out, title)
+    if name == "race":  # --budgets 1: the base and both entrants scored at 1 and at the race's 2 new tokens
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("task (probe) score at each"))
+        assert lines[start + 1].split() == ["entrant", "1", "tok", "2", "tok"]
+        table = [line.split() for line in lines[start + 2:start + 5]]
+        assert [cells[0] for cells in table] == ["base", "lora", "ia3"]
+        assert all(len(cells) == 5 and all(0 <= float(c.strip("()")) <= 1 for c in cells[1:]) for cells in table)
     for figure in expected:
         row = next(r for r in rows if r.startswith(figure + " "))
         assert row.rstrip().endswith(VERDICTS + ("—",))

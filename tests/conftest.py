@@ -7,6 +7,12 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+# Torch's OpenMP threads sleep when they wait instead of spinning. Two pytest-xdist workers, each with a
+# thread per core (and their child processes), share the cores: a waiting thread that spins takes a core
+# from the other process's work. Measured on this 2-core machine, tests/test_compare.py and test_gguf.py at
+# -n 2: 243 s of wall time spinning (OpenMP's default), 164 s passive, 146 s with one thread per worker;
+# passive keeps a second thread for a test whose partner worker is idle (its app, its subprocesses).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import tempfile  # noqa: E402
 

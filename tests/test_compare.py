@@ -108,7 +108,7 @@ def test_heldout_scores_come_from_real_generations(tiny_runs):
 
 def test_a_trained_lora_on_the_bundled_model_changes_greedy_output(cache):
     run_id = train_run("lora", model=BUNDLED, steps=4, batch_size=2, learning_rate=1e-3, seq_len=64,
-                       eval_loss_examples=2)
+                       eval_loss_examples=2, max_new_tokens=8)  # the held-out task score's replies: 8 tokens
     prompts = compare.heldout_prompts(run_id, 2)
     result = compare.run_comparison(run_id, prompts, 8, measure_latency=False, heldout_examples=2)
     base, adapted = result["outputs"]["base"], result["outputs"]["adapted"]

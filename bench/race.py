@@ -18,7 +18,8 @@ the race reports.
 
 One race is one measurement: with --repeats N the race runs N times (fresh folders each time) and the
 figures are the median and range over races (bench/measure.py's ``spread``); a verdict needs the whole range
-on one side of the target. The README quotes: python bench/race.py --repeats 1
+on one side of the target. The README quotes: python bench/race.py --repeats 2, and
+--repeats 1 --budgets 8,10,12,14
 """
 
 from __future__ import annotations

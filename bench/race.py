@@ -11,10 +11,10 @@ cores, and at most 15% of each entrant's wall time outside optimizer steps; the 
 per race (its time is printed on its own line).
 
 With --budgets 8,12 the last race's entrants (and the base) are asked the scored questions once more and their
-task and probe scores are printed at each of those shorter generation budgets beside the race's own: greedy
-decoding makes a shorter budget's reply a prefix of the longer one, so one generation gives every row. It
-shows what generating fewer tokens (the largest part of the time outside the steps) would change in what
-the race reports.
+task and probe scores are printed at each of those generation budgets beside the race's own: greedy decoding
+makes a shorter budget's reply a prefix of the longer one, so one generation (at the largest) gives every
+column. It shows what generating fewer tokens (the largest part of the time outside the steps) would change in
+what the race reports.
 
 One race is one measurement: with --repeats N the race runs N times (fresh folders each time) and the
 figures are the median and range over races (bench/measure.py's ``spread``); a verdict needs the whole range
@@ -99,7 +99,7 @@ def _race(args) -> tuple[float, float, dict]:
             ended = max(v for k, v in mark.items() if k != "training")
             parts[entrant["name"]] = breakdown(folder, mark["training"], ended)
     if args.budgets and args.last:
-        scores_at_budgets(race, sorted({int(b) for b in args.budgets.split(",")} | {settings.max_new_tokens}))
+        scores_at_budgets(race, sorted(set(args.budgets) | {settings.max_new_tokens}))
     return seconds, race.base.get("seconds", 0.0), parts
 
 
@@ -146,6 +146,18 @@ def scores_at_budgets(race, budgets: list[int]) -> None:
         row(entrant["name"], loaded.model, loaded.tokenizer, loaded.device)
 
 
+def budget_list(text: str) -> list[int]:
+    """--budgets: new-token counts separated by commas, each from 1 to 512 (the race's own limit)."""
+    try:
+        budgets = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        budgets = []
+    if not budgets or not all(1 <= b <= 512 for b in budgets):
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers of new tokens from 1 to 512 separated by commas, e.g. 8,12; got {text!r}")
+    return budgets
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -154,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a race setting (batch_size, ...)")
-    parser.add_argument("--budgets", default="", metavar="N,N", help="after the last race, its entrants' scores "
-                        "at these shorter generation budgets too (e.g. 8,12)")
+    parser.add_argument("--budgets", type=budget_list, default=None, metavar="N,N",
+                        help="after the last race, its entrants' task and probe scores at these generation budgets "
+                             "too, shorter or longer than the race's (e.g. 8,12)")
     args = parser.parse_args(argv)
     import torch
 

@@ -64,6 +64,13 @@ def test_bench_runs_on_the_tiny_model(cache, capsys, name, argv, title, expected
         assert all("too few" in r and not r.endswith((" met", " missed")) for r in rows)
 
 
+def test_race_bench_refuses_budgets_that_are_not_token_counts(capsys):
+    for bad in ("8,x", "0", ""):
+        with pytest.raises(SystemExit):
+            run_bench("race", ["--budgets", bad], capsys)
+        assert "expected whole numbers of new tokens from 1 to 512" in capsys.readouterr().err
+
+
 def test_class_load_runs_on_the_tiny_model(app_url, capsys):
     """Against the tests' app (starting one more would take longer than the bench itself), a tiny training."""
     out = run_bench("class_load", ["--quick", "--url", app_url], capsys)

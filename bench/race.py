@@ -103,6 +103,10 @@ def _race(args) -> tuple[float, float, dict]:
     return seconds, race.base.get("seconds", 0.0), parts
 
 
+def nan_if_none(value):
+    return float("nan") if value is None else value
+
+
 def scores_at_budgets(race, budgets: list[int]) -> None:
     """Task and probe scores of the base and of every finished entrant at each generation budget."""
     from explorer import evaluate
@@ -113,24 +117,19 @@ def scores_at_budgets(race, budgets: list[int]) -> None:
 
     s = race.settings
     _, heldout = sources.load_dataset(s.dataset)
-    task = scores.task_for(s.dataset, s.score)
-    pairs = [evaluate.user_and_reference(r) for r in heldout[:s.eval_examples]] if task else []
-    chosen = probe.subset(s.probe_examples)
-    prompts = [user for user, _ in pairs] + [q["question"] for q in chosen]
-    print(f"task (probe) score at each generation budget, {len(pairs)} task and {len(chosen)} probe prompts; "
-          f"the race generates {s.max_new_tokens} tokens")
+    asked = probe.ScoredQuestions(heldout[:s.eval_examples], scores.task_for(s.dataset, s.score), s.probe_examples)
+    print(f"task (probe) score at each generation budget, {len(asked.pairs)} task and {len(asked.chosen)} probe "
+          f"prompts; the race generates {s.max_new_tokens} tokens")
     print(f"{'entrant':<28} " + " ".join(f"{b:>5} tok  " for b in budgets))
 
     def row(label: str, model, tokenizer, device: str) -> None:
-        ids = evaluate.generate_token_ids(model, tokenizer, prompts, max(budgets), device,
-                                          batch_size=max(1, len(prompts)))
+        ids = evaluate.generate_token_ids(model, tokenizer, asked.prompts, max(budgets), device,
+                                          batch_size=max(1, len(asked.prompts)))
         cells = []
         for budget in budgets:
-            replies = [tokenizer.decode(i[:budget], skip_special_tokens=True).strip() for i in ids]
-            t = task.score(replies[:len(pairs)], [ref for _, ref in pairs]) if pairs else float("nan")
-            p = (sum(probe.score_reply(r, q["answers"]) for r, q in zip(replies[len(pairs):], chosen)) / len(chosen)
-                 if chosen else float("nan"))
-            cells.append(f"{t:.2f} ({p:.2f})")
+            task, probe_score = asked.scores([tokenizer.decode(i[:budget], skip_special_tokens=True).strip()
+                                              for i in ids])
+            cells.append(f"{nan_if_none(task):.2f} ({nan_if_none(probe_score):.2f})")
         print(f"{label:<28} " + " ".join(f"{c:>10}" for c in cells), flush=True)
 
     base = loading.load_fresh(s.model, precision="fp32")

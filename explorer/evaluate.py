@@ -104,9 +104,9 @@ def loss_on_targets(model, batch: dict):
     Why: a chat example's prompt (system turn + question) has no targets, yet the LM head projects every
     position onto the whole vocabulary. On the bundled model the head is ~21% of a forward's FLOPs (49,152 x
     576 of ~135M weights) and, in the pirate data's batches, 57% of the positions come before the batch's first
-    target: LoRA's 20 race steps took 51.7 s instead of 61.9 s on 2 CPU cores. The kept positions are the last ones, so prompt
-    tuning's virtual tokens (prepended) are cut off with the prompt. tests/test_scoring.py checks the value
-    equals transformers' own loss for every method of the registry."""
+    target: LoRA's 20 race steps took 51.7 s instead of 61.9 s on 2 CPU cores. The kept positions are the
+    last ones, so prompt tuning's virtual tokens (prepended) are cut off with the prompt. tests/test_scoring.py
+    checks the value equals transformers' own loss for every method of the registry."""
     labels = batch["labels"]
     predicts = (labels[:, 1:] != -100).any(0)
     if not bool(predicts.any()) or not _keeps_logits(model):

@@ -73,20 +73,34 @@ def task_and_probe_scores(model, tokenizer, rows: list[dict], task, probe_count:
     Why one batch: each decoding step reads every weight of the model once, however many prompts it carries.
     Measured on the bundled model (2-core CPU): 8 task prompts took 5.4 s and 10 probe questions 5.9 s
     apart, for 16 new tokens each. (None, None) when ``should_stop`` said to stop during generation."""
-    from ..evaluate import generate_replies, user_and_reference
+    from ..evaluate import generate_replies
 
-    task_rows = list(rows) if task is not None else []
-    chosen = subset(probe_count)
-    pairs = [user_and_reference(r) for r in task_rows]
-    prompts = [user for user, _ in pairs] + [q["question"] for q in chosen]
-    if not prompts:
+    asked = ScoredQuestions(rows, task, probe_count)
+    if not asked.prompts:
         return None, None
-    replies = generate_replies(model, tokenizer, prompts, max_new_tokens, device,
-                               batch_size=min(max(16, len(prompts)), 64), should_stop=should_stop)
+    replies = generate_replies(model, tokenizer, asked.prompts, max_new_tokens, device,
+                               batch_size=min(max(16, len(asked.prompts)), 64), should_stop=should_stop)
     if should_stop is not None and should_stop():
         return None, None
-    task_replies, probe_replies = replies[:len(pairs)], replies[len(pairs):]
-    task_score = task.score(task_replies, [ref for _, ref in pairs]) if pairs else None
-    probe = (sum(score_reply(reply, q["answers"]) for reply, q in zip(probe_replies, chosen)) / len(chosen)
-             if chosen else None)
-    return task_score, probe
+    return asked.scores(replies)
+
+
+class ScoredQuestions:
+    """The prompts a scored run asks (the task's rows' user turns, then the probe's first ``probe_count``
+    questions) and how their replies score; bench/race.py --budgets scores cut replies with it too."""
+
+    def __init__(self, rows: list[dict], task, probe_count: int):
+        from ..evaluate import user_and_reference
+
+        self.task = task
+        self.pairs = [user_and_reference(r) for r in rows] if task is not None else []
+        self.chosen = subset(probe_count)
+        self.prompts = [user for user, _ in self.pairs] + [q["question"] for q in self.chosen]
+
+    def scores(self, replies: list[str]) -> tuple[float | None, float | None]:
+        """(task score, probe score) of the replies, in the prompts' order; None where nothing was asked."""
+        task_replies, probe_replies = replies[:len(self.pairs)], replies[len(self.pairs):]
+        task_score = self.task.score(task_replies, [ref for _, ref in self.pairs]) if self.pairs else None
+        probe = (sum(score_reply(reply, q["answers"]) for reply, q in zip(probe_replies, self.chosen))
+                 / len(self.chosen) if self.chosen else None)
+        return task_score, probe

@@ -50,7 +50,8 @@ def one_step_run(model: str, method: str) -> str:
     return outcome.summary["run_id"]
 
 
-def measure_method(run_id: str, tokens: int, seconds: float, warmup: int) -> tuple[measure.Rounds, bool]:
+def measure_method(run_id: str, tokens: int, seconds: float, warmup: int,
+                   max_rounds: int | None = None) -> tuple[measure.Rounds, bool]:
     """Interleaved rounds of the run's variants; and whether its merged model is the adapted one."""
     s = compare.session(run_id)
     prompt = compare.check_prompts([PROMPT])[0]
@@ -61,7 +62,7 @@ def measure_method(run_id: str, tokens: int, seconds: float, warmup: int) -> tup
     with s.lock:
         rounds = measure.interleave(
             {name: (lambda m=m: compare.generation_ms_per_token(s, m, prompt, tokens)) for name, m in models.items()},
-            control="base", seconds=seconds, warmup=warmup, precision=0.01,
+            control="base", seconds=seconds, warmup=warmup, max_rounds=max_rounds, precision=0.01,
             ratios=[(name, "base") for name in models if name != "base"])
     if same:  # one model, timed once: its samples are the merged column too
         rounds.samples["merged"] = rounds.samples["adapted"]
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=32, help="tokens generated per sample")
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded rounds before measuring")
     parser.add_argument("--seconds", type=float, default=1800.0, help="time cap for the whole bench")
+    parser.add_argument("--rounds", type=int, default=None, help="stop each method after this many rounds (a "
+                        "count: the same number of rounds on any machine)")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     for left, method in zip(range(len(methods), 0, -1), methods):
         share_end = time.perf_counter() + (deadline - time.perf_counter()) / left
         run_id = one_step_run(args.model, method)
-        rounds, same = measure_method(run_id, args.tokens, share_end - time.perf_counter(), args.warmup)
+        rounds, same = measure_method(run_id, args.tokens, share_end - time.perf_counter(), args.warmup,
+                                      args.rounds)
         flops = compare.calculator_overhead_percent(runs.open_run(run_id))
         noise, aa = rounds.resolution(), rounds.control_ratio()
         adapted = rounds.ratio("adapted", "base")

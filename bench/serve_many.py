@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded rounds before measuring")
     parser.add_argument("--seconds", type=float, default=900.0, help="time cap for the rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (a count: the same "
+                        "number of rounds on any machine)")
     args = parser.parse_args(argv)
     if not 1 <= args.adapters <= serve_many.MAX_ADAPTERS or not 1 <= args.prompts <= len(PROMPTS):
         raise SystemExit(f"--adapters must be 1 to {serve_many.MAX_ADAPTERS} and --prompts 1 to {len(PROMPTS)}.")
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.adapters} merged copies {copies / MIB:,.1f} MiB ({copies / shared:.2f}x)", flush=True)
     rounds = measure.interleave({"mixed": measure.timed(mixed), "merged": measure.timed(merged_in_turn),
                                  "swap": measure.timed(swap)}, control="mixed", seconds=args.seconds,
-                                warmup=args.warmup, precision=0.02, ratios=[("merged", "mixed"), ("swap", "mixed")])
+                                max_rounds=args.rounds, warmup=args.warmup, precision=0.02, ratios=[("merged", "mixed"), ("swap", "mixed")])
     tokens = len(requests) * args.tokens
     for slot in ("mixed", "merged", "swap"):
         seconds = rounds.interval(slot).estimate

@@ -3,7 +3,6 @@ stop while preparing, uploads named and scored, the estimate before Start."""
 
 import dataclasses
 import json
-import time
 
 import pytest
 from conftest import TINY, train_run, wait_for_text
@@ -90,10 +89,8 @@ def test_a_stop_while_the_run_prepares_ends_it_before_the_first_step(cache):
     run_dir = lifecycle.create(TrainConfig(model=TINY, method="lora", dataset="pirate", steps=50, batch_size=2,
                                            seq_len=64), {})
     lifecycle.request_stop(run_dir)  # asked before the trainer got past loading the model
-    started = time.time()
     outcome = lifecycle.execute(run_dir)
     assert outcome.state == "stopped" and outcome.summary["steps"] == 0
-    assert time.time() - started < 60
     run = runs.read_run(run_dir)
     assert not run.has_adapter and run.summary["train_loss_last"] is None
     assert "before the first step" in run_view.progress_text(run, runs.read_log(run_dir), None)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 
 import pytest
 
@@ -20,10 +19,8 @@ def test_registry_lists_shipped_models_with_real_sizes(cache):
     assert rows[provision.TINY_NAME]["architecture"] == "LlamaForCausalLM"
 
 
-def test_tiny_model_loads_fast_and_generates(cache):
-    start = time.perf_counter()
+def test_tiny_model_loads_and_generates(cache):
     loaded = loading.load(provision.TINY_NAME, cache)
-    assert time.perf_counter() - start < 20  # generous: "a few seconds" on a 2-core machine
     assert sum(p.numel() for p in loaded.model.parameters()) < 2_000_000
     result = generate.generate(loaded, "Hello there", max_new_tokens=5)
     assert result.new_tokens == 5  # random weights rarely emit end-of-turn in 5 steps; seed 0 does not

@@ -22,7 +22,7 @@ from ..data import chat, probe, scores, sources
 from ..errors import ExplorerError
 from ..methods import METHODS
 from ..models import loading
-from . import runs
+from . import runs, timeline
 from .config import TrainConfig
 
 
@@ -224,6 +224,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         eval_losses.append((0, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device,
                                                      batch_size=config.batch_size, limit=config.eval_loss_examples)))
         on_event({"event": "eval", "step": 0, "eval_loss": eval_losses[-1][1]})
+    watch = timeline.start(config, heldout_rows, model, tok, prep.device, on_event, should_stop)  # step 0's replies
     train_seconds = 0.0  # time in training steps only: held-out evaluations are not throughput
     for step in range(1, config.steps + 1):
         if should_stop():
@@ -254,6 +255,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
                                                             limit=config.eval_loss_examples)))
             event["eval_loss"] = eval_losses[-1][1]
         on_event(event)
+        watch.after_step(model, step)  # the watched questions' replies every watch_every steps
     model.eval()
     if inspect_model:
         inspect_model("after", model)

@@ -71,7 +71,8 @@ class RaceSettings:
             "seq_len": self.seq_len, "seed": self.seed, "eval_every": self.eval_every,
             "eval_loss_examples": self.eval_loss_examples, "eval_examples": self.eval_examples,
             "probe_examples": self.probe_examples,
-            "max_new_tokens": self.max_new_tokens, "score_base": False})
+            "max_new_tokens": self.max_new_tokens, "score_base": False,
+            "watch_every": 0})  # the watch (Fine-tune's timeline) would add its generations to every entrant
 
 
 @dataclass

@@ -178,3 +178,16 @@ def test_rules_cover_every_goal():
             GOALS, (1, 999, 1000, 5000, 99_999, 100_000, 10**9), (small, big), (False, True), (False, True)):
         job = Job("llama-2-7b", 24.0, examples, goal, latency, many)
         assert match_rule(job, params) is not None
+
+
+def test_the_fine_tune_tabs_pick_follows_the_kind_of_data_and_the_short_budget():
+    """Fine-tune asks for a short fine-tune of the data in hand: chat rows get LoRA r=8 (the quick rule: the
+    chapter's IA³ for very few rows moves too slowly in tens of steps), labelled text a classifier head,
+    pairs an embedding head; without the quick flag the chapter's small-data rule stands."""
+    from explorer.learn.recommend import for_data
+
+    chat = for_data("smollm2-135m-instruct", "chat", 48, 16.0)
+    assert (chat.method, chat.options["r"], chat.rule) == ("lora", 8, "quick") and chat.fits
+    assert for_data("smollm2-135m-instruct", "labelled", 100, 16.0).options["head_type"] == "classifier"
+    assert for_data("smollm2-135m-instruct", "pairs", 60, 16.0).options["head_type"] == "embedding"
+    assert recommend(Job("smollm2-135m-instruct", 16.0, 48, "style")).method == "ia3"

@@ -53,6 +53,8 @@ class Job:
     latency_sensitive: bool = option(False, "Serving latency matters: prefer methods that merge into the "
                                      "weights (no extra work per token).")
     many_adapters: bool = option(False, "Many fine-tunes will be served from one shared base model.")
+    quick: bool = option(False, "A short sanity fine-tune (tens of optimizer steps, e.g. the Fine-tune tab's "
+                         "default on a CPU): prefer the method that shows a change within that budget.")
 
     @classmethod
     def parse(cls, values: dict) -> "Job":
@@ -85,13 +87,15 @@ class Rule:
     max_examples: int | None = None
     min_params: float = 0
     many_adapters: bool | None = None
+    quick: bool | None = None
     try_it: str = ""               # how to run it here, in a line (CLI and Fine-tune tab)
 
     def matches(self, job: Job, params: int) -> bool:
         return (job.goal in self.goals and job.examples >= self.min_examples
                 and (self.max_examples is None or job.examples < self.max_examples)
                 and params >= self.min_params
-                and (self.many_adapters is None or job.many_adapters == self.many_adapters))
+                and (self.many_adapters is None or job.many_adapters == self.many_adapters)
+                and (self.quick is None or job.quick == self.quick))
 
 
 LORA8, QLORA8 = Candidate("lora", {"r": 8}), Candidate("qlora", {"r": 8})
@@ -119,6 +123,12 @@ RULES: list[Rule] = [
     Rule("multi-tenant", ("multi_tenant",), SWAPPABLE,
          "One frozen base, one small adapter per customer, swapped per request; LoRA also merges for a "
          "customer whose latency matters (chapter: 'multi-tenant friendly', reason 4)."),
+    Rule("quick", ("style", "knowledge"), (LORA8, QLORA8, Candidate("ia3")),
+         "A short sanity fine-tune (tens of steps): LoRA at rank 8 on every linear layer changes the replies "
+         "visibly within that budget at its default learning rate, and merges into the weights. IA³ and soft "
+         "prompts, the picks for very little data when training runs long, move more slowly in so few steps "
+         "(the Race tab measures every method on your data).",
+         quick=True),
     Rule("many-adapters", ("style", "knowledge"), SWAPPABLE,
          "Many fine-tunes share one base: small swappable adapters that can still merge (chapter, reason 4).",
          many_adapters=True),
@@ -295,6 +305,17 @@ def recommend(job: Job) -> Recommendation:
                                       dataclasses.asdict(runner.calc.options), _reasons(runner, job.memory_gb)),
         chapter_note=" ".join(chapter_notes(spec, best)), rule=rule.name, try_it=rule.try_it,
         settings=dataclasses.asdict(calc.settings), calculation=calc.as_json())
+
+
+# What each kind of training data asks of the decision helper (explorer.data.sources' kinds).
+GOAL_OF_KIND = {"chat": "style", "labelled": "classify", "pairs": "embed"}
+
+
+def for_data(model: str, kind: str, examples: int, memory_gb: float) -> Recommendation:
+    """The Fine-tune tab's pick for a short fine-tune of ``model`` on ``examples`` rows of ``kind`` data, with
+    ``memory_gb`` of memory to train in (this machine's)."""
+    return recommend(Job(model=model, memory_gb=memory_gb, examples=max(1, examples),
+                         goal=GOAL_OF_KIND.get(kind, "style"), quick=True))
 
 
 # ---- Where exact numbers contradict the chapter (computed, never copied) ----------------------------

@@ -127,6 +127,22 @@ def test_the_strategy_is_the_cheapest_the_calculator_says_fits(monkeypatch):
         strategy.choose(None, "lora", None, None, 4, 24, "tp")
 
 
+def test_launch_without_accelerate_on_path_says_how_to_install_it(tmp_path, cache):
+    """bash's exec would otherwise fall back to the recipe's accelerate/ folder: "cannot execute: Is a directory"."""
+    import shutil
+
+    folder = recipes.export(TrainConfig(model=TINY, method="lora", dataset="pirate"), {}, tmp_path / "r", gpus=1)
+    bin_dir = tmp_path / "bin"  # a PATH with what launch.sh needs before the launcher, and no accelerate
+    bin_dir.mkdir()
+    (bin_dir / "dirname").symlink_to(shutil.which("dirname"))
+    for extra in ({}, {"ACCELERATE": str(tmp_path / "r" / "accelerate")}):
+        done = subprocess.run([shutil.which("bash"), "launch.sh"], cwd=folder, capture_output=True, text=True,
+                              env={"PATH": str(bin_dir), "CPU_ONLY": "1", **extra}, timeout=60)
+        assert done.returncode == 127 and "Is a directory" not in done.stderr, done.stderr
+        assert "not installed here (not found on PATH)" in done.stderr
+        assert "pip install -r requirements.txt" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_the_launch_line_starts_several_cpu_processes_only_through_the_multi_gpu_launcher(tmp_path, cache):
     folder = recipes.export(TrainConfig(model=TINY, method="lora", dataset="pirate"), {}, tmp_path / "r", gpus=2)
     launch = (folder / "launch.sh").read_text()

@@ -57,6 +57,13 @@ cd "$(dirname "$0")"
 NPROC="${{NPROC:-{choice.gpus}}}"
 ACCELERATE="${{ACCELERATE:-accelerate}}"
 PORT="${{MAIN_PROCESS_PORT:-29500}}"
+# Without this check, bash's exec falls back to ./accelerate, the folder of configs beside this script:
+# "exec: accelerate: cannot execute: Is a directory".
+if ! command -v "$ACCELERATE" >/dev/null; then
+  echo "launch.sh: $ACCELERATE is not installed here (not found on PATH): install this recipe's requirements" \
+    "(torch for your GPU from pytorch.org, then pip install -r requirements.txt), or set ACCELERATE to its path." >&2
+  exit 127
+fi
 if [ "${{CPU_ONLY:-0}}" = "1" ]; then
   export CPU_ONLY=1 CUDA_VISIBLE_DEVICES=""
   if [ "$NPROC" -gt 1 ]; then

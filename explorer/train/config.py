@@ -36,13 +36,14 @@ class TrainConfig:
     eval_examples: int = option(16, "Held-out examples for the task score (generated before and after).", min=0, max=1000)
     eval_loss_examples: int = option(16, "Held-out examples the held-out loss is measured on.", min=1, max=1000)
     max_new_tokens: int = option(32, "Tokens generated per held-out example for the task score.", min=1, max=512)
-    probe_examples: int = option(0, "General-knowledge questions (capitals, arithmetic, colours...) asked after "
-                                 "training to see what the fine-tune forgot; 0 = none.", min=0, max=80)
+    probe_examples: int = option(10, "General-knowledge questions (capitals, arithmetic, colours...) asked before "
+                                 "and after training to see what the fine-tune forgot; 0 = none.", min=0, max=80)
     watch_every: int = option(5, "Watch it learn: a few held-out questions answered at step 0 and every this many "
                               "steps while it trains (greedy, short replies); 0 = off.", min=0, max=100_000)
     watch_prompts: int = option(3, "How many held-out questions the watch asks.", min=1, max=8)
-    score_base: bool = option(True, "Score the base model too (task score, probe) before training; a race does "
-                              "it once for all its entrants.")
+    score_base: bool = option(True, "Score the base model too (task score, probe) before training, and say what "
+                              "the fine-tune learned (resemblance, facts recalled, general questions); a race "
+                              "scores the base once for all its entrants.")
     score: str = option("", "How held-out replies of uploaded data are scored against their reference: exact, "
                         "contains, token_f1 or regex:PATTERN (empty = held-out loss only). Bundled datasets "
                         "use their own score.")

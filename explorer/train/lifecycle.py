@@ -1,6 +1,6 @@
 """A run's life, in one place: every status change of every run goes through ``change``.
 
-    create ──▶ queued ──▶ running ──▶ done | stopped | failed
+    create ──▶ queued ──▶ running ──▶ done | diverged | stopped | failed
                  │            └──────▶ interrupted   (the server restarted and no worker is alive)
                  └──▶ cancelled | failed | interrupted
 
@@ -24,7 +24,7 @@ from . import runs
 
 ALLOWED = {  # state -> the states a run may move to from it; a finished run (runs.FINISHED) moves no more
     "queued": {"running", "cancelled", "failed", "interrupted"},
-    "running": {"done", "stopped", "failed", "interrupted"},
+    "running": {"done", "diverged", "stopped", "failed", "interrupted"},
 }
 MEMORY_HINT = ("Lower the batch size (batch_size) or the sequence length (seq_len), turn on gradient checkpointing "
                "(gradient_checkpointing), or use QLoRA (method qlora).")
@@ -93,7 +93,7 @@ def out_of_memory_message(error: BaseException, config=None) -> str:
 
 @dataclass
 class Outcome:
-    state: str                 # done, stopped or failed
+    state: str                 # done, diverged, stopped or failed
     summary: dict | None       # the run's summary when it trained to the end or was stopped
     error: str = ""
 
@@ -134,8 +134,9 @@ def execute(run_dir: Path, callbacks: Iterable[Callable[[dict], None]] = (),
         change(run_dir, "interrupted", error="Training was interrupted before it finished.")
         raise
     log({"event": "done", **summary})
-    state = "stopped" if summary["stopped"] else "done"
-    change(run_dir, state)
+    # A diverged run ends by itself, like a done one, yet "done" would tell its user it worked.
+    state = "stopped" if summary["stopped"] else "diverged" if summary.get("diverged") else "done"
+    change(run_dir, state, **({"reason": summary["divergence"]} if state == "diverged" else {}))
     return Outcome(state, summary)
 
 

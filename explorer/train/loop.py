@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import calculator, evaluate
+from .. import calculator, evaluate, learned
 from ..costs import memory, specs
 from ..data import chat, probe, scores, sources
-from ..errors import ExplorerError
 from ..methods import METHODS
 from ..models import loading
 from . import runs, timeline
 from .config import TrainConfig
+from .divergence import Watch
 
 
 
@@ -182,12 +182,17 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     heldout_enc, _ = chat.encode_dataset(tok, heldout_rows, config.seq_len)
     on_event({"event": "data", "train_examples": len(train_enc), "heldout_examples": len(heldout_enc),
               "truncated": truncated, "task": task.name if task else None})
-    eval_rows = heldout_rows[:config.eval_examples] if config.score_base else []
-    score_base, probe_base = probe.task_and_probe_scores(
-        prep.model, tok, eval_rows, task, config.probe_examples if config.score_base else 0, config.max_new_tokens,
-        prep.device, should_stop=should_stop)
-    if should_stop():  # stopped while the base model was scored
+    # What it learned (explorer.learned) needs the base model's replies: measured with the base's scores, in
+    # the same batched generation (held-out questions, up to learned.FACT_QUESTIONS training questions, probe).
+    learning = config.score_base
+    fact_rows = train_rows if learning else []
+    asked_base = probe.ScoredQuestions(heldout_rows[:config.eval_examples] if learning else [], task,
+                                       config.probe_examples if learning else 0, resemble=learning, fact_rows=fact_rows)
+    replies = asked_base.ask(prep.model, tok, config.max_new_tokens, prep.device, should_stop=should_stop)
+    if replies is None or should_stop():  # stopped while the base model was scored
         return _stopped_before_training(config, run_dir, started)
+    score_base, probe_base = asked_base.scores(replies)
+    learned_base = asked_base.learned(replies) if learning else None
     if score_base is not None:
         on_event({"event": "score", "which": "base", "score": score_base})
     if probe_base is not None:
@@ -220,9 +225,11 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     reset_peak_memory(prep.device)
     stream = batches(train_enc, config.batch_size, pad_id, config.seed)
     losses, eval_losses, stopped, tokens_seen = [], [], False, 0
+    guard = Watch(lr, method.default_lr)  # the divergence rule: explorer/train/divergence.py
     if config.score_base:  # a race measures the base model's held-out loss once for all its entrants
         eval_losses.append((0, evaluate.heldout_loss(model, heldout_enc, pad_id, prep.device,
                                                      batch_size=config.batch_size, limit=config.eval_loss_examples)))
+        guard.eval_loss(0, eval_losses[-1][1])
         on_event({"event": "eval", "step": 0, "eval_loss": eval_losses[-1][1]})
     watch = timeline.start(config, heldout_rows, model, tok, prep.device, on_event, should_stop)  # step 0's replies
     train_seconds = 0.0  # time in training steps only: held-out evaluations are not throughput
@@ -238,8 +245,10 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
             loss = evaluate.loss_on_targets(model, batch) / config.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
-        if not math.isfinite(step_loss):
-            raise ExplorerError(f"The loss became {step_loss} at step {step}: lower the learning rate ({lr}).")
+        if guard.train_loss(step, step_loss) and not math.isfinite(step_loss):  # no update from a nan or inf
+            optimizer.zero_grad(set_to_none=True)
+            on_event({"event": "diverged", "step": step, "message": guard.message()})
+            break
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -254,20 +263,31 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
                                                             batch_size=config.batch_size,  # memory ≤ a step's
                                                             limit=config.eval_loss_examples)))
             event["eval_loss"] = eval_losses[-1][1]
+            guard.eval_loss(step, eval_losses[-1][1])
         on_event(event)
+        if guard.diverged:
+            on_event({"event": "diverged", "step": step, "message": guard.message()})
+            break
         watch.after_step(model, step)  # the watched questions' replies every watch_every steps
     model.eval()
     if inspect_model:
         inspect_model("after", model)
-    score_adapted, probe_adapted = None, None
-    if losses:
+    score_adapted, probe_adapted, learned_adapted = None, None, None
+    # Weights a nan or inf reached have nothing to say: neither scored nor saved.
+    usable = bool(losses) and all(bool(torch.isfinite(p).all()) for p in trainable)
+    if usable:
+        asked = probe.ScoredQuestions(eval_rows, task, config.probe_examples, resemble=learning, fact_rows=fact_rows)
         with merged_while_scoring(model, method):
-            score_adapted, probe_adapted = probe.task_and_probe_scores(
-                model, tok, eval_rows, task, config.probe_examples, config.max_new_tokens, prep.device)
+            replies = asked.ask(model, tok, config.max_new_tokens, prep.device)
+        score_adapted, probe_adapted = asked.scores(replies)
+        learned_adapted = asked.learned(replies) if learning else None
     if score_adapted is not None:
         on_event({"event": "score", "which": "adapted", "score": score_adapted})
     if probe_adapted is not None:
         on_event({"event": "probe", "which": "adapted", "score": probe_adapted})
+    what_it_learned = learned_keys(learned_base, learned_adapted, guard) if learning else {}
+    if what_it_learned:
+        on_event({"event": "learned", **what_it_learned})
     summary = {
         **run_summary(run_dir, config, losses, eval_losses),
         "trainable_params": measured_trainable, "calculator_trainable_params": predicted.trainable_formula,
@@ -277,14 +297,27 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         "peak_memory_bytes": peak_memory_bytes(prep.device), "predicted_peak_bytes": predicted.training.total_bytes,
         "stopped": stopped, "seconds": time.time() - started, "train_seconds": train_seconds,
         "tokens_seen": tokens_seen, "truncated_examples": truncated,
+        "diverged": guard.diverged is not None, "divergence": guard.message() or None, **what_it_learned,
     }
-    if losses:
+    if usable:
         runs.save_artifacts(model, run_dir, config, options_values, method.uses_peft, save_kwargs=save_kwargs)
         summary["saved_bytes"] = runs.disk_usage_bytes(run_dir / runs.ADAPTER_DIR)
     runs.remove_scratch(scratch)
     summary["seconds"] = time.time() - started  # saving included
     runs.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def learned_keys(base: learned.Side, adapted: learned.Side | None, guard: Watch) -> dict:
+    """The summary's (and the "learned" event's) what-it-learned numbers, counts and sentence; {} when the run
+    neither trained a usable model nor diverged."""
+    if adapted is None and not guard.diverged:
+        return {}
+    return {**learned.summary_keys(base, adapted), "verdict": learned.verdict(base, adapted, guard.diverged),
+            "facts_checked": base.facts_checked, "probe_questions": base.probe_asked,
+            "facts_recalled_base": base.facts_recalled,
+            "facts_recalled_adapted": adapted.facts_recalled if adapted else None,
+            "probe_right_base": base.probe_right, "probe_right_adapted": adapted.probe_right if adapted else None}
 
 
 def _stopped_before_training(config: TrainConfig, run_dir: Path, started: float) -> dict:
@@ -294,6 +327,6 @@ def _stopped_before_training(config: TrainConfig, run_dir: Path, started: float)
                "eval_loss_first": None, "eval_loss_last": None, "trainable_params": None,
                "calculator_trainable_params": None, "task_score_base": None, "task_score_adapted": None,
                "tokens_per_second": None, "peak_memory_bytes": None, "predicted_peak_bytes": None,
-               "stopped": True, "seconds": time.time() - started, "truncated_examples": 0}
+               "stopped": True, "diverged": False, "seconds": time.time() - started, "truncated_examples": 0}
     runs.write_json(run_dir / "summary.json", summary)
     return summary

@@ -34,7 +34,8 @@ from .config import TrainConfig
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9]+-[0-9a-f]{6}$")
 ADAPTER_DIR = "adapter"
 TMP_PREFIX = ".tmp-"
-FINISHED = ("done", "stopped", "failed", "cancelled", "interrupted")  # no worker will write to these again
+# No worker will write to these again. "diverged": trained, but its loss blew up (explorer/train/divergence.py).
+FINISHED = ("done", "diverged", "stopped", "failed", "cancelled", "interrupted")
 UPLOADS_DIR = "uploads"  # models_cache/uploads/<hash>/<original file name>.jsonl: uploaded datasets
 
 

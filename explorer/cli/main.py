@@ -100,6 +100,10 @@ def progress_printer(steps: int):
     return show
 
 
+# What a chat fine-tune learned (explorer/learned.py), base -> adapted, each in [0, 1]; the probe's adapted share is
+# also "probe_score", the key the race reads.
+LEARNED_KEYS = ("similarity_base", "similarity_adapted", "fact_recall_base", "fact_recall_adapted", "probe_score_base",
+                "probe_score_adapted", "probe_score", "verdict")
 HEAD_KEYS = ("eval_accuracy_base", "eval_accuracy", "eval_macro_f1_base", "eval_macro_f1", "labels",
              "confusion_matrix", "lora_comparison", "eval_recall_at_1_base", "eval_recall_at_1")
 
@@ -139,13 +143,20 @@ def cmd_train(args) -> None:
     keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
             "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
             "peak_memory_bytes", "stopped"]
-    keys += [k for k in HEAD_KEYS if k in summary]  # a classifier or embedding head's own metrics
+    keys += [k for k in HEAD_KEYS + LEARNED_KEYS if k in summary]  # a head's own metrics; what a chat run learned
     node = runs.status(Path(summary["run_dir"])).get("node") if backend == "ray" else socket.gethostname()
     if args.json:
-        print(json.dumps({**{k: summary[k] for k in keys}, "backend": backend, "node": node}))
+        print(json.dumps({**{k: summary[k] for k in keys}, "diverged": bool(summary.get("diverged")),
+                          "backend": backend, "node": node}))
     else:
-        print(f"run {summary['run_id']}: loss {summary['train_loss_first']:.3f} -> {summary['train_loss_last']:.3f}, "
+        first, last = (f"{summary[k]:.3f}" if summary[k] is not None else "none" for k in ("train_loss_first",
+                                                                                           "train_loss_last"))
+        print(f"run {summary['run_id']}: loss {first} -> {last}, "
               f"task score {summary['task_score_base']} -> {summary['task_score_adapted']}; saved in {summary['run_dir']}")
+        if summary.get("divergence"):
+            print(f"  {summary['divergence']}")
+        if summary.get("verdict"):
+            print(f"  what it learned: {summary['verdict']}")
         for key in HEAD_KEYS:
             if key in summary:
                 print(f"  {key}: {json.dumps(summary[key])}")

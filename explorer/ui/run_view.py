@@ -43,7 +43,7 @@ def where_text(run: Run, position: int | None = None) -> str:
     if run.status.get("backend") == "ray":
         node, device = run.status.get("node") or "?", run.status.get("device") or ""
         return f"Ray {node}" + (f" · {device}" if device else "")
-    return "this server" if run.state in ("running", "done", "stopped") or run.summary else ""
+    return "this server" if run.state in ("running", "done", "diverged", "stopped") or run.summary else ""
 
 
 def table_row(run: Run, position: int | None = None) -> list:
@@ -119,9 +119,39 @@ def progress_text(run: Run, events: list[dict], position: int | None) -> str:
     filled = int(20 * done / max(total, 1))
     bar = "█" * filled + "░" * (20 - filled)
     eta = f", about {steps[-1]['eta']:.0f} s left" if steps and name == "running" else ""
-    state = {"running": "Training", "done": "Finished", "stopped": "Stopped"}.get(name, name)
+    state = {"running": "Training", "done": "Finished", "stopped": "Stopped", "diverged": "Diverged"}.get(name, name)
     after = " — scoring the adapted model…" if name == "running" and done == total else ""
+    if name == "diverged":  # the rule's own sentence: where, why, the rate it used and a lower one
+        why = run.summary.get("divergence") or run.status.get("reason") or ""
+        after = f": {why.partition(': ')[2] or why}" if why else ": the loss blew up, so the run stopped."
     return f"**{state}** `{bar}` step {done}/{total}{eta}{after}  ({label})"
+
+
+def _share(right, asked) -> str:
+    return f"{right} of {asked}" if isinstance(right, int) and asked else "not measured"
+
+
+def learned_lines(events: list[dict]) -> list[str]:
+    """What the fine-tune learned (explorer/learned.py): the sentence, then its three numbers, base → adapted."""
+    learned = next((e for e in reversed(events) if e.get("event") == "learned"), None)
+    if not learned:
+        return []
+    lines = [f"**What it learned:** {learned['verdict']}"]
+    if learned.get("similarity_base") is not None:
+        adapted = _number(learned.get("similarity_adapted"), "{:.2f}") or "not measured"
+        lines.append(f"- resemblance to your held-out answers (ROUGE-L, 0 to 1): base "
+                     f"{learned['similarity_base']:.2f} → fine-tuned {adapted}")
+    if learned.get("facts_checked"):
+        checked = learned["facts_checked"]
+        lines.append(f"- facts from your file recalled (training questions asked again): base "
+                     f"{_share(learned['facts_recalled_base'], checked)} → fine-tuned "
+                     f"{_share(learned.get('facts_recalled_adapted'), checked)}")
+    if learned.get("probe_questions"):
+        asked = learned["probe_questions"]
+        lines.append(f"- general questions answered (the forgetting probe): base "
+                     f"{_share(learned['probe_right_base'], asked)} → fine-tuned "
+                     f"{_share(learned.get('probe_right_adapted'), asked)}")
+    return lines + [""]
 
 
 def metrics_text(events: list[dict]) -> str:
@@ -130,7 +160,7 @@ def metrics_text(events: list[dict]) -> str:
     evals = [e["eval_loss"] for e in events if "eval_loss" in e]
     scores = {e["which"]: e["score"] for e in events if e.get("event") == "score"}
     data_event = next((e for e in events if e.get("event") == "data"), {})
-    lines = []
+    lines = learned_lines(events)
     if data_event:
         lines.append(f"- data: {data_event['train_examples']} training and {data_event['heldout_examples']} held-out "
                      f"examples; {data_event['truncated']} truncated to the sequence length")

@@ -1,0 +1,58 @@
+"""Guard rails and what a run learned, end to end on the tiny model through `train --json`: a huge learning rate
+really diverges and ends "diverged" (never "done"), a normal run does not and reports its three numbers and its
+sentence; the page's progress line and metrics say so."""
+
+import json
+
+from conftest import TINY
+
+from explorer.cli.main import main
+from explorer.train import runs
+from explorer.ui import run_view
+
+LEARNED = ("similarity_base", "similarity_adapted", "fact_recall_base", "fact_recall_adapted", "probe_score_base",
+           "probe_score_adapted")
+
+
+def train_json(capsys, *sets: str) -> dict:
+    argv = ["train", "--model", TINY, "--method", "lora", "--dataset", "pirate", "--steps", "6", "--json",
+            "--set", "batch_size=4", "--set", "seq_len=64", "--set", "eval_examples=3", "--set", "max_new_tokens=6",
+            "--set", "eval_every=2"]
+    for value in sets:
+        argv += ["--set", value]
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_a_huge_learning_rate_diverges_and_ends_diverged(cache, capsys):
+    out = train_json(capsys, "learning_rate=10")
+    assert out["diverged"] is True
+    run = runs.read_run(runs.run_path(out["run_id"]))
+    assert run.state == "diverged" and run.finished
+    assert out["steps"] < 6, "a diverged run stops at once"
+    assert run.summary["divergence"].endswith("with learning rate 10. Try a lower learning rate, such as 0.001.")
+    assert out["verdict"].startswith(f"Training diverged at step {run.summary['divergence'].split()[3]}")
+    events = runs.read_log(run.folder)
+    assert [e["event"] for e in events].count("diverged") == 1
+    line = run_view.progress_text(run, events, None)
+    assert line.startswith("**Diverged**") and "learning rate 10" in line and "such as 0.001" in line
+
+
+def test_a_normal_run_does_not_diverge_and_says_what_it_learned(cache, capsys):
+    out = train_json(capsys)
+    assert out["diverged"] is False
+    run = runs.read_run(runs.run_path(out["run_id"]))
+    assert run.state == "done"
+    for key in LEARNED:
+        assert 0.0 <= out[key] <= 1.0, key
+    assert out["probe_score"] == out["probe_score_adapted"]  # the key the race reads
+    assert run.summary["probe_questions"] == 10, "the forgetting probe is on by default"
+    assert run.summary["facts_checked"] > 0  # the pirate answers name capitals
+    assert out["fact_recall_base"] == run.summary["facts_recalled_base"] / run.summary["facts_checked"]
+    assert out["verdict"] and "Training diverged" not in out["verdict"]
+    assert f"of 10 general questions (the base: {run.summary['probe_right_base']})" in out["verdict"]
+    text = run_view.metrics_text(runs.read_log(run.folder))
+    assert text.startswith(f"**What it learned:** {out['verdict']}")
+    assert f"base {out['similarity_base']:.2f} → fine-tuned {out['similarity_adapted']:.2f}" in text
+    assert f"base {run.summary['probe_right_base']} of 10 → fine-tuned {run.summary['probe_right_adapted']} of 10" \
+        in text

@@ -180,7 +180,7 @@ def verdict(base: Side | None, adapted: Side | None, diverged: Diverged | None =
     else:
         sentences.append(_learned_sentence(base, adapted))
     if base is not None and adapted is not None and base.probe_asked and adapted.probe_asked:
-        sentences.append(_forgetting_sentence(base, adapted))
+        sentences.append(forgetting_sentence(base.probe_right, adapted.probe_right, adapted.probe_asked))
     return " ".join(sentences)
 
 
@@ -210,10 +210,10 @@ def _learned_sentence(base: Side, adapted: Side) -> str:
     return f"It has not visibly learned from your file yet{detail}. Give it more steps or a higher learning rate."
 
 
-def _forgetting_sentence(base: Side, adapted: Side) -> str:
-    asked = adapted.probe_asked
-    if base.probe_score - adapted.probe_score >= FORGOT_A_LOT - 1e-9:
-        return (f"But it forgot a lot: it answers {adapted.probe_right} of {asked} general questions now (the "
-                f"base: {base.probe_right}); fewer steps or a lower learning rate forget less.")
-    still = "still answers" if adapted.probe_right <= base.probe_right else "answers"
-    return f"It {still} {adapted.probe_right} of {asked} general questions (the base: {base.probe_right})."
+def forgetting_sentence(base_right: int, adapted_right: int, asked: int, subject: str = "It") -> str:
+    """What the forgetting probe says: kept or lost general knowledge, from the counts of right answers."""
+    if (base_right - adapted_right) / asked >= FORGOT_A_LOT - 1e-9:
+        return (f"But {subject[0].lower()}{subject[1:]} forgot a lot: it answers {adapted_right} of {asked} general "
+                f"questions now (the base: {base_right}); fewer steps or a lower learning rate forget less.")
+    still = "still answers" if adapted_right <= base_right else "answers"
+    return f"{subject} {still} {adapted_right} of {asked} general questions (the base: {base_right})."

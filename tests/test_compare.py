@@ -106,6 +106,21 @@ def test_heldout_scores_come_from_real_generations(tiny_runs):
     assert result["heldout_loss"]["adapted"] != result["heldout_loss"]["base"]
 
 
+def test_the_forgetting_probe_is_counted_and_said_in_a_sentence(tiny_runs):
+    from explorer.ui import compare_tab
+
+    result = compare.evaluate_heldout(tiny_runs["lora"], 2, probe_examples=4)
+    right = result["probe_right"]
+    assert all(right[v] == result["probe_score"][v] * 4 for v in compare.VARIANTS)
+    assert f"answers {right['adapted']} of 4 general questions (the base: {right['base']})" in \
+        compare_tab.heldout_text(result)
+    forgot = compare_tab.forgetting_text({"probe_examples": 10, "probe_right": {"base": 10, "adapted": 4, "merged": 5}})
+    assert forgot == ("\n\nBut the fine-tune forgot a lot: it answers 4 of 10 general questions now (the base: 10); "
+                      "fewer steps or a lower learning rate forget less. Merged, it answers 5 of 10.")
+    kept = compare_tab.forgetting_text({"probe_examples": 10, "probe_right": {"base": 9, "adapted": 9, "merged": 9}})
+    assert kept == "\n\nThe fine-tune still answers 9 of 10 general questions (the base: 9)."
+
+
 def test_a_trained_lora_on_the_bundled_model_changes_greedy_output(cache):
     run_id = train_run("lora", model=BUNDLED, steps=4, batch_size=2, learning_rate=1e-3, seq_len=64,
                        eval_loss_examples=2, max_new_tokens=8)  # the held-out task score's replies: 8 tokens

@@ -306,14 +306,17 @@ def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = Non
     pad = chat.pad_id(s.tokenizer)
     tokens = max_new_tokens or run.config.max_new_tokens
     result = {"examples": len(rows), "task": task.name if task else None, "task_score": {}, "heldout_loss": {},
-              "probe_score": {}, "probe_examples": probe_examples}
+              "probe_score": {}, "probe_right": {}, "probe_examples": probe_examples}
+    asked = probe.ScoredQuestions(rows, task, probe_examples)  # task and probe replies from one batched generation
     for name, model in s.models.items():
         if model is None:
-            result["task_score"][name] = result["heldout_loss"][name] = result["probe_score"][name] = None
+            for key in ("task_score", "heldout_loss", "probe_score", "probe_right"):
+                result[key][name] = None
             continue
-        result["task_score"][name] = evaluate.task_score(model, s.tokenizer, rows, task, tokens, s.device)
+        task_score, probe_score = asked.scores(asked.ask(model, s.tokenizer, tokens, s.device))
+        result["task_score"][name], result["probe_score"][name] = task_score, probe_score
+        result["probe_right"][name] = None if probe_score is None else round(probe_score * probe_examples)
         result["heldout_loss"][name] = evaluate.heldout_loss(model, encoded, pad, s.device, limit=examples)
-        result["probe_score"][name] = probe.probe_score(model, s.tokenizer, probe_examples, s.device)
     return result
 
 

@@ -51,20 +51,6 @@ def score_reply(reply: str, answers: list[str]) -> float:
     return 1.0 if any(f" {needle} " in haystack for needle in map(normalise, answers) if needle) else 0.0
 
 
-def probe_score(model, tokenizer, count: int, device: str, max_new_tokens: int = 24, should_stop=None):
-    """The share of the first ``count`` probe questions the model answers (greedy), or None for count 0 (or
-    when ``should_stop`` says to stop)."""
-    from ..evaluate import task_score
-    from .tasks import Task
-
-    chosen = subset(count)
-    rows = [{"messages": [{"role": "user", "content": q["question"]},
-                          {"role": "assistant", "content": "\t".join(q["answers"])}]} for q in chosen]
-    task = Task("probe", "Forgetting probe", "", "general questions answered",
-                lambda reply, reference: score_reply(reply, reference.split("\t")))
-    return task_score(model, tokenizer, rows, task, max_new_tokens, device, should_stop=should_stop)
-
-
 def task_and_probe_scores(model, tokenizer, rows: list[dict], task, probe_count: int, max_new_tokens: int,
                           device: str, should_stop=None) -> tuple[float | None, float | None]:
     """The task's score on ``rows`` and the probe's score on its first ``probe_count`` questions, from one

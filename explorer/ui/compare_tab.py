@@ -12,6 +12,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import learned
 from ..compare import export
 from ..compare import variants as compare
 from ..errors import ExplorerError
@@ -156,7 +157,18 @@ def heldout_text(result: dict) -> str:
     if probed:
         parts.append(f"forgetting probe ({result['probe_examples']} general questions): " +
                      ", ".join(f"{v} {s:.2f}" for v, s in probed.items()))
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + "." + forgetting_text(result)
+
+
+def forgetting_text(result: dict) -> str:
+    """The forgetting probe in a sentence, from its counts (explorer.learned.forgetting_sentence)."""
+    right, asked = result.get("probe_right") or {}, result.get("probe_examples") or 0
+    if not asked or right.get("base") is None or right.get("adapted") is None:
+        return ""
+    sentence = learned.forgetting_sentence(right["base"], right["adapted"], asked, "The fine-tune")
+    if right.get("merged") is not None and right["merged"] != right["adapted"]:
+        sentence += f" Merged, it answers {right['merged']} of {asked}."
+    return "\n\n" + sentence
 
 
 def refresh_runs(current):
@@ -241,7 +253,7 @@ def create_compare_tab() -> dict:
     with gr.Row():
         latency_button = gr.Button("Measure latency")
         examples = named_slider(1, 64, value=8, step=1, label="held-out examples")
-        probe_questions = named_slider(0, 80, value=0, step=1, label="forgetting probe questions",
+        probe_questions = named_slider(0, 80, value=10, step=1, label="forgetting probe questions",
                                        elem_id="compare-probe",
                                        info="General questions (capitals, arithmetic...): did the fine-tune forget?")
         heldout_button = gr.Button("Evaluate on held-out set")

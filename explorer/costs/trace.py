@@ -178,7 +178,9 @@ def _values_unknown():
 
     patched = []
     for name, module in list(sys.modules.items()):
-        if name.startswith("transformers") and callable(getattr(module, "is_tracing", None)):
+        # the module's own names only: getattr on transformers 5.17's alias modules (image_processing_*_fast)
+        # imports their target, and with it optional packages such as torchvision
+        if name.startswith("transformers") and callable(getattr(module, "__dict__", {}).get("is_tracing")):
             original = module.is_tracing
             module.is_tracing = lambda tensor=None, _original=original: (
                 getattr(tensor, "is_meta", False) or _original(tensor))

@@ -7,7 +7,7 @@ from conftest import TINY
 
 from explorer.cli.main import main
 from explorer.errors import ExplorerError
-from explorer.race import entrants, pareto, reading, results, runner
+from explorer.race import entrants, pareto, reading, results, runner, verdicts
 from explorer.race.races import RaceSettings, create_race, read_race
 from explorer.train import loop, runs
 
@@ -153,13 +153,17 @@ def test_an_entrant_that_fails_is_reported_and_the_race_finishes(cache, monkeypa
 def test_the_reading_judges_the_chapters_claims_from_numbers(three):
     race = read_race(three["race_id"])
     found = reading.reading(results.rows(race))
-    verdicts = {v.key: v for v in found["claims"]}
-    assert verdicts["matches_soft_prompts"].verdict == "cannot tell"  # no prompt or prefix entrant here
-    low = verdicts["low_rank"]
+    claims = {v.key: v for v in found["claims"]}
+    assert claims["matches_soft_prompts"].verdict == "cannot tell"  # no prompt or prefix entrant here
+    low = claims["low_rank"]
     assert low.verdict in ("supported", "not supported") and "r=1" in low.numbers
-    assert any("Per unit of trainable parameters" in line for line in found["best_per_cost"])
-    text = reading.as_markdown(results.rows(race))
-    assert "Claim:" in text and "cannot tell" in text
+    table = results.rows(race)
+    assert all(row["verdict"] in verdicts.VERDICTS for row in table)
+    crowned = found["verdict"]["best"]
+    assert all(row["verdict"] == "learned" for row in table if row["name"] in crowned)
+    text = reading.as_markdown(table)
+    assert text.startswith("**Verdict**") and "Claim:" in text and "cannot tell" in text
+    assert text.count("The PEFT family — adapters, prefix, IA³, prompt tuning") == 1, "the section named once"
 
 
 def test_csv_and_html_exports_hold_every_entrant(three):
@@ -182,8 +186,10 @@ def test_the_live_chart_draws_the_training_entrants_loss_every_step(three, tmp_p
 
     race = read_race(three["race_id"])
     held = lambda fig: [t for t in fig.data if "training loss" not in t.name]  # noqa: E731
-    fig = charts.live_figure(race)
-    assert [t.name for t in held(fig)] == ["lora", "lora:r=1", "ia3"] and len(fig.data) == 3
+    table = results.rows(race)
+    fig = charts.live_figure(race, table=table)
+    assert [t.name for t in held(fig)] == [f"{r['name']} — {verdicts.WORDS[r['verdict']]}" for r in table]
+    assert len(fig.data) == 3 and [t.name.split(" — ")[0] for t in fig.data] == ["lora", "lora:r=1", "ia3"]
     assert all(t.x[0] == 0 and t.y[0] == race.base["heldout_loss"] for t in fig.data)
     assert len(charts.live_figure(race, training_loss=True).data) == 6
     real_status = runs.status

@@ -1,7 +1,8 @@
 """The seed chapter's figures for Llama-2-7B, as claims to check against exact numbers.
 
 Source: shared/seed/peft-family-chapter.txt (Section 19.3). Each claim names the method and
-options it describes, the figure the chapter gives, and why the exact value differs.
+options it describes, the figure the chapter gives, and why the exact value differs. Pages name the
+chapter once, where it first appears (``SECTION_NAMED``), and call it ``SECTION`` after that.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TEXTBOOK_MODEL = "llama-2-7b"
+SECTION_TITLE = "The PEFT family — adapters, prefix, IA³, prompt tuning"
+SECTION_NAMED = f"the textbook section “{SECTION_TITLE}”"   # the first mention on a page
+SECTION = "the textbook section"                            # every later one
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,11 @@ class OutcomeClaim:
     """A claim of the chapter about how methods compare after real training: a race can test it.
 
     ``test`` names how (explorer.race.reading applies it): "matches" (the subject's held-out loss is no
-    worse than each other's at a similar parameter count), "weaker" (the subject improves the loss by less
-    than ``threshold`` × the best other's improvement), "close" (at least ``threshold`` × it), "low_rank"
-    (a rank ≤ 4 is within ``threshold`` of the best rank of the subject's sweep), "forgets_more" (the
-    subject loses at least ``threshold`` more of the forgetting probe than the others)."""
+    worse than each other's at a similar parameter count), "weaker" (on the held-out loss's fall or on the
+    task score's rise, the subject gets less than ``threshold`` × the best other's), "close" (at least
+    ``threshold`` × it on both), "low_rank" (a rank ≤ 4 is within ``threshold`` of the best rank of the
+    subject's sweep), "forgets_more" (the subject loses at least ``threshold`` more of the forgetting probe
+    than the others; every entrant's probe is listed)."""
 
     key: str
     quote: str
@@ -70,8 +75,9 @@ OUTCOME_CLAIMS = (
                  ("lora",), 0.5),
     OutcomeClaim("ia3_small_data", "IA³ works surprisingly well for small fine-tuning datasets (1K-10K "
                  "examples).", "close", "ia3", ("lora",), 0.8),
-    OutcomeClaim("low_rank", "lora.c showing rank-4 sufficiency (very low ranks already suffice).", "low_rank",
-                 "lora", (), 0.05),
+    # The section's summary lists "rank-4 sufficiency" among the LoRA maths it builds on; in plain words:
+    OutcomeClaim("low_rank", "A LoRA rank of 4 is already enough: very low ranks suffice (the section's "
+                 "summary, in plain words).", "low_rank", "lora", (), 0.05),
     OutcomeClaim("forgetting", "Robust to overfitting. The rank constraint acts as a regulariser ... risk of "
                  "catastrophic forgetting on small data (full fine-tuning).", "forgets_more", "full", ("lora",),
                  0.1),

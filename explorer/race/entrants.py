@@ -69,7 +69,9 @@ def parse_spec(spec: str) -> Entrant:
 
 
 def parse_specs(specs: str | list[str]) -> list[Entrant]:
-    """A comma-separated list (or a list) of specs, each checked, duplicates dropped (first kept)."""
+    """A comma-separated list (or a list) of specs, each checked, duplicates dropped (first kept); "default" and
+    "all" name whole fields (``expand``)."""
+    specs = expand(specs)
     items = specs.split(",") if isinstance(specs, str) else list(specs)
     entrants = list(dict.fromkeys(parse_spec(item) for item in items if str(item).strip()))
     if not entrants:
@@ -98,6 +100,20 @@ def default_entrants() -> list[Entrant]:
 
 def default_specs() -> str:
     return ",".join(e.name for e in default_entrants())
+
+
+def all_entrants() -> list[Entrant]:
+    """Every method of the registry at its defaults (``--entrants all``): the LoRA variants too, no rank sweep."""
+    return [Entrant(name) for name in METHODS]
+
+
+def expand(specs: str | list[str]) -> str | list[str]:
+    """The named fields: "default" (every method of the default field plus the rank sweep) and "all" (every
+    method of the registry at its defaults); anything else is a list of specs, returned as given."""
+    named = {"default": default_specs, "all": lambda: ",".join(e.name for e in all_entrants())}
+    if isinstance(specs, str) and specs.strip().lower() in named:
+        return named[specs.strip().lower()]()
+    return specs
 
 
 def other_methods() -> list[str]:

@@ -1,6 +1,9 @@
-"""A short reading of a race, computed from its results (no canned text): which entrant gives the most
-quality per unit of each cost, where the rank sweep stops improving, and, for each of the chapter's claims a
-race can test (explorer.costs.textbook.OUTCOME_CLAIMS), whether this race supports it, with the numbers.
+"""A short reading of a race, computed from its results (no canned text), verdict first: which entrant won on
+the chosen quality and which came close for far less (explorer.race.verdicts), every entrant that did not learn,
+forgot, diverged or failed, and why; then efficiency in units a person reads (per million trainable parameters,
+per GiB of peak memory, per minute of training) among the entrants that learned; where the rank sweep stops
+improving; and, for each claim of the textbook section a race can test (explorer.costs.textbook.OUTCOME_CLAIMS),
+whether this race supports it, judged on the same numbers the table shows, every entrant that bears on it listed.
 
 "Improvement" is the fall of the held-out loss from the base model's (the race scores the base once). A
 claim is only judged when its entrants finished; otherwise the reading says what is missing.
@@ -11,13 +14,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..costs.textbook import OUTCOME_CLAIMS, OutcomeClaim
+from ..costs.textbook import OUTCOME_CLAIMS, SECTION, SECTION_NAMED, OutcomeClaim
 from ..human import human_bytes, human_number
 from ..methods import METHODS
-from .results import COSTS
+from . import verdicts
 
 SIMILAR_SIZE = 4.0       # "similar parameter counts": within a factor of 4
 LOSS_TOLERANCE = 0.01    # 1% of the loss: closer than this is a tie
+EFFICIENCY = (("trainable_params", 1e6, "per million trainable parameters", human_number),
+              ("peak_memory_bytes", 2 ** 30, "per GiB of peak memory", human_bytes),
+              ("train_seconds", 60, "per minute of training", lambda s: f"{s / 60:.1f} min"))
 
 
 @dataclass
@@ -29,12 +35,18 @@ class Verdict:
 
 
 def _finished(table: list[dict]) -> list[dict]:
-    return [r for r in table if r["kept"] and r["state"] == "done" and isinstance(r["heldout_loss_last"], float)]
+    return [r for r in table if r["kept"] and r["state"] == "done" and isinstance(r["heldout_loss_last"], float)
+            and math.isfinite(r["heldout_loss_last"])]
 
 
 def improvement(row: dict) -> float | None:
     first, last = row["heldout_loss_first"], row["heldout_loss_last"]
     return first - last if isinstance(first, float) and isinstance(last, float) else None
+
+
+def task_rise(row: dict) -> float | None:
+    base, adapted = row.get("task_score_base"), row.get("task_score_adapted")
+    return adapted - base if isinstance(base, float) and isinstance(adapted, float) else None
 
 
 def _of(table: list[dict], method: str) -> list[dict]:
@@ -52,17 +64,20 @@ def _rank(row: dict) -> int:
     return int(row["options"].get("r", getattr(METHODS[row["method"]].parse_options({}), "r", 0)))
 
 
-def best_per_cost(table: list[dict]) -> list[str]:
+def efficiency(table: list[dict]) -> list[str]:
+    """Held-out loss improvement per unit of each cost, among the entrants that learned (two at least)."""
+    learned = [r for r in _finished(table) if r.get("verdict") == verdicts.LEARNED and (improvement(r) or 0) > 0]
+    if len(learned) < 2:
+        return []
     lines = []
-    done = [r for r in _finished(table) if (improvement(r) or 0) > 0]
-    for cost, label in COSTS.items():
-        priced = [r for r in done if isinstance(r.get(cost), (int, float)) and r[cost] > 0]
-        if not priced:
+    for cost, unit, words, shown in EFFICIENCY:
+        priced = [r for r in learned if isinstance(r.get(cost), (int, float)) and r[cost] > 0]
+        if len(priced) < 2:
             continue
         best = max(priced, key=lambda r: improvement(r) / r[cost])
-        shown = human_bytes(best[cost]) if cost == "peak_memory_bytes" else human_number(best[cost])
-        lines.append(f"Per unit of {label}: {best['name']} lowers the held-out loss by {improvement(best):.3f} for "
-                     f"{shown} ({improvement(best) / best[cost]:.3g} per unit).")
+        lines.append(f"Most held-out loss improvement {words}, among the entrants that learned: {best['name']} "
+                     f"({improvement(best):.3f} lower for {shown(best[cost])}: "
+                     f"{improvement(best) / (best[cost] / unit):.3g} {words}).")
     return lines
 
 
@@ -77,6 +92,22 @@ def rank_sweep(table: list[dict], method: str) -> str | None:
             f"(within 2% of the best held-out loss, {best:.3f}).")
 
 
+def _shares(subject: list[dict], others: list[dict]) -> list[tuple[str, float, str, float, float]]:
+    """(measure, the subject's best gain, the best other's name, its gain, share) on the held-out loss's fall
+    and, where both are scored and the other rose, the task score's rise."""
+    found = []
+    for measure, gain_of in (("held-out loss fall", improvement), ("task score rise", task_rise)):
+        gains = [g for r in subject if (g := gain_of(r)) is not None]
+        rivals = [(g, r) for r in others if (g := gain_of(r)) is not None]
+        if not gains or not rivals:
+            continue
+        other_gain, other = max(rivals, key=lambda pair: pair[0])
+        if other_gain <= 0:
+            continue
+        found.append((measure, max(gains), other["name"], other_gain, max(gains) / other_gain))
+    return found
+
+
 def judge(claim: OutcomeClaim, table: list[dict]) -> Verdict:
     done = _finished(table)
     subject = _of(done, claim.subject)
@@ -86,7 +117,7 @@ def judge(claim: OutcomeClaim, table: list[dict]) -> Verdict:
     def verdict(ok: bool, numbers: str) -> Verdict:
         return Verdict(claim.key, claim.quote, "supported" if ok else "not supported", numbers)
 
-    if missing and claim.test != "low_rank":
+    if missing and claim.test not in ("low_rank", "forgets_more"):
         return Verdict(claim.key, claim.quote, "cannot tell",
                        f"needs finished entrants of {', '.join(METHODS[m].title for m in missing)}")
     if claim.test == "matches":
@@ -100,19 +131,24 @@ def judge(claim: OutcomeClaim, table: list[dict]) -> Verdict:
             wins = near["heldout_loss_last"] <= other["heldout_loss_last"] * (1 + LOSS_TOLERANCE)
             ok &= wins
             size = "similar" if 1 / SIMILAR_SIZE <= ratio <= SIMILAR_SIZE else f"{ratio:.3g}× the"
-            pairs.append(f"{near['name']} ({human_number(near['trainable_params'])} parameters, {size} count) "
-                         f"{near['heldout_loss_last']:.3f} vs {other['name']} "
+            pairs.append(f"held-out loss of {near['name']} ({human_number(near['trainable_params'])} parameters, "
+                         f"{size} count) {near['heldout_loss_last']:.3f} vs {other['name']} "
                          f"({human_number(other['trainable_params'])}) {other['heldout_loss_last']:.3f}")
         return verdict(ok, "; ".join(pairs))
-    gain = max((improvement(r) or 0) for r in subject)
-    best_other = max(others, key=lambda r: improvement(r) or 0) if others else None
     if claim.test in ("weaker", "close"):
-        other_gain = improvement(best_other) or 0
-        share = gain / other_gain if other_gain > 0 else float("inf")
-        ok = share < claim.threshold if claim.test == "weaker" else share >= claim.threshold
-        return verdict(ok, f"{METHODS[claim.subject].title} lowers the held-out loss by {gain:.3f}, "
-                           f"{best_other['name']} by {other_gain:.3f} ({share:.0%} of it; the claim needs "
-                           f"{'under' if claim.test == 'weaker' else 'at least'} {claim.threshold:.0%})")
+        shares = _shares(subject, others)
+        if not shares:
+            return Verdict(claim.key, claim.quote, "cannot tell", "no measure on which the others improved")
+        parts = [f"{METHODS[claim.subject].title}'s {measure} {gain:.{3 if 'loss' in measure else 2}f}, "
+                 f"{name}'s {other:.{3 if 'loss' in measure else 2}f} ({share:.0%} of it)"
+                 for measure, gain, name, other, share in shares]
+        if claim.test == "weaker":  # struggling on either measure the table shows is struggling
+            ok = any(share < claim.threshold for *_, share in shares)
+            need = f"the claim needs under {claim.threshold:.0%} on either"
+        else:
+            ok = all(share >= claim.threshold for *_, share in shares)
+            need = f"the claim needs at least {claim.threshold:.0%} on each"
+        return verdict(ok, "; ".join(parts) + f" — {need}")
     if claim.test == "low_rank":
         rows = sweep(done, claim.subject)
         low = [r for r in rows if _rank(r) <= 4]
@@ -125,34 +161,83 @@ def judge(claim: OutcomeClaim, table: list[dict]) -> Verdict:
                                                f"best rank r={_rank(best)}: {best['heldout_loss_last']:.3f} "
                                                f"({gap:+.1%}; the claim allows {claim.threshold:.0%})")
     if claim.test == "forgets_more":
-        base = next((r["probe_score_base"] for r in done if isinstance(r["probe_score_base"], float)), None)
-        probed = [r for r in subject + others if isinstance(r["probe_score"], float)]
-        if base is None or not _of(probed, claim.subject) or len(probed) < 2:
-            return Verdict(claim.key, claim.quote, "cannot tell", "needs the forgetting probe (probe_examples > 0)")
-        drop = {r["name"]: base - r["probe_score"] for r in probed}
-        subject_drop = max(drop[r["name"]] for r in _of(probed, claim.subject))
-        other_drop = min(drop[r["name"]] for r in probed if r["method"] != claim.subject)
-        numbers = (f"probe score of the base {base:.2f}; " +
-                   ", ".join(f"{name} {base - d:.2f}" for name, d in drop.items()))
-        if subject_drop < claim.threshold and other_drop < claim.threshold:
-            return Verdict(claim.key, claim.quote, "not supported", numbers + ": nothing was forgotten at this budget")
-        return verdict(subject_drop >= other_drop + claim.threshold, numbers)
+        return _forgetting(claim, done)
     raise ValueError(f"unknown claim test {claim.test!r}")
 
 
-def reading(table: list[dict]) -> dict:
-    """{"best_per_cost": [...], "rank_sweeps": [...], "claims": [Verdict...]} from the race's rows."""
+def _forgetting(claim: OutcomeClaim, done: list[dict]) -> Verdict:
+    """The subject against the others, with every probed entrant of the race listed (forgetting is not only the
+    subject's), and those that lost general knowledge named."""
+    base = next((r["probe_score_base"] for r in done if isinstance(r["probe_score_base"], float)), None)
+    probed = [r for r in done if isinstance(r["probe_score"], float)]
+    compared = [r for r in probed if r["method"] in (claim.subject, *claim.others)]
+    if base is None or not _of(compared, claim.subject) or not [r for r in compared if r["method"] != claim.subject]:
+        return Verdict(claim.key, claim.quote, "cannot tell", f"needs finished {METHODS[claim.subject].title} and "
+                       f"{', '.join(METHODS[m].title for m in claim.others)} entrants with the forgetting probe "
+                       "(probe_examples > 0)")
+    drop = {r["name"]: base - r["probe_score"] for r in probed}
+    subject_drop = max(drop[r["name"]] for r in _of(compared, claim.subject))
+    other_drop = max(drop[r["name"]] for r in compared if r["method"] != claim.subject)
+    numbers = (f"forgetting probe of the base model {base:.2f}; after training: " +
+               ", ".join(f"{r['name']} {r['probe_score']:.2f}" for r in probed))
+    lost = [r["name"] for r in probed if r.get("verdict") == verdicts.LOST_GENERAL or
+            (r.get("verdict") is None and drop[r["name"]] > verdicts.FORGET_SHARE * base)]
+    if lost:
+        numbers += f"; lost general knowledge (the probe fell by more than half): {', '.join(lost)}"
+    if subject_drop < claim.threshold and other_drop < claim.threshold:
+        return Verdict(claim.key, claim.quote, "not supported",
+                       numbers + f"; neither {METHODS[claim.subject].title} nor "
+                                 f"{', '.join(METHODS[m].title for m in claim.others)} forgot at this budget")
+    return Verdict(claim.key, claim.quote, "supported" if subject_drop >= other_drop + claim.threshold
+                   else "not supported", numbers)
+
+
+def reading(table: list[dict], quality: str = "heldout_loss_last", cost: str = "trainable_params",
+            questions: int = 8) -> dict:
+    """{"verdict": verdicts.verdict(...), "judged": [...], "efficiency": [...], "rank_sweeps": [...],
+    "claims": [Verdict...]} from the race's rows (judged by explorer.race.verdicts.judge_all)."""
+    if any("verdict" not in r for r in table):
+        verdicts.judge_all(table)
     sweeps = [line for m in dict.fromkeys(r["method"] for r in table)
               if (line := rank_sweep(table, m)) and len(sweep(table, m)) >= 3]
-    return {"best_per_cost": best_per_cost(table), "rank_sweeps": sweeps,
+    return {"verdict": verdicts.verdict(table, quality, cost, questions), "judged": verdicts.by_verdict(table),
+            "efficiency": efficiency(table), "rank_sweeps": sweeps,
             "claims": [judge(claim, table) for claim in OUTCOME_CLAIMS]}
 
 
-def as_markdown(table: list[dict]) -> str:
-    found = reading(table)
-    lines = ["**What this race shows** (computed from the table; a claim is judged only on finished entrants)"]
-    lines += [f"- {line}" for line in found["best_per_cost"] + found["rank_sweeps"]]
-    lines.append("\n**The chapter's claims against this race** (quotes are the chapter's words, labelled as claims)")
+def claim_line(v: Verdict) -> str:
+    return f"Claim: “{v.quote}” — {v.verdict}: {v.numbers}."
+
+
+def sentences(found: dict) -> list[str]:
+    """The reading as a list of sentences, in the page's order (the verdict first)."""
+    return (found["verdict"]["sentences"] + found["judged"] + found["efficiency"] + found["rank_sweeps"] +
+            [claim_line(v) for v in found["claims"]])
+
+
+def verdict_markdown(found: dict) -> str:
+    """The verdict and every entrant that did not learn, forgot, diverged or failed, with the rules."""
+    lines = ["**Verdict** (computed from the table; only entrants that learned can win)"]
+    lines += [f"- {line}" for line in found["verdict"]["sentences"] + found["judged"]]
+    lines.append(f"\n*How entrants are judged.* {verdicts.RULES}")
+    return "\n".join(lines)
+
+
+def details_markdown(found: dict) -> str:
+    """Efficiency, the rank sweep and the textbook section's claims judged."""
+    lines = []
+    if found["efficiency"] or found["rank_sweeps"]:
+        lines.append("**Efficiency** (held-out loss improvement per unit of cost)")
+        lines += [f"- {line}" for line in found["efficiency"] + found["rank_sweeps"]]
+        lines.append("")
+    lines.append(f"**Claims of {SECTION_NAMED} against this race** (the quotes are {SECTION}'s words, "
+                 "labelled as claims; a claim is judged only on finished entrants)")
     for v in found["claims"]:
         lines.append(f"- *Claim:* “{v.quote}” — **{v.verdict}**: {v.numbers}.")
     return "\n".join(lines)
+
+
+def as_markdown(table: list[dict], quality: str = "heldout_loss_last", cost: str = "trainable_params",
+                questions: int = 8) -> str:
+    found = reading(table, quality, cost, questions)
+    return verdict_markdown(found) + "\n\n" + details_markdown(found)

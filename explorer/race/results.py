@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from functools import lru_cache
 
 from .. import calculator
@@ -17,14 +18,14 @@ from ..data.uploads import safe_cell
 from ..errors import ExplorerError
 from ..methods import METHODS
 from ..train import runs
-from . import pareto
+from . import pareto, verdicts
 from .races import Race
 
 COLUMNS = ("name", "method", "options", "learning_rate", "run_id", "state", "error", "trainable_params",
            "calculator_trainable_params", "peak_memory_bytes", "predicted_peak_bytes", "train_seconds",
            "wall_seconds", "tokens_per_second", "heldout_loss_first", "heldout_loss_last", "task_score_base",
            "task_score_adapted", "probe_score_base", "probe_score", "saved_bytes",
-           "inference_overhead_flops_per_token", "mergeable", "kept", "pareto")
+           "inference_overhead_flops_per_token", "mergeable", "kept", "pareto", "verdict", "verdict_reason")
 COSTS = {"trainable_params": "trainable parameters", "peak_memory_bytes": "peak memory (measured)",
          "train_seconds": "training time (s)", "inference_overhead_flops_per_token": "inference overhead (FLOPs/token)"}
 QUALITIES = {"heldout_loss_last": ("held-out loss (lower is better)", False),
@@ -43,6 +44,21 @@ def _calculator(model: str, method: str, options: tuple) -> tuple[int, float, bo
             f.inference_overhead_per_token_unmerged, merged)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def curves(race: Race, folder) -> tuple[list[list], bool]:
+    """The entrant's held-out losses as [[step, loss], ...] from its log, starting at the base model's (step 0,
+    measured once per race), and whether every loss it logged (training and held-out) was a finite number."""
+    events = runs.read_log(folder)
+    base = race.base.get("heldout_loss")
+    points = [[0, base]] if _finite(base) and events else []
+    points += [[e["step"], e["eval_loss"]] for e in events if "eval_loss" in e and (e.get("step") or not points)]
+    finite = all(_finite(e[key]) for e in events for key in ("loss", "eval_loss") if key in e)
+    return points, finite
+
+
 def entrant_row(race: Race, entrant: dict) -> dict:
     folder = runs.runs_dir() / entrant["run_id"]
     try:
@@ -50,6 +66,7 @@ def entrant_row(race: Race, entrant: dict) -> dict:
     except OSError:
         run = None
     summary = run.summary if run else {}
+    heldout_losses, losses_finite = curves(race, folder) if run else ([], True)
     row = {"name": entrant["name"], "method": entrant["method"], "options": entrant["options"],
            "learning_rate": entrant["learning_rate"] or METHODS[entrant["method"]].default_lr,
            "run_id": entrant["run_id"], "state": run.state if run else "missing",
@@ -71,7 +88,10 @@ def entrant_row(race: Race, entrant: dict) -> dict:
         "task_score_base": base.get("task_score"), "task_score_adapted": summary.get("task_score_adapted"),
         "probe_score_base": base.get("probe_score"), "probe_score": summary.get("probe_score"),
         "saved_bytes": summary.get("saved_bytes"), "inference_overhead_flops_per_token": overhead,
-        "mergeable": mergeable})
+        "mergeable": mergeable, "new_model": METHODS[entrant["method"]].new_model,
+        "heldout_losses": heldout_losses, "losses_finite": losses_finite,
+        "memory_ratio": (summary["peak_memory_bytes"] / summary["predicted_peak_bytes"]
+                         if summary.get("peak_memory_bytes") and summary.get("predicted_peak_bytes") else None)})
     return row
 
 
@@ -91,6 +111,7 @@ def rows(race: Race) -> list[dict]:
     finished = [r if r["kept"] and r["state"] == "done" else {} for r in table]
     for row, on_front in zip(table, pareto.front_of(finished, "trainable_params", "heldout_loss_last")):
         row["pareto"] = on_front
+    verdicts.judge_all(table)
     return table
 
 
@@ -101,22 +122,31 @@ def front(table: list[dict], cost: str, quality: str) -> list[bool]:
 
 
 def as_json(race: Race) -> dict:
-    """What ``python -m explorer race --json`` prints last."""
+    """What ``python -m explorer race --json`` prints last: the race, every entrant with its verdict and held-out
+    curve, and the reading (its verdict first): "winner" is the entrant with the best held-out loss among those
+    that learned, or None when several tie within the race's noise ("best" lists them) or none learned."""
+    from . import reading
+
     s = race.settings
     keys = ("name", "method", "options", "run_id", "trainable_params", "peak_memory_bytes", "predicted_peak_bytes",
             "train_seconds", "tokens_per_second", "heldout_loss_first", "heldout_loss_last", "task_score_base",
             "task_score_adapted", "probe_score_base", "probe_score", "saved_bytes",
-            "inference_overhead_flops_per_token", "mergeable", "pareto")
+            "inference_overhead_flops_per_token", "mergeable", "pareto", "verdict", "verdict_reason",
+            "heldout_losses", "memory_ratio")
+    table = rows(race)
     entrants = []
-    for row in rows(race):
+    for row in table:
         item = {k: row[k] for k in keys}
         item.update({"learning_rate": row["learning_rate"], "state": row["state"], "kept": row["kept"],
                      "calculator_trainable_params": row["calculator_trainable_params"]})
         if row["error"]:
             item["error"] = row["error"]
         entrants.append(item)
+    found = reading.reading(table, questions=s.eval_examples)
     return {"race_id": race.race_id, "model": s.model, "dataset": runs.dataset_label(s.dataset), "steps": s.steps,
-            "base": race.base, "entrants": entrants}
+            "base": race.base, "winner": found["verdict"]["winner"], "best": found["verdict"]["best"],
+            "cheapest_close": found["verdict"]["cheapest_close"], "reading": reading.sentences(found),
+            "entrants": entrants}
 
 
 def to_csv(race: Race) -> str:

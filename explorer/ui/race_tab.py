@@ -20,10 +20,11 @@ from ..data.tasks import TASKS
 from ..errors import ExplorerError
 from ..human import human_bytes, human_number
 from ..models import provision
-from ..race import charts, entrants, published, reading, report, results
+from ..race import charts, entrants, published, reading, report, results, verdicts
 from ..race.races import RaceSettings, create_race, list_races, read_race, to_train
+from ..race.estimate import estimate_race
 from ..race.runner import request_stop
-from ..train import estimate, runs
+from ..train import runs
 from .common import Latest, api_errors, error_message, jobs, shows_errors
 from .dataset_picker import UPLOAD, dataset_picker, dataset_value, score_value
 from .model_lists import model_choices
@@ -31,15 +32,44 @@ from .widgets import widget_for
 
 POLL_SECONDS = 2.0
 SETTING_FIELDS = [f for f in dataclasses.fields(RaceSettings) if f.name not in ("model", "dataset", "score", "steps")]
-TABLE_COLUMNS = ["entrant", "state", "trainable (measured · Calculator)", "peak memory (measured · predicted)",
-                 "tokens/s", "train s", "held-out loss", "task score", "probe (forgetting)", "saved",
-                 "inference overhead FLOPs/token", "front"]  # (column widths below: the long headers wrap whole)
+TABLE_COLUMNS = ["entrant", "verdict", "trainable parameters (measured · Calculator)",
+                 "peak memory (measured · predicted, ratio)", "tokens per second", "training seconds",
+                 "held-out loss (base → after)", "task score (base → after)", "forgetting probe (base → after)",
+                 "saved", "inference overhead, FLOPs per token", "Pareto front"]
+COLUMN_WIDTHS = ["11%", "11%", "10%", "11%", "6%", "6%", "9%", "7%", "8%", "6%", "10%", "5%"]  # headers wrap whole
+MARKS = {"learned": "●", "did_not_learn": "✕", "lost_general_knowledge": "▼", "diverged": "★", "failed": "■"}
+MEMORY_NOTE = ("*Peak memory:* measured is the training process's peak resident memory (Python, torch and the data "
+               "included); predicted is the Calculator's count of what training holds (weights, gradients, "
+               "optimizer state, activations). The ratio is measured ÷ predicted: above 1, the process needed "
+               "more than the prediction counts.")
 watching = Latest()  # the race each browser session follows
 
 
-def race_choices() -> list[tuple[str, str]]:
+def race_choices(races=None) -> list[tuple[str, str]]:
     return [(f"{r.race_id} · {r.settings.model} · {runs.dataset_label(r.settings.dataset)} · "
-             f"{len(r.entrants)} entrants", r.race_id) for r in list_races()]
+             f"{len(r.entrants)} entrants · {'finished' if r.finished else 'not finished'}", r.race_id)
+            for r in (list_races() if races is None else races)]
+
+
+def newest_race(races) -> str | None:
+    """The race a page shows when it opens: the newest one still running (a reload mid-race follows it), else
+    the newest finished one."""
+    running = [r for r in races if not r.finished and not (r.folder / "STOP").exists()]
+    running = [r for r in running if any(s in ("queued", "running") for s in r.states())]
+    finished = [r for r in races if r.finished]
+    chosen = (running or finished or [None])[0]
+    return chosen.race_id if chosen else None
+
+
+def load_races(current: str | None = None, request: gr.Request | None = None):
+    """The saved races, read now (on page load and on Refresh): the current one kept if it still exists,
+    else the newest (explorer.ui.race_tab.newest_race)."""
+    races = list_races()
+    ids = [r.race_id for r in races]
+    chosen = current if current in ids else newest_race(races)
+    if chosen:
+        watching.set(request, chosen)
+    return gr.Dropdown(choices=race_choices(races), value=chosen)
 
 
 def parse_race(model, dataset_name, path, text, score_choice, pattern, steps, specs, values, save: bool):
@@ -58,18 +88,9 @@ def preview(model, dataset_name, path, text, score_choice, pattern, steps, specs
     try:
         race_settings, chosen = parse_race(model, dataset_name, path, text, score_choice, pattern, steps, specs,
                                            values, save=False)
-        factor = 3 if race_settings.rate_sweep else 1
-        guesses = [estimate.estimate(race_settings.train_config(e), e.options_dict) for e in chosen]
+        return estimate_race(race_settings, chosen).line(race_settings.steps)
     except Exception as error:  # noqa: BLE001 - the preview says what is wrong instead
         return error_message(error) + " The race cannot start with these settings yet."
-    memory = max(g.memory_bytes for g in guesses)
-    runs_count = len(chosen) * factor
-    line = (f"**{runs_count} runs** ({len(chosen)} entrants{' × 3 learning rates' if factor > 1 else ''}), "
-            f"{race_settings.steps} steps each; the hungriest needs {human_bytes(memory)} (Calculator)")
-    if any(g.total_seconds is None for g in guesses):
-        return f"{line}; time: {guesses[0].basis}."
-    seconds = factor * sum(g.total_seconds for g in guesses)
-    return f"{line}; about **{seconds / 60:.0f} min** on this machine ({guesses[0].basis}; an estimate)."
 
 
 def start_race(request: gr.Request, model, dataset_name, path, text, score_choice, pattern, steps, specs, *values):
@@ -104,6 +125,13 @@ def progress_text(race) -> str:
     return head + "."
 
 
+def verdict_cell(row: dict) -> str:
+    if row["verdict"] is None:
+        return row["verdict_reason"]
+    words = f"{MARKS[row['verdict']]} {verdicts.WORDS[row['verdict']]}"
+    return f"{words}: {row['error']}" if row["verdict"] == "failed" and row["error"] else words
+
+
 def table_frame(table: list[dict]) -> pd.DataFrame:
     def pair(a, b, fmt="{:.2f}"):
         return f"{fmt.format(a)} → {fmt.format(b)}" if isinstance(a, float) and isinstance(b, float) else ""
@@ -112,12 +140,13 @@ def table_frame(table: list[dict]) -> pd.DataFrame:
     for r in table:
         count = (f"{r['trainable_params']:,} · {r['calculator_trainable_params']:,}"
                  if isinstance(r["trainable_params"], int) and isinstance(r["calculator_trainable_params"], int) else "")
-        memory = (f"{human_bytes(r['peak_memory_bytes'])} · {human_bytes(r['predicted_peak_bytes'])}"
-                  if r["peak_memory_bytes"] and r["predicted_peak_bytes"] else "")
+        memory = (f"{human_bytes(r['peak_memory_bytes'])} · {human_bytes(r['predicted_peak_bytes'])} "
+                  f"(×{r['memory_ratio']:.2f})" if r["memory_ratio"] else "")
         over = r["inference_overhead_flops_per_token"]
-        overhead = "" if over is None else f"{human_number(over)} ({'merged' if r['mergeable'] else 'cannot merge'})"
+        overhead = ("nothing to merge (a new model)" if r["new_model"] else "" if over is None else
+                    f"{human_number(over)} ({'once merged' if r['mergeable'] else 'cannot merge'})")
         name = r["name"] + ("" if r["kept"] else f" (lr {r['learning_rate']:g}, not kept)")
-        rows.append([name, r["error"] and f"failed: {r['error']}" or r["state"], count, memory,
+        rows.append([name, verdict_cell(r), count, memory,
                      f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "",
                      f"{r['train_seconds']:.0f}" if r["train_seconds"] else "",
                      pair(r["heldout_loss_first"], r["heldout_loss_last"], "{:.3f}"),
@@ -130,10 +159,18 @@ def snapshot(race_id: str, training_loss: bool, cost: str, quality: str):
     race = read_race(race_id)
     table = results.rows(race)
     finished = race.finished
-    return (progress_text(race), charts.live_figure(race, training_loss), table_frame(table),
-            charts.pareto_figure(table, cost, quality),
-            html.escape(reading.as_markdown(table)).replace("&quot;", '"') if finished else
-            "*The reading appears when the race is over.*"), finished
+    if finished:
+        found = reading.reading(table, quality, cost, questions=race.settings.eval_examples)
+        verdict, details = reading.verdict_markdown(found), reading.details_markdown(found)
+    else:
+        verdict, details = "*The verdict appears when the race is over.*", ""
+    return (progress_text(race), escape_markdown(verdict), charts.live_figure(race, training_loss, table),
+            table_frame(table), charts.pareto_figure(table, cost, quality), escape_markdown(details)), finished
+
+
+def escape_markdown(text: str) -> str:
+    """Entrant names and errors come from users: shown as text, the markdown of the reading kept."""
+    return html.escape(text).replace("&quot;", '"').replace("&#x27;", "'")
 
 
 def follow(race_id: str, training_loss: bool, cost: str, quality: str, request: gr.Request | None = None):
@@ -148,13 +185,13 @@ def follow(race_id: str, training_loss: bool, cost: str, quality: str, request: 
                 return
             time.sleep(POLL_SECONDS)
     except Exception as error:  # noqa: BLE001 - e.g. the race folder was removed meanwhile
-        yield error_message(error), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield error_message(error), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
 
-@shows_errors(outputs=5)
+@shows_errors(outputs=6)
 def redraw(race_id: str, training_loss: bool, cost: str, quality: str):
     """The charts again after a picker changed (no polling: follow() does that while a race runs)."""
-    return snapshot(race_id, training_loss, cost, quality)[0] if race_id else tuple(gr.skip() for _ in range(5))
+    return snapshot(race_id, training_loss, cost, quality)[0] if race_id else tuple(gr.skip() for _ in range(6))
 
 
 def pick_race(race_id: str, request: gr.Request | None = None) -> str:
@@ -254,15 +291,18 @@ def create_race_tab() -> dict:
     with gr.Row():
         start = gr.Button("Start the race", variant="primary", elem_id="race-start")
         stop = gr.Button("Stop", variant="stop", elem_id="race-stop")
-        race = gr.Dropdown(race_choices(), label="Saved races (newest first)", elem_id="race-pick", scale=3)
-        refresh = gr.Button("Refresh list", size="sm", scale=1)
+        # Read when the page loads and on Refresh (below), never only when the app was built.
+        race = gr.Dropdown([], label="Saved races (newest first)", elem_id="race-pick", scale=3)
+        refresh = gr.Button("Refresh list", size="sm", scale=1, elem_id="race-refresh")
     progress = gr.Markdown(elem_id="race-progress")
+    verdict = gr.Markdown(elem_id="race-verdict")
     show_training = gr.Checkbox(False, label="also show training loss (dotted)")
     live = gr.Plot(elem_id="race-live")
+    gr.Markdown(charts.LEGEND_KEY, elem_id="race-legend-key")
     table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), interactive=False, wrap=True, elem_id="race-table",
                          label="Entrants (★ = on the Pareto front of held-out loss against trainable parameters; "
-                               "click a row to open that run in Compare)",
-                         column_widths=["13%", "8%", "11%", "11%", "6%", "6%", "10%", "8%", "8%", "6%", "9%", "4%"])
+                               "click a row to open that run in Compare)", column_widths=COLUMN_WIDTHS)
+    gr.Markdown(MEMORY_NOTE, elem_id="race-memory-note")
     with gr.Row():
         cost = gr.Dropdown([(v, k) for k, v in results.COSTS.items()], value="trainable_params", label="cost axis",
                            elem_id="race-cost")
@@ -280,7 +320,7 @@ def create_race_tab() -> dict:
     opened = gr.Textbox(visible=False, elem_id="race-open-run")
 
     inputs = [model, *picker.inputs, steps, specs, *setting_widgets]
-    shown = [progress, live, table, front, read]
+    shown = [progress, verdict, live, table, front, read]
     gr.on([c.change for c in inputs], preview, inputs, cost_line, trigger_mode="always_last",
           show_progress="hidden", api_visibility="private")
     start.click(start_race, inputs, [race, progress], api_visibility="private").then(
@@ -289,7 +329,11 @@ def create_race_tab() -> dict:
         follow, [race, show_training, cost, quality], shown, api_visibility="private", concurrency_limit=None)
     for control in (show_training, cost, quality):
         control.change(redraw, [race, show_training, cost, quality], shown, api_visibility="private")
-    refresh.click(lambda: gr.Dropdown(choices=race_choices()), None, race, api_visibility="private")
+    following = [race, show_training, cost, quality]
+    gr.on(None, load_races, None, race, api_visibility="private", show_progress="hidden").then(  # page load
+        follow, following, shown, api_visibility="private", concurrency_limit=None)
+    refresh.click(load_races, race, race, api_visibility="private").then(
+        follow, following, shown, api_visibility="private", concurrency_limit=None)
     stop.click(stop_race, race, progress, api_visibility="private")
     csv_button.click(lambda r: export(r, "csv"), race, [exported, progress], api_visibility="private")
     html_button.click(lambda r: export(r, "html"), race, [exported, progress], api_visibility="private")

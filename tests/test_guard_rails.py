@@ -56,3 +56,14 @@ def test_a_normal_run_does_not_diverge_and_says_what_it_learned(cache, capsys):
     assert f"base {out['similarity_base']:.2f} → fine-tuned {out['similarity_adapted']:.2f}" in text
     assert f"base {run.summary['probe_right_base']} of 10 → fine-tuned {run.summary['probe_right_adapted']} of 10" \
         in text
+
+
+def test_a_classifier_head_shares_the_rule(cache, capsys):
+    argv = ["train", "--model", TINY, "--method", "head", "--dataset", "topics", "--steps", "6", "--json",
+            "--set", "head_type=classifier", "--set", "lora_comparison=false", "--set", "eval_every=2"]
+    assert main([*argv, "--set", "learning_rate=10"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["diverged"] is True and runs.read_run(runs.run_path(out["run_id"])).state == "diverged"
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["diverged"] is False and runs.read_run(runs.run_path(out["run_id"])).state == "done"

@@ -27,6 +27,7 @@ from ..data import chat, labelled, sources
 from ..methods import METHODS
 from . import head_eval, runs, seqcls
 from .config import TrainConfig
+from .divergence import Watch
 from .loop import (_stopped_before_training, make_optimizer, peak_memory_bytes, prepare, reset_peak_memory,
                    run_summary, seed_everything)
 
@@ -105,9 +106,11 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     optimizer = make_optimizer(config.optimizer, trainable, lr)
     batches = index_batches(len(train_rows), config.batch_size, config.seed)
     losses, eval_losses, stopped, train_seconds = [], [], False, feature_seconds
+    guard = Watch(lr, method.default_lr)  # the chat loop's divergence rule (explorer/train/divergence.py)
     model.train()
     if config.score_base:
         eval_losses.append((0, trainer.heldout_loss(model, features, config.batch_size)))
+        guard.eval_loss(0, eval_losses[-1][1])
         on_event({"event": "eval", "step": 0, "eval_loss": eval_losses[-1][1]})
     for step in range(1, config.steps + 1):
         if should_stop():
@@ -116,6 +119,9 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
         step_start = time.time()
         loss = trainer.loss(model, features, next(batches))
         loss.backward()
+        if guard.train_loss(step, float(loss.detach())) and not torch.isfinite(loss):  # no update from a nan
+            on_event({"event": "diverged", "step": step, "message": guard.message()})
+            break
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +134,11 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
         if step % config.eval_every == 0 or step == config.steps:
             eval_losses.append((step, trainer.heldout_loss(model, features, config.batch_size)))
             event["eval_loss"] = eval_losses[-1][1]
+            guard.eval_loss(step, eval_losses[-1][1])
         on_event(event)
+        if guard.diverged:
+            on_event({"event": "diverged", "step": step, "message": guard.message()})
+            break
     model.eval()
     head_peak = peak_memory_bytes(device)
     if inspect_model:
@@ -155,6 +165,7 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
         "probe_score_base": None, "probe_score": None,
         "tokens_per_second": tokens / max(train_seconds, 1e-9), "peak_memory_bytes": head_peak,
         "predicted_peak_bytes": predicted.training.total_bytes, "stopped": stopped,
+        "diverged": guard.diverged is not None, "divergence": guard.message() or None,
         "seconds": time.time() - started, "train_seconds": train_seconds, "feature_seconds": feature_seconds,
         "tokens_seen": tokens, "truncated_examples": truncated, "data_kind": kind,
         **results.get("summary", {}),

@@ -8,21 +8,14 @@ import pytest
 from conftest import TINY, train_run, wait_for_text
 
 from explorer.data import scores, uploads
-from explorer.methods import METHODS
 from explorer.train import estimate, lifecycle, runs
 from explorer.train.config import TrainConfig
 from explorer.ui import compare_tab, finetune_tab, run_view
 
-KEYS = [(name, f.name) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
-
-
-def widget_values(options: dict | None = None, **train) -> list:
-    """What the tab's widgets would send: every method's option defaults, then the training settings."""
-    values = [options.get(field, f.default) if options and method == "lora" else f.default
-              for (method, field), f in zip(KEYS, (f for m in METHODS.values()
-                                                   for f in dataclasses.fields(m.options_type)))]
-    defaults = {f.name: f.default for f in finetune_tab.TRAIN_FIELDS}
-    return values + [train.get(name, value) for name, value in defaults.items()]
+def form(options: dict | None = None, **train) -> dict:
+    """What the tab's widgets would send, by name: LoRA on the tiny model, pirate, every other value its default."""
+    lora = {finetune_tab.option_key("lora", k): v for k, v in (options or {}).items()}
+    return finetune_tab.form_values(TINY, "lora", "pirate", **lora, **train)
 
 
 @pytest.mark.parametrize("train, options, message", [
@@ -34,8 +27,7 @@ def widget_values(options: dict | None = None, **train) -> list:
 ])
 def test_out_of_range_values_are_refused_and_nothing_starts(cache, train, options, message):
     before = set(runs.runs_dir().iterdir())
-    run_id, text = finetune_tab.start_run(TINY, "lora", "pirate", None, "", "", "", KEYS,
-                                          widget_values(options, **train))
+    run_id, text = finetune_tab.start_run(form(options, **train))
     assert run_id == "" and message in text and "Nothing was started" in text
     assert set(runs.runs_dir().iterdir()) == before
 
@@ -52,7 +44,7 @@ def test_the_estimate_before_start_gives_memory_and_time_from_measured_runs(cach
     padded = estimate.estimate(config, {}, tokens_per_example=64)
     assert guess.train_seconds == pytest.approx(padded.train_seconds * mean / 64)
     assert estimate.mean_tokens(TINY, "topics", 64) is None, "labelled data: no chat encoding to measure"
-    text = finetune_tab.preview_cost(TINY, "lora", "pirate", None, "", "", "", KEYS, *widget_values())
+    text = finetune_tab.preview_cost(form())
     assert text.startswith("**Before you start:** the Calculator predicts") and " s of training steps" in text
 
 

@@ -2,7 +2,6 @@
 classifier head against the majority class and against LoRA, a sentence-embedding head against the frozen base,
 Compare's per-text table, the CLI, and a browser run that shows the confusion matrix."""
 
-import dataclasses
 import json
 import re
 
@@ -14,7 +13,6 @@ from conftest import BUNDLED, TINY, train_run, wait_for_text
 from explorer.compare import variants as compare
 from explorer.data import labelled, sources
 from explorer.errors import ExplorerError
-from explorer.methods import METHODS
 from explorer.train import head_eval, runs
 from explorer.ui import dataset_picker, finetune_tab, head_view
 
@@ -62,7 +60,7 @@ def test_one_class_only_wrong_columns_and_bad_pairs_are_refused_in_one_line():
     one = "\n".join(json.dumps({"text": f"match {i}", "label": "sports"}) for i in range(6))
     with pytest.raises(ExplorerError, match="every row has the label 'sports'; a classifier needs at least 2"):
         labelled.parse(one.encode(), "one.jsonl", "labelled")
-    with pytest.raises(ExplorerError, match="The CSV header needs text and label columns; found: prompt, response"):
+    with pytest.raises(ExplorerError, match=r"chat.csv holds chat rows \(columns prompt, response\), the data of the methods that generate text"):
         labelled.parse(b"prompt,response\nhi,hello\n", "chat.csv", "labelled")
     parsed = labelled.parse(b'{"a": "Hi there", "b": "hi  THERE"}\n{"a": "x"}\n{"a": "Go now", "b": "Leave now"}',
                             "pairs.jsonl", "pairs")
@@ -153,14 +151,14 @@ def test_metrics_are_the_textbook_ones():
 
 
 def test_the_fine_tune_tab_offers_the_data_the_method_needs(cache):
-    fields = [(name, f) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
-    keys = [(name, f.name) for name, f in fields]
-    values = ["classifier" if (name, f.name) == ("head", "head_type") else f.default for name, f in fields]
-    dropdown, kind, info, _ = finetune_tab.data_for_method(keys, "head", "pirate", "chat", *values)
+    def form(method, dataset):
+        return finetune_tab.form_values(TINY, method, dataset, **{"head.head_type": "classifier"})
+
+    dropdown, kind, info, _ = finetune_tab.data_for_method(form("head", "pirate"), "chat")
     assert kind == "labelled" and "sports, cooking, weather or technology" in info
-    dropdown, kind, info, _ = finetune_tab.data_for_method(keys, "lora", "topics", "labelled", *values)
+    dropdown, kind, info, _ = finetune_tab.data_for_method(form("lora", "topics"), "labelled")
     assert kind == "chat" and info == dataset_picker.describe_dataset("pirate")[0]
-    assert finetune_tab.data_for_method(keys, "lora", "french", "chat", *values) == (gr.skip(),) * 4, "kind unchanged"
+    assert finetune_tab.data_for_method(form("lora", "french"), "chat") == (gr.skip(),) * 4, "kind unchanged"
     choices, value = dataset_picker.dataset_choices("labelled", "pirate")
     assert value == "topics" and [v for _, v in choices] == ["topics", dataset_picker.UPLOAD]
     assert dataset_picker.dataset_choices("chat", "french")[1] == "french"
@@ -210,6 +208,7 @@ def test_browser_trains_a_classifier_head_and_shows_the_confusion_matrix(app_url
     page.get_by_role("option", name=TINY).click()
     page.get_by_role("combobox", name="Method").first.click()
     page.get_by_role("option", name="Feature extraction (head only)").click()
+    page.get_by_text("Advanced: every method option and training setting").click()  # the method's options
     page.locator("#ft-head-head_type input").click()
     page.get_by_role("option", name="classifier", exact=True).click()
     page.wait_for_function("() => document.querySelector('#ft-dataset input').value.includes('topics')",

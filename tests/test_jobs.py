@@ -98,6 +98,7 @@ def test_browser_short_run_shows_the_loss_curve_and_the_run(app_url, page, scree
     page.get_by_role("combobox", name="Model").first.click()
     page.get_by_role("option", name=TINY).click()
     page.locator("#ft-steps input").fill("4")
+    page.get_by_text("Advanced: every method option and training setting").click()
     page.locator("#ft-eval_examples input").fill("2")
     page.locator("#ft-start").click()
     wait_for_text(page, "#ft-progress", "Finished", timeout=240_000)

@@ -311,6 +311,16 @@ def recommend(job: Job) -> Recommendation:
 GOAL_OF_KIND = {"chat": "style", "labelled": "classify", "pairs": "embed"}
 
 
+def this_machine_gb() -> float:
+    """Memory to train in here: the first GPU's, else the memory this machine has free now (GiB)."""
+    import psutil
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory / memory.GIB
+    return max(1.0, psutil.virtual_memory().available / memory.GIB)
+
+
 def for_data(model: str, kind: str, examples: int, memory_gb: float) -> Recommendation:
     """The Fine-tune tab's pick for a short fine-tune of ``model`` on ``examples`` rows of ``kind`` data, with
     ``memory_gb`` of memory to train in (this machine's)."""

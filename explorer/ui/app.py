@@ -87,7 +87,7 @@ def build_app() -> gr.Blocks:
         pickers.refresh_on(gen["refresh"].click)
         pickers.refresh_on(demo.load)
         # Fill the calculator once the page is there (formulas first, then the exact count).
-        for handler, inputs, output in (tune["estimate"], race["preview"]):
+        for handler, inputs, output in (tune["estimate"], tune["recommend"], race["preview"]):
             demo.load(handler, inputs, output, api_visibility="private", show_progress="hidden")
         demo.load(calc["update"], calc["inputs"], calc["outputs"], api_visibility="private").then(
             calc["confirm"], calc["inputs"], calc["headline"], api_visibility="private").then(

@@ -14,44 +14,72 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..data import sources
 from ..errors import ExplorerError
 from ..human import human_bytes
+from ..learn import recommend
 from ..methods import DEFAULT_METHOD, METHODS
 from ..models import provision, registry
 from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig, check_dataset
-from . import recipe_panel, run_view
+from . import recipe_panel, run_view, timeline_view
 from .common import Latest, error_message, jobs, shows_errors
-from .dataset_picker import UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, score_value
+from .dataset_picker import (UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, read_upload,
+                             score_value)
 from .model_lists import model_choices
-from .widgets import method_option_groups, options_of, show_only, widget_for
+from .widgets import method_option_groups, show_only, widget_for
 
 TRAIN_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "method", "dataset", "score")]
+# The first screen holds what a newcomer needs (data, method, steps, Start); every other setting is one click
+# away under "Advanced".
+FIRST_SCREEN = ("steps",)
 # Settings only chat training reads (explorer/train/loop.py); a classifier or embedding head run
 # (explorer/train/heads.py) ignores them, so the tab hides them for labelled text and pairs.
-CHAT_ONLY = ("grad_accum", "eval_examples", "eval_loss_examples", "max_new_tokens", "probe_examples")
+CHAT_ONLY = ("grad_accum", "eval_examples", "eval_loss_examples", "max_new_tokens", "probe_examples",
+             "watch_every", "watch_prompts")
 POLL_SECONDS = 1.0
 following = Latest()  # the run each browser session is watching: a newer pick ends the older live view
+
+
+def option_key(method: str, field: str) -> str:
+    """A method option's name among the tab's inputs ("lora.r"): every method's widgets are on the page."""
+    return f"{method}.{field}"
+
+
+def form_values(model: str = "", method: str = DEFAULT_METHOD, dataset: str = "pirate", **values) -> dict:
+    """What the tab's widgets send, by name, with every unnamed widget at its default: the API and tests build
+    requests with it (e.g. ``form_values(TINY, "lora", **{"lora.r": 4, "steps": 3})``)."""
+    form = {"model": model, "method": method, "dataset": dataset, "upload": None, "pasted": "", "score": "",
+            "pattern": ""}
+    form.update({option_key(n, f.name): f.default for n, m in METHODS.items() for f in dataclasses.fields(m.options_type)})
+    form.update({f.name: f.default for f in TRAIN_FIELDS})
+    form.update(values)
+    return form
+
+
+def options_in(form: dict, method_name: str) -> dict:
+    return {f.name: form[option_key(method_name, f.name)] for f in dataclasses.fields(METHODS[method_name].options_type)
+            if option_key(method_name, f.name) in form}
 
 
 # --------------------------------------------------------------------------- starting
 
 
-def parse_request(model_name, method_name, dataset_name, path, text, score_choice, pattern, keys, values,
-                  save: bool) -> tuple[TrainConfig, dict]:
-    """The run the widgets describe, checked (every value, hosting caps included); the upload saved only
-    when ``save``. Raises ExplorerError naming the first bad value."""
-    n = len(keys)
+def parse_request(form: dict, save: bool) -> tuple[TrainConfig, dict]:
+    """The run the widgets describe (``form``: their values by name, see ``form_values``), checked (every
+    value, hosting caps included); the upload saved only when ``save``. Raises ExplorerError naming the first
+    bad value."""
+    method_name = form["method"]
     if method_name not in METHODS:
         raise ExplorerError(f"Unknown method '{method_name}'. Methods: {', '.join(METHODS)}.")
-    options = options_of(method_name, keys, values[:n])
+    options = options_in(form, method_name)
     kind = METHODS[method_name].data_kind(METHODS[method_name].parse_options(options))
-    dataset = dataset_value(dataset_name, path, text, save, kind)
-    score = score_value(score_choice, pattern) if dataset_name == UPLOAD and kind == "chat" else ""
-    config = TrainConfig.parse({"model": model_name, "method": method_name, "dataset": dataset, "score": score,
-                                **{f.name: v for f, v in zip(TRAIN_FIELDS, values[n:])}})
+    dataset = dataset_value(form["dataset"], form["upload"], form["pasted"], save, kind)
+    score = score_value(form["score"], form["pattern"]) if form["dataset"] == UPLOAD and kind == "chat" else ""
+    config = TrainConfig.parse({"model": form["model"], "method": method_name, "dataset": dataset, "score": score,
+                                **{f.name: form[f.name] for f in TRAIN_FIELDS if f.name in form}})
     check_dataset(config, options)
-    registry.resolve(model_name)
+    registry.resolve(form["model"])
     return config, options
 
 
@@ -65,21 +93,17 @@ def estimate_text(config: TrainConfig, options: dict) -> str:
             "not a promise: the first run of a model also loads it from disk).")
 
 
-def preview_cost(model_name, method_name, dataset_name, path, text, score_choice, pattern, keys, *values) -> str:
+def preview_cost(form: dict) -> str:
     try:
-        config, options = parse_request(model_name, method_name, dataset_name, path, text, score_choice, pattern,
-                                        keys, values, save=False)
-        return estimate_text(config, options)
+        return estimate_text(*parse_request(form, save=False))
     except Exception as error:  # noqa: BLE001 - the estimate says what is wrong with the settings instead
         return error_message(error) + " Nothing can start with these settings yet."
 
 
-def start_run(model_name, method_name, dataset_name, path, text, score_choice, pattern, keys, values,
-              request: gr.Request | None = None) -> tuple[str, str]:
+def start_run(form: dict, request: gr.Request | None = None) -> tuple[str, str]:
     """Submit the run to the worker queue: (run id, progress line); nothing starts on bad input."""
     try:
-        config, options = parse_request(model_name, method_name, dataset_name, path, text, score_choice, pattern,
-                                        keys, values, save=True)
+        config, options = parse_request(form, save=True)
         run_dir = jobs().submit(config, options)
     except Exception as error:  # noqa: BLE001 - bad input: one message, no run
         following.set(request, "")
@@ -92,27 +116,28 @@ def start_run(model_name, method_name, dataset_name, path, text, score_choice, p
 
 
 def view(run_id: str):
-    """(progress, loss chart, metrics) of a run as it is now."""
+    """(progress, loss chart, metrics, watch-it-learn timeline) of a run as it is now, and the run."""
     run = runs.read_run(runs.run_path(run_id))
     events = runs.read_log(run.folder)
     return (run_view.progress_text(run, events, jobs().position(run.folder)), run_view.run_figure(events),
-            run_view.metrics_text(events)), run
+            run_view.metrics_text(events), timeline_view.timeline_html(events, finished=run.finished)), run
 
 
 def follow(run_id: str, request: gr.Request | None = None):
-    """Stream a run's progress, loss chart and metrics until it finishes, or until this browser session
-    picks another run. Whether the run is queued, training or long finished, this is what shows it."""
+    """Stream a run's progress, loss chart, metrics and timeline until it finishes, or until this browser
+    session picks another run. Whether the run is queued, training or long finished, this is what shows it."""
     if not run_id:
         return
     try:
         while True:
             shown, run = view(run_id)
-            yield (*shown, run_view.runs_table() if run.finished else gr.skip())
+            progress, figure, metrics, timeline = shown
+            yield progress, figure, metrics, run_view.runs_table() if run.finished else gr.skip(), timeline
             if run.finished or not following.is_current(request, run_id):
                 return
             time.sleep(POLL_SECONDS)
     except ExplorerError as error:  # the run was deleted meanwhile
-        yield error_message(error), gr.skip(), gr.skip(), run_view.runs_table()
+        yield error_message(error), gr.skip(), gr.skip(), run_view.runs_table(), gr.skip()
 
 
 def pick_row(table, evt: gr.SelectData, request: gr.Request | None = None):
@@ -168,18 +193,18 @@ def download_zip(run_id: str):
     return str(runs.zip_adapter(run_id)), gr.skip()
 
 
-def data_for_method(keys, method_name, dataset_name, current_kind, *option_values):
+def data_for_method(form: dict, current_kind: str):
     """The dataset choices for the kind of data the method (with these options) trains on: a classifier head
     gets labelled text, an embedding head paraphrase pairs, every other method chat data. Nothing changes while
     the kind stays the same."""
     try:
-        method = METHODS[method_name]
-        kind = method.data_kind(method.parse_options(options_of(method_name, keys, option_values)))
+        method = METHODS[form["method"]]
+        kind = method.data_kind(method.parse_options(options_in(form, form["method"])))
     except (ExplorerError, KeyError):  # an option being typed: the cost line says what is wrong
         kind = current_kind
     if kind == current_kind:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    choices, value = dataset_choices(kind, dataset_name)
+    choices, value = dataset_choices(kind, form["dataset"])
     text, group = describe_dataset(value, kind)
     return gr.Dropdown(choices=choices, value=value), kind, text, group
 
@@ -191,72 +216,125 @@ def method_changed(method_name: str, groups: dict):
                            "and IA³ need far higher rates than LoRA)")]
 
 
+def rows_in(form: dict, kind: str) -> int | None:
+    """How many rows the chosen data has (None while an upload is missing or unreadable: its own line says why)."""
+    try:
+        if form["dataset"] != UPLOAD:
+            train, heldout = sources.load_dataset(form["dataset"])
+            return len(train) + len(heldout)
+        return len(read_upload(form["upload"], form["pasted"], kind).rows)
+    except Exception:  # noqa: BLE001 - the data's own check says what is wrong with it
+        return None
+
+
+def recommendation(form: dict, kind: str) -> tuple[str | None, dict, str]:
+    """(method, its options, a sentence): the decision helper's pick for a short fine-tune of this model on this
+    data (explorer.learn.recommend.for_data), or (None, {}, why not) when the data cannot be read yet."""
+    rows = rows_in(form, kind)
+    if rows is None:
+        return None, {}, ""
+    try:
+        pick = recommend.for_data(form["model"], kind, rows, recommend.this_machine_gb())
+    except ExplorerError as error:
+        return None, {}, f"No recommendation: {error}"
+    settings = ", ".join(f"{k}={v}" for k, v in pick.options.items() if k in ("r", "head_type", "num_virtual_tokens"))
+    return pick.method, pick.options, (
+        f"**Recommended for {rows:,} rows of {KIND_WORDS.get(kind, kind)}: {pick.title}**"
+        + (f" ({settings})" if settings else "") + f". {pick.reasons[0]} Any other method can be picked instead.")
+
+
+KIND_WORDS = {"chat": "chat data", "labelled": "labelled text", "pairs": "text pairs"}
+
+
 # --------------------------------------------------------------------------- layout and wiring
-
-
 def create_finetune_tab() -> dict:
     jobs()  # marks runs a previous server left running as interrupted
-    gr.Markdown("Run a short, real fine-tune on this machine and watch it learn. The defaults (bundled SmolLM2, "
-                "LoRA, the pirate dataset, 20 steps) take about two minutes on a 2-core CPU. Click any run in "
-                "the table below to follow it, stop it, discard it or compare it.")
-    with gr.Row():
-        model = gr.Dropdown(model_choices(), value=provision.BUNDLED_NAME, label="Model",
-                            elem_id="ft-model", allow_custom_value=True)
-        method = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value=DEFAULT_METHOD, label="Method",
-                             elem_id="ft-method")
+    gr.Markdown("### Fine-tune a model on your data\n"
+                "**1.** Pick a bundled dataset, or upload your own (a spreadsheet saved as CSV or Excel, JSONL, "
+                "JSON or Parquet). **2.** Keep the recommended method or pick another. **3.** Press Start and watch "
+                "it learn. The defaults (bundled SmolLM2, LoRA, the pirate dataset, 20 steps) take about two "
+                "minutes on a 2-core CPU; afterwards the page says what the model learned, what it did not and "
+                "what it forgot, and offers it as a file to run on your own computer.")
     picker = dataset_picker("ft")
-    keys, option_widgets, groups = method_option_groups("ft", sliders=False)
-    with gr.Accordion("Training settings", open=True):
-        train_widgets, per_row = [], 5  # rows of five: at 1280 px every label and its help fit on its box
-        for row_fields in (TRAIN_FIELDS[i:i + per_row] for i in range(0, len(TRAIN_FIELDS), per_row)):
-            with gr.Row():
-                train_widgets += [widget_for(f, f"ft-{f.name}", sliders=False) for f in row_fields]
+    with gr.Row():
+        method = gr.Dropdown([(m.title, n) for n, m in METHODS.items()], value=DEFAULT_METHOD, label="Method",
+                             elem_id="ft-method", scale=2)
+        steps_field = next(f for f in TRAIN_FIELDS if f.name == "steps")
+        steps = widget_for(steps_field, "ft-steps", sliders=False)
+        model = gr.Dropdown(model_choices(), value=provision.BUNDLED_NAME, label="Model",
+                            elem_id="ft-model", allow_custom_value=True, scale=2)
+    advice = gr.Markdown(elem_id="ft-recommendation")
     cost = gr.Markdown(elem_id="ft-estimate")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="ft-start")
         stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
-        discard = gr.Button("Discard this run", elem_id="ft-discard")
-        to_compare = gr.Button("Compare this run", elem_id="ft-compare")
     progress = gr.Markdown(elem_id="ft-progress")
     run_id = gr.State("")
+    timeline = timeline_view.create_timeline()
     with gr.Row():
         plot = gr.Plot(label="Loss", elem_id="ft-plot")
         metrics = gr.Markdown(elem_id="ft-metrics")
-    gr.Markdown("### Runs\nClick a row to follow that run (queued, running or finished); Stop, Discard, Compare "
-                "and Download act on it.")
+    with gr.Accordion("Advanced: every method option and training setting", open=False, elem_id="ft-advanced"):
+        keys, option_widgets, groups = method_option_groups("ft", sliders=False)
+        train_widgets = {"steps": steps}
+        rest = [f for f in TRAIN_FIELDS if f.name not in FIRST_SCREEN]
+        per_row = 5  # rows of five: at 1280 px every label and its help fit on its box
+        for row_fields in (rest[i:i + per_row] for i in range(0, len(rest), per_row)):
+            with gr.Row():
+                train_widgets.update({f.name: widget_for(f, f"ft-{f.name}", sliders=False) for f in row_fields})
+    gr.Markdown("### Runs\nClick a row to follow that run (queued, running or finished); the buttons below act "
+                "on it.")
     table = gr.Dataframe(value=run_view.runs_table, interactive=False, elem_id="ft-runs", wrap=True,
                          column_widths=["17%", "7%", "7%", "12%", "9%", "6%", "7%", "7%", "11%", "6%", "11%"])
     signature = gr.State(())
     timer = gr.Timer(2.0)
     with gr.Row():
         pick = gr.Textbox(label="Selected run", elem_id="ft-pick", interactive=False)
+        discard = gr.Button("Discard this run", elem_id="ft-discard")
+        to_compare = gr.Button("Compare this run", elem_id="ft-compare")
         download_button = gr.Button("Download adapter (.zip)")
         download = gr.File(label="Adapter", interactive=False)
+    # take_home.create_take_home(run_id)  (placed once explorer/ui/take_home.py lands)
 
-    request_inputs = [model, method, *picker.inputs, *option_widgets, *train_widgets]
-    n_fixed = 7
-    recipe_panel.create(run_id, lambda *values: parse_request(*values[:n_fixed], keys, values[n_fixed:], save=True),
-                        request_inputs)
-    live = [progress, plot, metrics, table]
+    named_options = {option_key(m, f): w for (m, f), w in zip(keys, option_widgets)}
+    widgets = {"model": model, "method": method, **dict(zip(("dataset", "upload", "pasted", "score", "pattern"),
+                                                            picker.inputs)),
+               **named_options, **train_widgets}
+    inputs = set(widgets.values())
 
-    def start_handler(request: gr.Request, *values):  # gradio passes the request to a leading parameter
-        return start_run(*values[:n_fixed], keys, values[n_fixed:], request=request)
+    def read(data: dict) -> dict:
+        """The widgets' values by name (gradio passes a set of inputs as one {component: value} dict)."""
+        return {name: data[widget] for name, widget in widgets.items()}
 
-    def cost_handler(*values):
-        return preview_cost(*values[:n_fixed], keys, *values[n_fixed:])
+    recipe_panel.create(run_id, lambda data: parse_request(read(data), save=True), inputs)
+    live = [progress, plot, metrics, table, timeline]
+
+    def start_handler(data: dict, request: gr.Request):
+        return start_run(read(data), request=request)
+
+    def recommend_handler(data: dict):
+        method_name, options, sentence = recommendation(read(data), data[picker.kind])
+        updates = {advice: sentence}
+        if method_name:
+            updates[method] = method_name
+            updates.update({named_options[option_key(method_name, k)]: v for k, v in options.items()
+                            if option_key(method_name, k) in named_options})
+        return updates
 
     gr.on([method.change, *[w.change for w in option_widgets]],
-          lambda m, d, k, *v: data_for_method(keys, m, d, k, *v), [method, picker.dataset, picker.kind, *option_widgets],
+          lambda data: data_for_method(read(data), data[picker.kind]), inputs | {picker.kind},
           [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
-    chat_only = [train_widgets[[f.name for f in TRAIN_FIELDS].index(name)] for name in CHAT_ONLY]
+    gr.on([picker.dataset.change, picker.upload.change, model.change], recommend_handler, inputs | {picker.kind},
+          [advice, method, *option_widgets], api_visibility="private", show_progress="hidden",
+          trigger_mode="always_last")
+    chat_only = [train_widgets[name] for name in CHAT_ONLY]
     picker.kind.change(lambda k: [gr.update(visible=k == "chat")] * len(chat_only), picker.kind, chat_only,
                        api_visibility="private", show_progress="hidden")
-    lr_widget = train_widgets[[f.name for f in TRAIN_FIELDS].index("learning_rate")]
-    method.change(lambda m: method_changed(m, groups), method, [*groups.values(), lr_widget],
+    method.change(lambda m: method_changed(m, groups), method, [*groups.values(), train_widgets["learning_rate"]],
                   api_visibility="private")
-    gr.on([c.change for c in request_inputs if hasattr(c, "change")], cost_handler, request_inputs, cost,
-          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
-    start.click(start_handler, request_inputs, [run_id, progress], api_name="train").then(
+    gr.on([c.change for c in widgets.values() if hasattr(c, "change")], lambda data: preview_cost(read(data)),
+          inputs, cost, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    start.click(start_handler, inputs, [run_id, progress], api_name="train").then(
         follow, run_id, live, api_visibility="private", concurrency_limit=None)
     table.select(pick_row, table, [run_id, pick], api_visibility="private").then(
         follow, run_id, live, api_visibility="private", concurrency_limit=None)
@@ -267,4 +345,5 @@ def create_finetune_tab() -> dict:
     discard.click(discard_run, run_id, [run_id, progress, table], api_visibility="private")
     download_button.click(download_zip, run_id, [download, progress], api_visibility="private")
     return {"table": table, "run_id": run_id, "to_compare": to_compare, "model": model, "progress": progress,
-            "estimate": (cost_handler, request_inputs, cost)}
+            "estimate": (lambda data: preview_cost(read(data)), inputs, cost),
+            "recommend": (recommend_handler, inputs | {picker.kind}, [advice, method, *option_widgets])}

@@ -49,8 +49,9 @@ def recipe_of_settings(parse, gpus, memory, strategy, *values):
     return _done(recipes.export(config, options, _target(config.method), **_options(gpus, memory, strategy)))
 
 
-def create(run_id, parse, request_inputs) -> None:
-    """``parse(*values of request_inputs) -> (TrainConfig, options)``: the Fine-tune tab's checked request."""
+def create(run_id, parse, request_inputs: set) -> None:
+    """``parse(values) -> (TrainConfig, options)``: the Fine-tune tab's checked request, from gradio's
+    {component: value} dict of ``request_inputs`` (a set of components)."""
     with gr.Accordion("Run it on your own GPUs: export a recipe", open=False):
         gr.Markdown("A zip with `train.py` (transformers + PEFT), the data as JSONL, accelerate configs for one GPU, "
                     "DDP, FSDP and DeepSpeed ZeRO-3, and `launch.sh`: the same model, method options, data "
@@ -67,5 +68,6 @@ def create(run_id, parse, request_inputs) -> None:
         archive = gr.File(label="Recipe", interactive=False)
     choice = [gpus, memory, strategy]
     of_run.click(recipe_of_run, [run_id, *choice], [archive, note], api_name="export_recipe")
-    of_settings.click(lambda *values: recipe_of_settings(parse, *values), [*choice, *request_inputs],
+    of_settings.click(lambda data: recipe_of_settings(parse, data[gpus], data[memory], data[strategy], data),
+                      {*choice, *request_inputs},
                       [archive, note], api_visibility="private")

@@ -409,6 +409,8 @@ def zip_adapter(run_id: str) -> Path:
     adapter = folder / ADAPTER_DIR
     if not adapter.is_dir():
         raise ExplorerError(f"Run {run_id} has no saved adapter.")
+    from .model_card import write_card  # the filled model card in place of PEFT's empty README.md
+    write_card(folder)
     target = folder / f"{run_id}-adapter.zip"
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=".zip")

@@ -116,9 +116,9 @@ def test_bad_csv_rows_have_line_numbers():
     assert parsed.errors[1].reason == "message 1 (user) has empty content"
 
 
-def test_csv_without_required_columns():
-    with pytest.raises(ExplorerError, match="prompt and response columns"):
-        data.parse_upload(b"question,answer\na,b\n", "d.csv")
+def test_csv_without_recognised_columns_says_which_and_that_they_can_be_picked():
+    with pytest.raises(ExplorerError, match=r"prompt and response columns.*or pick which column.*found: Frage, Antwort"):
+        data.parse_upload(b"Frage,Antwort\na,b\n", "d.csv")
 
 
 @pytest.mark.parametrize("raw, name, match", [
@@ -128,7 +128,9 @@ def test_csv_without_required_columns():
     (b'{"prompt": "a\x00", "response": "b"}', "d.jsonl", "zip or binary"),
     ('{"prompt": "caf\u00e9"}'.encode("latin-1"), "d.jsonl", "not UTF-8.*offset 15"),
     (b"{bad\n[]\n", "d.jsonl", r"No valid rows.*line 1: not valid JSON.*line 2"),
-    (b'[{"prompt": "a", "response": "b"}]', "d.json", "JSON array"),
+    (b'[{"prompt": "a", "response": "b"}', "d.json", r"d.json: the JSON array is not closed"),
+    (b'[{"prompt": "a", "response": "b"},\n {"prompt": oops}]', "d.json", r"not valid JSON: .* at line 2, column 13"),
+    (b'[{"prompt": "a", "response": "b"}] trailing', "d.json", r"text after the JSON array's closing \]"),
 ])
 def test_whole_upload_rejected(raw, name, match):
     with pytest.raises(ExplorerError, match=match):

@@ -1,8 +1,10 @@
 """Datasets for feature extraction: labelled text (a classifier head) and paraphrase pairs (an embedding head).
 
-Two row kinds beside the chat rows of explorer.data.uploads, uploaded as JSONL or CSV or bundled:
-    labelled  {"text": ..., "label": ...}   (CSV columns text,label)   e.g. the bundled "topics"
-    pairs     {"a": ..., "b": ...}          (CSV columns a,b; b paraphrases a)   e.g. the bundled "paraphrases"
+Two row kinds beside the chat rows of explorer.data.uploads, uploaded (any format explorer.data.tables reads;
+column names compared case-insensitively, or given as a mapping such as text=Sentence,label=Topic) or bundled:
+    labelled  {"text": ..., "label": ...}   (columns text,label)   e.g. the bundled "topics"
+    pairs     {"a": ..., "b": ...}          (columns a,b, or sentence1,sentence2, or anchor,positive; b paraphrases
+                                             a)   e.g. the bundled "paraphrases"
 Every unusable row is reported with its line and reason (missing label, empty text, ...); a labelled set with
 only one class is refused as a whole, naming that class. The bundled sets were written for this project
 (explorer/data/datasets/{topics,paraphrases}/, README.md there says how they were checked).
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
+from . import shapes, tables
 from .tasks import DATASETS_DIR
 from .uploads import MAX_FIELD_CHARS, FlatFormat, ParsedData, parse_upload
 
@@ -89,9 +92,9 @@ def check_classes(rows: list[dict], source: str) -> list[str]:
     return labels
 
 
-def parse(data: bytes, filename: str, kind: str) -> ParsedData:
+def parse(data: bytes, filename: str, kind: str, columns: str | dict | None = None) -> ParsedData:
     """An uploaded file of labelled rows or pairs, checked row by row (and, for labels, as a whole)."""
-    parsed = parse_upload(data, filename, FORMATS[kind])
+    parsed = parse_upload(data, filename, FORMATS[kind], columns)
     if kind == "labelled":
         check_classes(parsed.rows, parsed.source)
     return parsed
@@ -117,8 +120,8 @@ def load(dataset: str, kind: str) -> tuple[list[dict], list[dict]]:
     if len(rows) < 4:
         raise ExplorerError(f"{path.name} has {len(rows)} valid rows; feature extraction needs at least 4 (some "
                             "to train on, at least 2 held out).")
-    held = max(2, min(200, len(rows) // 5))
-    train, heldout = rows[:-held], rows[-held:]
+    train, heldout = split(rows)
+    held = len(heldout)
     if kind == "labelled":
         check_classes(train, f"{path.name} (its training part, all but the last {held} rows)")
         unseen = sorted({r["label"] for r in heldout} - {r["label"] for r in train})
@@ -128,26 +131,20 @@ def load(dataset: str, kind: str) -> tuple[list[dict], list[dict]]:
     return train, heldout
 
 
+def split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """An upload's (train, held out): its last fifth, 2 to 200 rows, held out (order kept, so reruns match)."""
+    held = max(2, min(200, len(rows) // 5))
+    return rows[:-held], rows[-held:]
+
+
 def sniff_kind(path: Path) -> str:
-    """The kind of rows a file holds, from its first JSON object's keys or its CSV header: "labelled" (text,
-    label), "pairs" (a, b), else "chat" (whose own parser then reports anything else row by row)."""
+    """The kind of rows a file holds, from its columns (explorer.data.shapes): "labelled" (text, label),
+    "pairs" (a, b), else "chat" (whose own parser then reports anything else row by row)."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            head = handle.read(65536).lstrip("\ufeff")
-    except OSError:
+        if Path(path).stat().st_size > settings.max_upload_bytes():
+            return "chat"  # not read: the loader refuses it in its own words
+        table = tables.read_bytes(Path(path).read_bytes(), Path(path).name)
+    except (OSError, ExplorerError):
         return "chat"
-    first = next((line for line in head.split("\n") if line.strip()), "")
-    if first.lstrip().startswith("{"):
-        try:
-            keys = set(json.loads(first))
-        except (ValueError, TypeError, RecursionError):
-            return "chat"
-    else:
-        keys = {cell.strip().strip('"').lower() for cell in first.split(",")}
-    if keys & {"messages", "prompt", "response"}:
-        return "chat"
-    if keys & {"text", "label"}:
-        return "labelled"
-    if keys >= {"a", "b"}:
-        return "pairs"
-    return "chat"
+    found = shapes.recognise(table.columns, "chat")
+    return found[0] if found else "chat"

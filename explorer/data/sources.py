@@ -11,15 +11,15 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import labelled
+from . import labelled, tables
 from .tasks import TASKS, load_examples
 from .uploads import ParsedData, parse_upload
 
 KIND_NEEDS = {  # what a method needs, in words
-    "chat": 'chat rows ({"messages": [...]} or {"prompt", "response"}, or CSV prompt,response), e.g. the bundled '
-            + ", ".join(TASKS),
-    "labelled": 'labelled text ({"text", "label"} rows, or CSV text,label), e.g. the bundled topics',
-    "pairs": 'paraphrase pairs ({"a", "b"} rows, or CSV a,b), e.g. the bundled paraphrases',
+    "chat": "chat rows (columns prompt,response or question,answer or instruction,input,output, or OpenAI "
+            "messages, or ShareGPT conversations; or any two columns picked), e.g. the bundled " + ", ".join(TASKS),
+    "labelled": "labelled text (columns text,label), e.g. the bundled topics",
+    "pairs": "paraphrase pairs (columns a,b), e.g. the bundled paraphrases",
 }
 KIND_IS = {  # what a dataset is, in words, with who trains on it
     "chat": "chat data (for the methods that generate text)",
@@ -34,7 +34,7 @@ def bundled_names() -> list[str]:
 
 def unknown(dataset) -> ExplorerError:
     return ExplorerError(f"Unknown dataset {str(dataset)!r}: choose one of {', '.join(bundled_names())} "
-                         "or upload a JSONL/CSV file.")
+                         f"or upload a file ({tables.READABLE}).")
 
 
 def dataset_kind(dataset) -> str:
@@ -66,7 +66,8 @@ def load_rows(dataset, kind: str) -> tuple[list[dict], list[dict]]:
 def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
     """(train rows, held-out rows) of chat data: a bundled task name, an uploaded file path, ParsedData or rows.
 
-    Uploaded data keeps its order: the last 10% (1 to 50 rows) is held out, so reruns match.
+    Uploaded data keeps its order: the last 10% (1 to 50 rows) is held out, so reruns match. A file is read
+    through the columns its shape is recognised by (explorer.data.shapes); a kept upload is already chat rows.
     """
     if isinstance(name_or_rows, (str, Path)):
         if str(name_or_rows) in TASKS:
@@ -81,5 +82,13 @@ def load_dataset(name_or_rows) -> tuple[list[dict], list[dict]]:
     rows = list(name_or_rows.rows if isinstance(name_or_rows, ParsedData) else name_or_rows)
     if len(rows) < 2:
         raise ExplorerError("Need at least 2 valid rows: one to train on and one held out to evaluate.")
+    return split_rows(rows, "chat")
+
+
+def split_rows(rows: list[dict], kind: str) -> tuple[list[dict], list[dict]]:
+    """How an upload of this kind is split: chat holds out its last 10% (1 to 50 rows), labelled text and pairs
+    their last fifth (explorer.data.labelled.split). Fewer than 2 rows leave nothing to train on."""
+    if kind != "chat":
+        return labelled.split(rows)
     held = max(1, min(50, len(rows) // 10))
     return rows[:-held], rows[-held:]

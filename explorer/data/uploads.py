@@ -1,17 +1,16 @@
-"""Uploaded and pasted training data: parse JSONL/CSV row by row, and preview it safely.
+"""Uploaded and pasted training data: read a file of any common shape into rows, and preview it safely.
 
 Chat rows everywhere are {"messages": [{"role": ..., "content": ...}, ...]} like the bundled tasks; a
 ``FlatFormat`` (explorer.data.labelled) reads the feature-extraction rows, labelled text and pairs, the same way.
-Every row that cannot be used is reported with its line and reason; the upload limits
-(EXPLORER_MAX_UPLOAD_MB, EXPLORER_MAX_UPLOAD_ROWS) are checked here, once, for every caller.
-No gradio here: the UI and the trainer both call these functions.
+explorer.data.tables reads the file (CSV, TSV, JSONL, a JSON array, Excel, Parquet; the upload limits are
+checked there), explorer.data.shapes says which column means what (recognised, or a mapping such as
+``prompt=Question,response=Answer``). Every row that cannot be used is reported with its line and reason.
+No gradio here: the UI, the CLI and the trainer all call these functions.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -22,8 +21,10 @@ from typing import Callable
 
 from .. import settings
 from ..errors import ExplorerError
+from . import shapes, tables
+from .shapes import MAX_FIELD_CHARS, ROLES  # noqa: F401 - re-exported: labelled.py and tests read them here
+from .tables import RowError
 
-MAX_FIELD_CHARS = 20_000
 # The upload limits are hosting settings, read at call time: data.MAX_UPLOAD_BYTES is
 # settings.max_upload_bytes() (EXPLORER_MAX_UPLOAD_MB, default 5 MB) and data.MAX_ROWS is
 # settings.max_upload_rows() (EXPLORER_MAX_UPLOAD_ROWS, default 20,000), for every caller.
@@ -34,7 +35,6 @@ def __getattr__(name: str):
     if name in _LIMITS:
         return _LIMITS[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -48,214 +48,91 @@ class FlatFormat:
 
 
 @dataclass
-class RowError:
-    """Why one row was skipped; line is 1-based (the CSV header is line 1)."""
-
-    line: int
-    reason: str
-
-
-@dataclass
 class ParsedData:
-    """Valid rows (messages format), the rejected rows, and where they came from."""
+    """Valid rows (messages format, or a FlatFormat's), the rejected rows, and where they came from."""
 
     rows: list[dict]
     errors: list[RowError]
     source: str
     lines: list[int] = field(default_factory=list)  # line of each valid row, for the preview
+    columns: dict = field(default_factory=dict)     # {part: the file's column} the rows were read through
+    file_columns: list = field(default_factory=list)  # every column the file has, for the column picker
+    picked: bool = False                            # the columns were given (picked), not recognised
+    file_kind: str = ""                             # "CSV", "Excel", ... (explorer.data.tables.KIND_NAMES)
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def _check_messages(messages: object) -> list[dict]:
-    """Return a clean copy of a messages list or raise ValueError with a short reason."""
-    if not isinstance(messages, list):
-        raise ValueError(f'"messages" must be a list, not {type(messages).__name__}')
-    if not messages:
-        raise ValueError('"messages" is empty')
-    clean = []
-    for i, msg in enumerate(messages, 1):
-        if not isinstance(msg, dict):
-            raise ValueError(f"message {i} must be an object with role and content")
-        role, content = msg.get("role"), msg.get("content")
-        if role not in ROLES:
-            raise ValueError(f"message {i} has unknown role {str(role)[:30]!r} (use system, user or assistant)")
-        if not isinstance(content, str):
-            raise ValueError(f"message {i} content must be a string, not {type(content).__name__}")
-        if not content.strip():
-            raise ValueError(f"message {i} ({role}) has empty content")
-        if len(content) > MAX_FIELD_CHARS:
-            raise ValueError(f"message {i} content is {len(content):,} characters (limit {MAX_FIELD_CHARS:,})")
+def unrecognised(table: tables.Table, kind: str) -> ExplorerError:
+    """The columns of ``table`` are of no known shape: say which are needed, and that they can be picked."""
+    found = ", ".join(table.columns)[:200] or "nothing"
+    what = "header" if table.cells_are_text else "rows"
+    if kind == "chat":
+        return ExplorerError(f"The {table.kind_name} {what} needs prompt and response columns (or question/answer, "
+                             "input/output, instruction/input/output, messages, conversations), or pick which column "
+                             f"is the user's turn and which the answer; found: {found}.")
+    return ExplorerError(f"The {table.kind_name} {what} needs {' and '.join(shapes.PARTS[kind])} columns, or "
+                         f"pick them; found: {found}.")
+
+
+def parse_table(table: tables.Table, fmt: FlatFormat | None = None, columns: str | dict | None = None,
+                who: str = "") -> ParsedData:
+    """The rows of a table, through ``columns`` (a mapping: ``prompt=Question,response=Answer`` or a dict) or
+    else the shape its columns are recognised as. A file of another kind than ``fmt``'s (chat when None) is
+    refused in one line naming the method that takes it (``who``: the method that was picked)."""
+    kind = fmt.kind if fmt else "chat"
+    source = table.source
+    mapping = shapes.parse_mapping(columns, kind) if isinstance(columns, str) or columns is None else dict(columns)
+    if mapping:
+        mapping = shapes.resolve(mapping, table.columns, kind, source)
+    elif table.records:
+        found = shapes.recognise(table.columns, prefer=kind)
+        if found is None:
+            raise unrecognised(table, kind)
+        if found[0] != kind:
+            raise shapes.wrong_kind(found[0], found[1], kind, source, who)
+        mapping = found[1]
+    per_row = kind == "chat" and not columns and not table.cells_are_text
+    parsed = ParsedData(rows=[], errors=list(table.errors), source=source, columns=mapping,
+                        file_columns=list(table.columns), picked=bool(columns), file_kind=table.kind_name)
+    for line, record in table.records:
         try:
-            content.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON "\ud800" escape: tokenizers reject it
-            raise ValueError(f"message {i} content has an invalid character at position {exc.start} "
-                             "(a lone surrogate)") from None
-        if role == "system" and i != 1:
-            raise ValueError(f"message {i}: a system message may only come first")
-        clean.append({"role": role, "content": content})
-    body = [m["role"] for m in clean if m["role"] != "system"]
-    if not body or body[0] != "user":
-        raise ValueError("the conversation must start with a user message (after an optional system one)")
-    if body[-1] != "assistant":
-        raise ValueError("the last message must be from the assistant (it is what the model learns)")
-    return clean
-
-
-def _pair(prompt: object, response: object) -> list[dict]:
-    """Turn a prompt/response pair into messages, with per-field reasons."""
-    for name, value in (("prompt", prompt), ("response", response)):
-        if value is None:
-            raise ValueError(f'missing field "{name}" (need "messages", or "prompt" and "response")')
-        if not isinstance(value, str):
-            raise ValueError(f'"{name}" must be a string, not {type(value).__name__}')
-    return _check_messages([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])
-
-
-def _json_object(line: str) -> dict:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
-    except RecursionError:  # e.g. "[[[[…" thousands deep: json recurses once per level
-        raise ValueError("JSON nested too deeply") from None
-    except ValueError:  # not a decode error: Python's limit on an integer's digits
-        raise ValueError("not valid JSON (a number has too many digits)") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"not a JSON object (got {type(obj).__name__})")
-    return obj
-
-
-def _json_row(line: str) -> dict:
-    obj = _json_object(line)
-    if "messages" in obj:
-        return {"messages": _check_messages(obj["messages"])}
-    return {"messages": _pair(obj.get("prompt"), obj.get("response"))}
-
-
-def _jsonl_records(text: str, fmt: FlatFormat | None = None):
-    """(line number, line) for non-blank lines, and the function that turns one into a row."""
-    # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and friends, which
-    # splitlines() would break on, shifting every line number after them.
-    records = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    if records and records[0][1].lstrip().startswith("["):
-        # A JSON array would otherwise produce one confusing "not JSON" error per line.
-        raise ExplorerError("This looks like a JSON array. Save one JSON object per line (JSONL) instead.")
-    if fmt is None:
-        return records, _json_row
-    return records, lambda line: fmt.check({name: _json_object(line).get(name) for name in fmt.fields})
-
-
-def _csv_records(text: str, fmt: FlatFormat | None = None):
-    """(starting line number, cells) per non-empty CSV record, and the function that makes a row."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except (StopIteration, csv.Error) as exc:
-        raise ExplorerError(f"Could not read the CSV header: {exc}") from None
-    names = fmt.fields if fmt else ("prompt", "response", "messages")
-    col = {name: header.index(name) if name in header else None for name in names}
-    if fmt and None in col.values():
-        raise ExplorerError(f"The CSV header needs {' and '.join(fmt.fields)} columns; "
-                            f"found: {', '.join(header)[:200] or 'nothing'}.")
-    if not fmt and col["messages"] is None and None in (col["prompt"], col["response"]):
-        raise ExplorerError("The CSV header needs prompt and response columns (or one messages column); "
-                            f"found: {', '.join(header)[:200] or 'nothing'}.")
-    records = []
-    while True:
-        start = reader.line_num + 1  # a quoted field may span lines: report where the record starts
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a field over csv's own size limit; the reader cannot resume
-            raise ExplorerError(f"CSV error at line {start}: {exc}") from None
-        if any(cell.strip() for cell in record):
-            records.append((start, record))
-
-    def make(record: list[str]) -> dict:
-        get = lambda name: record[col[name]] if col[name] < len(record) else None  # noqa: E731
-        if fmt:
-            return fmt.check({name: get(name) for name in fmt.fields})
-        return {"messages": messages_of(get)}
-
-    def messages_of(get) -> list[dict]:
-        if col["messages"] is None:
-            return _pair(get("prompt"), get("response"))
-        if not (get("messages") or "").strip():
-            raise ValueError('missing field "messages"')
-        try:
-            messages = json.loads(get("messages"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"messages cell is not valid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise ValueError("messages cell is JSON nested too deeply") from None
-        except ValueError:  # Python's limit on an integer's digits
-            raise ValueError("messages cell is not valid JSON (a number has too many digits)") from None
-        return _check_messages(messages)
-
-    return records, make
-
-
-def _parse_text(text: str, kind: str, source: str, fmt: FlatFormat | None = None) -> ParsedData:
-    text = text.lstrip("\ufeff")  # Excel and Notepad write a BOM
-    if not text.strip():
-        raise ExplorerError(f"{source} is empty.")
-    if "\x00" in text:
-        raise ExplorerError(f"{source} contains NUL bytes: it looks like a binary file, not JSONL or CSV.")
-    if kind == "sniff":
-        kind = "jsonl" if text.lstrip()[:1] in "{[" else "csv"
-    records, make = _jsonl_records(text, fmt) if kind == "jsonl" else _csv_records(text, fmt)
-    max_rows = settings.max_upload_rows()
-    if len(records) > max_rows:
-        raise ExplorerError(f"Too many rows ({len(records):,}); the limit is {max_rows:,} "
-                            "(EXPLORER_MAX_UPLOAD_ROWS).")
-    parsed = ParsedData(rows=[], errors=[], source=source)
-    for line, record in records:
-        try:
-            row = make(record)
+            if fmt:
+                row = shapes.flat_row(record, mapping, fmt.check)
+            else:
+                row_columns = shapes.row_columns(list(record), mapping) if per_row else mapping
+                hint = shapes.DEFAULT_HINT if not columns and row_columns.get("prompt") == "prompt" and \
+                    row_columns.get("response") == "response" else ""
+                row = shapes.chat_row(record, row_columns, table.cells_are_text, hint)
         except ValueError as exc:
             parsed.errors.append(RowError(line, str(exc)))
             continue
         parsed.rows.append(row)
         parsed.lines.append(line)
+    parsed.errors.sort(key=lambda e: e.line)
     if not parsed.rows:
         shown = "; ".join(f"line {e.line}: {e.reason}" for e in parsed.errors[:5])
-        raise ExplorerError(f"No valid rows in {source} ({kind.upper()}). {shown or 'No data rows found.'}")
+        raise ExplorerError(f"No valid rows in {source} ({table.kind_name.upper()}). "
+                            f"{shown or 'No data rows found.'}")
     return parsed
 
 
-def parse_upload(data: bytes, filename: str, fmt: FlatFormat | None = None) -> ParsedData:
-    """Parse an uploaded JSONL/CSV file of chat rows (or of ``fmt``'s rows); raise ExplorerError if the whole file
-    is unusable."""
-    name = Path(filename or "upload").name
-    limit = settings.max_upload_bytes()
-    if len(data) > limit:
-        raise ExplorerError(f"{name} is {len(data):,} bytes; the limit is {limit:,} (EXPLORER_MAX_UPLOAD_MB).")
-    if not data.strip():
-        raise ExplorerError(f"{name} is empty.")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows "Unicode" (UTF-16) text: NUL-riddled, not binary
-        raise ExplorerError(f"{name} is UTF-16 text; save it as UTF-8 and upload again.")
-    if data.startswith(b"PK\x03\x04") or b"\x00" in data:
-        raise ExplorerError(f"{name} looks like a zip or binary file; upload plain-text JSONL or CSV.")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ExplorerError(f"{name} is not UTF-8 text (invalid byte at offset {exc.start}). "
-                            "Save it as UTF-8 and upload again.") from None
-    suffix = Path(name).suffix.lower()
-    kind = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "sniff")
-    return _parse_text(text, kind, name, fmt)
+def parse_upload(data: bytes, filename: str, fmt: FlatFormat | None = None, columns: str | dict | None = None,
+                 who: str = "") -> ParsedData:
+    """Parse an uploaded file (CSV, TSV, JSONL, JSON array, .xlsx, .parquet) of chat rows (or of ``fmt``'s rows)
+    through ``columns`` or its recognised shape; raise ExplorerError if the whole file is unusable."""
+    return parse_table(tables.read_bytes(data, filename), fmt, columns, who)
 
 
-def parse_pasted(text: str, fmt: FlatFormat | None = None) -> ParsedData:
-    """Parse text pasted in a box: JSONL if it starts with "{", else CSV."""
+def parse_pasted(text: str, fmt: FlatFormat | None = None, columns: str | dict | None = None,
+                 who: str = "") -> ParsedData:
+    """Parse text pasted in a box: JSON if it starts with "{" or "[", TSV if its header has tabs, else CSV."""
     size = len((text or "").encode("utf-8", "replace"))
     limit = settings.max_upload_bytes()
     if size > limit:
         raise ExplorerError(f"The pasted text is {size:,} bytes; the limit is {limit:,} (EXPLORER_MAX_UPLOAD_MB).")
-    return _parse_text(text or "", "sniff", "pasted text", fmt)
+    return parse_table(tables.read_text(text or "", "pasted text"), fmt, columns, who)
 
 
 # --------------------------------------------------------------------------- previews
@@ -305,17 +182,38 @@ def safe_stem(name: str) -> str:
 
 def keep_for_training(parsed: ParsedData, folder: Path) -> Path:
     """Save the valid rows as JSONL in ``folder/<hash>/<file name>.jsonl`` (the worker reads one format,
-    whatever was uploaded; the run shows the name the file had). Written under a temporary name and
-    moved into place, so a half-written file never looks like data."""
+    whatever was uploaded; the run shows the name the file had), and beside them ``<file name>.columns.json``:
+    the columns they were read through, so the run remembers which column was the user's turn and which the
+    answer. Written under temporary names and moved into place, so a half-written file never looks like data;
+    rows already kept are not written again (the page keeps an upload as soon as it is checked)."""
     content = "\n".join(json.dumps(row, ensure_ascii=False) for row in parsed.rows).encode("utf-8")
     target_dir = folder / hashlib.sha256(content).hexdigest()[:16]
     target = target_dir / f"{safe_stem(parsed.source)}.jsonl"
+    mapping = json.dumps({"source": parsed.source, "file_kind": parsed.file_kind, "columns": parsed.columns,
+                          "picked": parsed.picked, "file_columns": parsed.file_columns}, ensure_ascii=False,
+                         indent=1).encode("utf-8")
+    sidecar = columns_file(target)
     try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=".jsonl")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, target)
+        for path, data in ((target, content), (sidecar, mapping)):
+            if path.is_file() and path.read_bytes() == data:
+                continue
+            target_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=path.suffix)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
     except OSError as error:
         raise ExplorerError(f"Could not keep the uploaded rows in {target_dir}: {error.strerror or error}.") from None
     return target
+
+
+def columns_file(kept: Path) -> Path:
+    return Path(kept).with_name(Path(kept).stem + ".columns.json")
+
+
+def kept_columns(kept: Path | str) -> dict | None:
+    """What keep_for_training remembered of a kept upload: its source name, file kind and {part: column}."""
+    try:
+        return json.loads(columns_file(Path(kept)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from explorer import generate
-from explorer.data import sources
+from explorer.data import sources, tables
 from explorer.data import uploads as data
 from explorer.errors import ExplorerError
 
@@ -30,7 +30,7 @@ GOOD = {"prompt": "Hi", "response": "Hello"}
 
 
 def test_oversized_upload_and_paste_are_refused_before_parsing(monkeypatch):
-    monkeypatch.setattr(data, "_parse_text", lambda *a: pytest.fail("an oversized upload was parsed"))
+    monkeypatch.setattr(tables, "read_text", lambda *a: pytest.fail("an oversized upload was parsed"))
     big = b"x" * (data.MAX_UPLOAD_BYTES + 1)
     with pytest.raises(ExplorerError, match=r"train.jsonl is 5,000,001 bytes; the limit is 5,000,000"):
         data.parse_upload(big, "../../train.jsonl")
@@ -235,5 +235,6 @@ def test_empty_paste(text):
 def test_header_only_csv_and_blank_lines_jsonl():
     with pytest.raises(ExplorerError, match=r"No valid rows in h.csv \(CSV\). No data rows found."):
         data.parse_upload(b"prompt,response\n\n , \n", "h.csv")
-    with pytest.raises(ExplorerError, match=r"This looks like a JSON array"):
-        data.parse_upload(b"\n\n  [{\"prompt\": \"a\", \"response\": \"b\"}]", "h.jsonl")
+    # A JSON array in a .jsonl file is read as the array it is; its row keeps the line it starts on.
+    parsed = data.parse_upload(b"\n\n  [{\"prompt\": \"a\", \"response\": \"b\"}]", "h.jsonl")
+    assert parsed.lines == [3] and parsed.rows[0]["messages"][1]["content"] == "b"

@@ -92,8 +92,10 @@ METHOD = mutating_init_method(
                 "frozen base keeps only the rest, so training moves the weight's most important directions "
                 "first. The same parameters as LoRA; the base weights change at initialisation, so the saved "
                 "adapter is converted (ΔW = B·A − B₀·A₀, rank 2r) to apply to the original base. LoftQ, the "
-                "same idea for a 4-bit base, is not offered: PEFT 0.21.2 computes its initialisation on "
-                "CUDA only (compute_device = \"cuda\" in peft/utils/loftq_utils.py), and this app trains on CPUs.",
+                "same idea for a 4-bit base, is not offered: PEFT 0.21.2 computes its initialisation on a GPU "
+                "only (NVIDIA or Intel; the reason: "
+                "https://github.com/huggingface/peft/blob/v0.21.2/src/peft/utils/loftq_utils.py#L70), and this "
+                "app trains on CPUs.",
     when_to_use="Where LoRA converges slowly: a drop-in LoRA with a better starting point, at the cost of an "
                 "SVD of every adapted weight before training.",
     literature=("Meng et al. 2024 (PiSSA, abstract) claim PiSSA consistently outperforms LoRA across 12 models "

@@ -95,8 +95,9 @@ METHOD = Method(
     explanation="LoRA, with the frozen base stored in 4-bit NF4 and de-quantized on the fly for each "
                 "matmul: the base takes about a quarter of its bf16 memory. LoftQ (PEFT's initialisation that "
                 "picks the 4-bit base and B·A together so that their sum approximates W) is not offered: PEFT "
-                "0.21.2 computes it on CUDA only (compute_device = \"cuda\" in peft/utils/loftq_utils.py), and "
-                "this app trains on CPUs.",
+                "0.21.2 computes it on a GPU only (NVIDIA or Intel; the reason: "
+                "https://github.com/huggingface/peft/blob/v0.21.2/src/peft/utils/loftq_utils.py#L70), and this "
+                "app trains on CPUs.",
     when_to_use="When the model does not fit in memory for LoRA: a 70B model fine-tunes on one 48 GB GPU.",
     default_lr=1e-3, options_type=QLoraOptions, mergeable=True,
     merge_reason="Merges like LoRA into the de-quantized base; merging into the 4-bit weights themselves "

@@ -17,8 +17,8 @@ An entrant cancelled or still training has no verdict yet (None).
 The race's verdict: among entrants that learned, the best on the chosen quality axis; entrants within the
 race's noise of the best tie with it. Noise: the held-out loss is a mean over a few held-out examples, so
 differences under ``TIE_LOSS_SHARE`` of it are called ties; a score is a share of a few questions, so a
-difference of less than one question is a tie. Then the cheapest learned entrant within ``CLOSE_SHARE`` of the
-best. An entrant that did not learn, forgot, diverged or failed is never crowned.
+difference of one question (one reply that could have gone either way) is a tie. Then the cheapest learned
+entrant within ``CLOSE_SHARE`` of the best. An entrant that did not learn, forgot, diverged or failed is never crowned.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ RULES = (f"Rules: learned = the held-out loss fell by at least {LEARN_LOSS_SHARE
          f"base's; lost general knowledge = the forgetting probe fell by more than {FORGET_SHARE:.0%} of the "
          f"base's; diverged = a loss that was not a number, or a held-out loss ending above "
          f"{DIVERGE_FACTOR:g}× the base's. Ties: held-out losses within {TIE_LOSS_SHARE:.0%} of each other "
-         f"(a mean over a few held-out examples), or scores less than one question apart.")
+         f"(a mean over a few held-out examples), or scores at most one question apart.")
 
 HIGHER_IS_BETTER = {"heldout_loss_last": False, "task_score_adapted": True, "probe_score": True}
 QUALITY_WORDS = {"heldout_loss_last": "held-out loss", "task_score_adapted": "task score",
@@ -115,7 +115,7 @@ def tie_margin(quality: str, best: float, questions: int) -> float:
     """How far from the best a value may be and still tie with it (the race's noise on this axis)."""
     if quality == "heldout_loss_last":
         return TIE_LOSS_SHARE * abs(best)
-    return 1.0 / max(questions, 1) - 1e-9  # less than one question apart
+    return 1.0 / max(questions, 1) + 1e-9  # one question either way is noise
 
 
 def close_margin(quality: str, best: float, questions: int) -> float:
@@ -151,7 +151,7 @@ def verdict(table: list[dict], quality: str = "heldout_loss_last", cost: str = "
     names = [r["name"] for r in tied]
     fmt = "{:.3f}" if quality == "heldout_loss_last" else "{:.2f}"
     noise = (f"within {TIE_LOSS_SHARE:.0%} of each other, closer than this race can tell apart"
-             if quality == "heldout_loss_last" else "less than one question apart, closer than this race can tell apart")
+             if quality == "heldout_loss_last" else "at most one question apart, closer than this race can tell apart")
     if len(tied) == 1:
         sentences = [f"Best {words}: {names[0]} ({fmt.format(tied[0][quality])})."]
     else:

@@ -3,7 +3,8 @@
     python -m explorer export-recipe --run RUN_ID --dir DIR [--gpus N] [--gpu-memory-gb G]
                                      [--strategy ddp|fsdp|zero3] [--include-model] [--zip] [--json]
     python -m explorer import-run PATH [--model NAME] [--dataset NAME] [--json]
-    python -m explorer gguf (--run RUN_ID | --model NAME) [--type f16|q8_0] [--out FILE] [--json]
+    python -m explorer gguf (--run RUN_ID | --model NAME) [--type q8_0|f16] [--out FILE] [--json]
+        (writes FILE and the Ollama Modelfile beside it, FILE's stem + .Modelfile, and prints the commands)
 """
 
 from __future__ import annotations
@@ -44,12 +45,21 @@ def cmd_import_run(args) -> None:
 
 
 def cmd_gguf(args) -> None:
-    from ..compare import gguf
+    from ..compare import take_home
 
-    path = (gguf.export_run(args.run_id, args.type, Path(args.out) if args.out else None) if args.run_id
-            else gguf.export_model(args.model, args.type, Path(args.out) if args.out else None))
-    out = {"path": str(path), "type": args.type, "bytes": path.stat().st_size}
-    print(json.dumps(out) if args.json else f"GGUF ({args.type}) written to {path} ({out['bytes']:,} bytes)")
+    out_path = Path(args.out) if args.out else None
+    result = (take_home.for_run(args.run_id, args.type, out_path) if args.run_id
+              else take_home.for_model(args.model, args.type, out_path))
+    out = {**result.as_json(), "type": args.type}
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"GGUF ({args.type}) written to {result.gguf} ({out['bytes']:,} bytes)")
+    if result.modelfile:
+        print(f"Ollama Modelfile written beside it: {result.modelfile}")
+    print(result.note)
+    print(f"Run it (in {result.gguf.parent}):")
+    print(take_home.commands_text(result))
 
 
 def add_parsers(sub) -> None:
@@ -73,11 +83,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_import_run)
 
-    p = sub.add_parser("gguf", help="a run's merged model, or a model, as a GGUF file for llama.cpp and Ollama")
+    p = sub.add_parser("gguf", help="a run's merged model, or a model, as a GGUF file for llama.cpp and Ollama, "
+                                    "with an Ollama Modelfile beside it")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", dest="run_id", help="a run whose adapter merges into its base")
     which.add_argument("--model", help="a runnable model (e.g. the bundled smollm2-135m-instruct)")
-    p.add_argument("--type", default="f16", choices=("f16", "q8_0"))
-    p.add_argument("--out", help="the .gguf file (default: models_cache/gguf/<name>-<type>.gguf)")
+    p.add_argument("--type", default="q8_0", choices=("f16", "q8_0"), help="default q8_0")
+    p.add_argument("--out", help="the .gguf file (default: models_cache/gguf/<name>-<type>.gguf); the Modelfile "
+                                 "is written beside it as <name>.Modelfile")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_gguf)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
+from . import modelfile
 
 ARCHITECTURES = {  # transformers model_type -> (gguf MODEL_ARCH name, permute q/k for llama.cpp's rope)
     "llama": ("LLAMA", True),
@@ -163,6 +164,7 @@ def write(model, tokenizer, path: Path, qtype: str, name: str) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from an Ollama service running as its own user
         tmp.replace(path)
     except OSError as error:
         raise ExplorerError(f"Could not write {path} ({error.strerror or error}).") from None
@@ -183,7 +185,12 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
     writer.add_token_types(types)
     with tempfile.TemporaryDirectory() as folder:  # SpecialVocab reads merges, special ids and template from files
         tokenizer.save_pretrained(folder)
-        gguf.SpecialVocab(Path(folder), load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+        special = gguf.SpecialVocab(Path(folder), load_merges=True, n_vocab=len(tokens))
+        # Whether the runner puts BOS first, said outright: llama.cpp's default when the key is missing depends
+        # on the vocabulary type and version. The tokenizer's own encode decides (SmolLM2's adds nothing), so
+        # llama.cpp and Ollama tokenise a rendered chat as transformers does (modelfile.chat_format relies on it).
+        special.add_special_token["bos"] = modelfile.adds_bos(tokenizer)
+        special.add_to_gguf(writer, quiet=True)
 
 
 def default_path(name: str, qtype: str) -> Path:
@@ -202,13 +209,3 @@ def export_run(run_id: str, qtype: str = "f16", path: Path | None = None) -> Pat
     with session.lock:
         return write(session.merged, session.tokenizer, path or default_path(f"merged-{run_id}", qtype), qtype,
                      f"merged-{run_id}")
-
-
-def export_model(name: str, qtype: str = "f16", path: Path | None = None) -> Path:
-    """A runnable model as it is (e.g. the bundled SmolLM2) as GGUF."""
-    from ..models import loading, registry
-
-    entry = registry.resolve(name)
-    loaded = loading.load_fresh(entry.name if entry.kind != "hub" else name, precision="fp32")
-    return write(loaded.model, loaded.tokenizer, path or default_path(entry.name.replace("/", "--"), qtype), qtype,
-                 entry.name)

@@ -21,12 +21,24 @@ FlopCounterMode on meta-device models, for every method.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .specs import Arch
 
 if TYPE_CHECKING:  # the cost maths reads an Adaptation's fields; it never imports the method registry
     from ..methods.base import Adaptation
+
+
+class Product(NamedTuple):
+    """One matmul (or a fixed group of them) that a tuner adds to a linear layer, as its PEFT layer runs it:
+    forward FLOPs, backward FLOPs always paid (its trained operands' gradients, and any recomputation of a
+    custom autograd function), backward FLOPs paid only when the layer's input requires grad; per token, or
+    once per forward (a weight built from trained factors: LoHa's, LoKr's, OFT's)."""
+
+    forward: int
+    backward: int = 0
+    backward_if_input: int = 0
+    per_token: bool = True
 
 
 class _Counter:
@@ -49,6 +61,7 @@ class LayerAdaptation:
     ia3: tuple = ()           # local names scaled by IA³
     trainable: tuple = ()     # local module names whose own weights train (modules_to_save)
     params: tuple = ()        # (local parameter name, rank): LoRA on parameters (target_parameters)
+    products: tuple = ()      # (local name, Products): what another PEFT tuner adds to a linear layer
 
 
 def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
@@ -57,7 +70,8 @@ def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
     locate = arch.locate
     for kind, items in (("lora", a.lora.items()), ("vera", a.vera.items()),
                         ("ia3", ((n, None) for n in a.ia3_out | a.ia3_in)),
-                        ("trainable", ((n, None) for n in a.trainable_modules)), ("params", a.lora_params.items())):
+                        ("trainable", ((n, None) for n in a.trainable_modules)), ("params", a.lora_params.items()),
+                        ("products", a.products.items())):
         for name, rank in items:
             layer, local = locate(name)
             if layer is not None:
@@ -78,7 +92,7 @@ def layer_adaptations(arch: Arch, a: Adaptation) -> list[LayerAdaptation]:
 
 
 def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight_trainable: bool, rank: int,
-            scaled: bool, training: bool, vera_rank: int = 0) -> bool:
+            scaled: bool, training: bool, vera_rank: int = 0, products: tuple = ()) -> bool:
     """Count one (possibly adapted) linear layer; return whether its output requires grad."""
     fan_in, fan_out = op.in_features, op.out_features
     count.matmul(tokens * op.per_token, rg_in, weight_trainable)
@@ -96,7 +110,11 @@ def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight
         # only the vectors train, so neither product has a weight gradient
         count.matmul(2 * tokens * fan_in * vera_rank, rg_in, False)
         count.matmul(2 * tokens * vera_rank * fan_out, True, False)  # its input depends on λ_d
-    return rg_in or weight_trainable or bool(rank) or bool(vera_rank) or scaled
+    for product in products:
+        times = tokens if product.per_token else 1
+        count.forward += product.forward * times
+        count.backward += (product.backward + (product.backward_if_input if rg_in else 0)) * times
+    return rg_in or weight_trainable or bool(rank) or bool(vera_rank) or scaled or bool(products)
 
 
 def _adapter(count: _Counter, a: Adaptation, tokens: int, hidden: int, rg_in: bool) -> None:
@@ -156,7 +174,7 @@ def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, bat
     count = _Counter()
     rg = {"input": rg_in}
     lora, vera, ia3 = dict(adapted.lora), dict(adapted.vera), set(adapted.ia3)
-    trainable, lora_params = adapted.trainable, dict(adapted.params)
+    trainable, lora_params, products = adapted.trainable, dict(adapted.params), dict(adapted.products)
 
     def param_trainable(local: str) -> bool:
         module = local.rpartition(".")[0]
@@ -184,7 +202,7 @@ def _count_block(block, arch: Arch, a: Adaptation, adapted: LayerAdaptation, bat
             module = op.module
             weight_trainable = rg_b or any(module == m or module.startswith(m + ".") for m in trainable)
             rg[op.name] = _linear(count, a, tokens, op, rg_a, weight_trainable, lora.get(op.name, 0),
-                                  op.name in ia3, training, vera.get(op.name, 0))
+                                  op.name in ia3, training, vera.get(op.name, 0), products.get(op.name, ()))
         else:
             flops = tokens * op.per_token + batch * s * keys * op.per_key
             count.forward += flops

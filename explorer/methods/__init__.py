@@ -4,7 +4,23 @@ Adding a method: write ``explorer/methods/<name>.py`` with a ``METHOD`` and add 
 Tests parametrize over this dict, so a new method is tested automatically.
 """
 
-from . import adapter, dora, full, head, ia3, ln_tuning, lora, loraplus, olora, pissa, prefix, prompt, qlora, vera
+from . import (
+    adapter,
+    dora,
+    full,
+    head,
+    ia3,
+    ln_tuning,
+    loha,
+    lora,
+    loraplus,
+    olora,
+    pissa,
+    prefix,
+    prompt,
+    qlora,
+    vera,
+)
 from .base import Method
 
 METHODS: dict[str, Method] = {
@@ -22,6 +38,7 @@ METHODS: dict[str, Method] = {
     "loraplus": loraplus.METHOD,
     "vera": vera.METHOD,
     "ln_tuning": ln_tuning.METHOD,
+    "loha": loha.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

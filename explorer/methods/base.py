@@ -49,6 +49,8 @@ class Adaptation:
     num_classes: int = 0                        # outputs of a new pooled head: classes, or the embedding width
     vera: dict = field(default_factory=dict)    # VeRA: full module name -> rank of the shared frozen random matrices
     vera_shared: int = 0                        # ... whose entries (frozen buffers, not parameters) it adds
+    products: dict = field(default_factory=dict)  # full linear name -> the matmuls another PEFT tuner adds to it
+                                                  # (tuple of explorer.costs.flops.Product: LoHa, LoKr, OFT, ...)
     quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
     double_quant: bool = True                   # ... with their block scales quantized too
 

@@ -1,0 +1,75 @@
+"""PEFT's other tuners as methods (LoHa, LoKr, ...): formulas against PEFT's builds and torch's FLOP counter at
+options other than the defaults (the defaults are in the registry-wide tests of tests/test_calculator.py), the
+formula written out on one model, the one-line refusals, and a short trained run that merges to the logits it
+adapts to (each method's loss falling is tests/test_training.py's registry-wide run)."""
+
+import warnings
+
+import pytest
+import torch
+from conftest import shallow, train_run
+from test_calculator import NO_CONV1D_LAYER, measured_flops
+
+from explorer import calculator
+from explorer.calculator import exact
+from explorer.compare import variants as compare
+from explorer.costs.flops import count_flops
+from explorer.errors import ExplorerError
+from explorer.methods import METHODS
+
+NEW = ["loha"]
+
+OPTIONS = [
+    ("loha", {"r": 3, "alpha": 6, "target_preset": "q,v"}),
+    ("loha", {"r": 16, "target_preset": "custom", "target_modules": "o_proj,down_proj", "rank_dropout": 0.1}),
+]
+
+
+@pytest.mark.parametrize("method, options", OPTIONS)
+@pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-0.5b", "gemma-2-2b"])
+def test_non_default_options_match_peft_and_torchs_flop_counter(model, method, options):
+    spec = shallow(model, 2)
+    parsed = METHODS[method].parse_options(options)
+    result = calculator.calculate(spec, method, parsed)
+    assert result.agrees, (result.exact_counts, result.trainable_formula)
+    adaptation = METHODS[method].adaptation(spec, parsed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = exact.build_on_meta(spec, method, parsed, attn_implementation="eager")
+        assert measured_flops(built, 12) == count_flops(spec.arch, adaptation, 12)
+
+
+def test_the_formulas_written_out_on_llama_2_7b():
+    loha = calculator.from_request("llama-2-7b", "loha", {"r": "8", "target_modules": "q_proj,v_proj"},
+                                   exact_mode="skip")
+    assert loha.trainable_formula == 32 * 2 * 2 * 8 * (4096 + 4096)
+    assert [t.expression for t in loha.terms][0] == "2·8·(4096+4096) × 32 layers 0–31 = 4,194,304"
+    # unmerged, it applies ΔW as a second dense product: a second dense product
+    assert loha.flops.inference_overhead_per_token_unmerged > 0 == loha.flops.inference_overhead_per_token_merged
+
+
+@pytest.mark.parametrize("method", sorted(NO_CONV1D_LAYER))
+def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
+    with pytest.raises(ExplorerError, match="has no layer for transformers' Conv1D") as error:
+        calculator.from_request("gpt2", method, {}, exact_mode="skip")
+    assert "\n" not in str(error.value) and METHODS[method].title in str(error.value)
+
+
+@pytest.mark.parametrize("method, values, message", [
+    ("loha", {"target_modules": "lm_head"}, "adapts the blocks' linear layers; remove lm_head"),
+])
+def test_bad_targets_are_refused_in_one_line(method, values, message):
+    with pytest.raises(ExplorerError, match=message) as error:
+        calculator.from_request("smollm2-135m", method, values, exact_mode="skip")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("method", [m for m in NEW if METHODS[m].mergeable])
+def test_a_trained_run_merges_to_the_logits_it_adapts_to(cache, method):
+    run_id = train_run(method, learning_rate=0.05)
+    s = compare.session(run_id)
+    seq = torch.tensor([[1, 5, 9, 14, 3, 7, 2]])
+    adapted, merged, base = (compare.logits(m, seq) for m in (s.adapted, s.merged, s.base))
+    assert float((adapted - merged).abs().max()) < 1e-4 * max(1.0, float(adapted.abs().max()) / 10)
+    assert not torch.allclose(adapted, base, atol=1e-4), "the trained adapter changes the logits"
+    assert type(s.merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"

@@ -22,6 +22,8 @@ NEW = ["loha"]
 OPTIONS = [
     ("loha", {"r": 3, "alpha": 6, "target_preset": "q,v"}),
     ("loha", {"r": 16, "target_preset": "custom", "target_modules": "o_proj,down_proj", "rank_dropout": 0.1}),
+    ("lokr", {"r": 2, "decompose_both": True, "target_preset": "attention"}),
+    ("lokr", {"r": 64, "decompose_factor": 8, "target_preset": "custom", "target_modules": r"re:.*\.mlp\..*_proj"}),
 ]
 
 
@@ -44,7 +46,13 @@ def test_the_formulas_written_out_on_llama_2_7b():
                                    exact_mode="skip")
     assert loha.trainable_formula == 32 * 2 * 2 * 8 * (4096 + 4096)
     assert [t.expression for t in loha.terms][0] == "2·8·(4096+4096) × 32 layers 0–31 = 4,194,304"
-    # unmerged, it applies ΔW as a second dense product: a second dense product
+    # LoKr: 4096 = 64·64 both ways and 11008 = 86·128; r=8 < 64/2, so W2 is low-rank and W1 full
+    lokr = calculator.from_request("llama-2-7b", "lokr", {"r": "8", "target_modules": "q_proj,down_proj"},
+                                   exact_mode="skip")
+    q, down = (t for t in lokr.terms)
+    assert q.count == 32 * (64 * 64 + 8 * (64 + 64)) and q.expression.startswith("64·64 (W1) + 8·(64+64) (W2)")
+    assert down.count == 32 * (64 * 86 + 8 * (64 + 128))
+    # unmerged, both apply ΔW as a second dense product: the forward FLOPs of those layers double
     assert loha.flops.inference_overhead_per_token_unmerged > 0 == loha.flops.inference_overhead_per_token_merged
 
 
@@ -57,6 +65,7 @@ def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
 
 @pytest.mark.parametrize("method, values, message", [
     ("loha", {"target_modules": "lm_head"}, "adapts the blocks' linear layers; remove lm_head"),
+    ("lokr", {"target_modules": "nope_proj"}, "no linear layer named nope_proj"),
 ])
 def test_bad_targets_are_refused_in_one_line(method, values, message):
     with pytest.raises(ExplorerError, match=message) as error:

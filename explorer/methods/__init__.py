@@ -12,6 +12,7 @@ from . import (
     ia3,
     ln_tuning,
     loha,
+    lokr,
     lora,
     loraplus,
     olora,
@@ -39,6 +40,7 @@ METHODS: dict[str, Method] = {
     "vera": vera.METHOD,
     "ln_tuning": ln_tuning.METHOD,
     "loha": loha.METHOD,
+    "lokr": lokr.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -1,0 +1,49 @@
+"""Fine-tune's "Use it on your computer" panel through its handlers (no browser): a finished tiny-model run gives
+a GGUF file and a Modelfile to download with the three commands; the adapter zip carries its model card; runs
+that cannot give a GGUF file are told why in one line."""
+
+import pytest
+
+from explorer.compare import modelfile
+from explorer.train import runs
+from explorer.ui import take_home
+
+from conftest import copy_run, train_run
+
+
+@pytest.fixture(scope="module")
+def finished_run(cache):
+    return train_run("lora", options={"r": 4}, steps=2, learning_rate=0.01)
+
+
+def test_the_gguf_and_modelfile_are_offered_with_the_three_commands(finished_run):
+    updates = list(take_home.build_files(finished_run, "q8_0"))
+    files, commands, progress = updates[-1]
+    assert progress.startswith("Done in ")
+    assert all(isinstance(update[2], str) for update in updates)
+    gguf_path, modelfile_path = files
+    assert gguf_path == str(runs.run_path(finished_run) / f"merged-{finished_run}-q8_0.gguf")  # goes with the run
+    assert modelfile_path == gguf_path[:-len(".gguf")] + ".Modelfile"
+    name = f"merged-{finished_run}-q8_0"
+    for command in (f"ollama create {name} -f {name}.Modelfile", f"ollama run {name}",
+                    f"llama-cli -m {name}.gguf -cnv --jinja"):
+        assert command in commands
+    written = modelfile.read_modelfile(open(modelfile_path).read())
+    assert written["from"] == f"./{name}.gguf" and written["stop"] == ["<|im_end|>"]
+
+
+def test_the_adapter_zip_comes_with_its_card(finished_run):
+    archive, card = take_home.adapter_with_card(finished_run)
+    assert archive.endswith(f"{finished_run}-adapter.zip")
+    assert card.startswith("# LoRA adapter of tiny-random-llama trained on pirate")
+    assert "from peft import PeftModel" in card and "[More Information Needed]" not in card
+
+
+def test_runs_that_give_no_gguf_are_told_why_in_one_line(finished_run):
+    files, commands, progress = list(take_home.build_files("", "q8_0"))[-1]
+    assert (files, commands) == (None, "") and take_home.NOT_YET in progress
+    prompt_run = copy_run(finished_run, edit_config={"method": "prompt"}, options={})
+    files, commands, progress = list(take_home.build_files(prompt_run, "q8_0"))[-1]
+    assert progress.startswith("**Error:**") and "cannot merge" in progress and "adapter zip" in progress
+    assert "Prompt" in take_home.describe(prompt_run) and "no GGUF file" in take_home.describe(prompt_run)
+    assert take_home.describe("") == take_home.NOT_YET

@@ -209,3 +209,54 @@ def test_published_reference_rows_cite_their_source_file_and_commit():
         assert row["file"].startswith("method_comparison/MetaMathQA/results/") and len(row["commit"]) == 40
         assert 0 <= row["test_accuracy"] <= 1 and row["trainable_params"] > 0
     assert "not this machine's" in published.caption() and len(published.table()) == 10
+
+
+def test_races_lists_saved_races_newest_first(three, capsys):
+    code, out, err = run_cli(["races", "--json"], capsys)
+    assert code == 0, err
+    listed = json.loads(out)
+    ids = [r["race_id"] for r in listed]
+    assert three["race_id"] in ids and ids == sorted(ids, reverse=True), "newest first"
+    mine = next(r for r in listed if r["race_id"] == three["race_id"])
+    assert mine == {**mine, "model": TINY, "dataset": "pirate", "entrants": 3, "steps": 3, "finished": True}
+    code, out, _ = run_cli(["races"], capsys)
+    assert code == 0 and three["race_id"] in out and out.splitlines()[0].startswith("race id")
+
+
+def test_race_json_carries_verdicts_curves_winner_and_reading(three):
+    assert set(three) >= {"winner", "best", "cheapest_close", "reading"}
+    assert three["reading"][0] == reading.sentences(reading.reading(results.rows(read_race(three["race_id"]))))[0]
+    for row in three["entrants"]:
+        assert row["verdict"] in verdicts.VERDICTS
+        steps = [step for step, _ in row["heldout_losses"]]
+        assert steps == [0, 2, 3] and row["heldout_losses"][0][1] == three["base"]["heldout_loss"]
+        assert row["heldout_losses"][-1][1] == row["heldout_loss_last"]
+    crowned = [r for r in three["entrants"] if r["name"] in three["best"]]
+    assert all(r["verdict"] == "learned" for r in crowned)
+    assert three["winner"] is None or three["winner"] in three["best"]
+
+
+def test_the_default_settings_draw_four_or_more_held_out_points(cache):
+    """A race at the default evaluation schedule (every 5 of 20 steps), on the tiny model."""
+    settings = RaceSettings(model=TINY, dataset="pirate", batch_size=2, seq_len=64, eval_examples=0,
+                            probe_examples=0)
+    assert (settings.steps, settings.eval_every) == (20, 5)
+    race = runner.run(create_race(settings, "lora:r=2"))
+    row = results.rows(race)[0]
+    assert [step for step, _ in row["heldout_losses"]] == [0, 5, 10, 15, 20]
+
+
+def test_entrants_all_races_every_method_and_prints_its_estimate_first(capsys, cache):
+    assert [e.name for e in entrants.parse_specs("all")] == list(entrants.METHODS)
+    assert entrants.parse_specs("default") == entrants.default_entrants(), "the default race unchanged"
+    code, out, err = run_cli(["race", "--model", TINY, "--entrants", "all", "--steps", "2", "--json",
+                              "--set", "batch_size=2", "--set", "seq_len=48", "--set", "eval_examples=0",
+                              "--set", "probe_examples=0", "--set", "eval_loss_examples=1"], capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith(f"estimate: {len(entrants.METHODS)} runs ({len(entrants.METHODS)} entrants), 2 steps")
+    assert lines[1].startswith("race ")
+    found = json.loads(out.strip().splitlines()[-1])
+    assert [e["method"] for e in found["entrants"]] == list(entrants.METHODS)
+    for row in found["entrants"]:
+        assert row["state"] in ("done", "failed") and (row["state"] == "done" or row["error"])

@@ -125,14 +125,19 @@ def parse_upload(data: bytes, filename: str, fmt: FlatFormat | None = None, colu
     return parse_table(tables.read_bytes(data, filename), fmt, columns, who)
 
 
-def parse_pasted(text: str, fmt: FlatFormat | None = None, columns: str | dict | None = None,
-                 who: str = "") -> ParsedData:
-    """Parse text pasted in a box: JSON if it starts with "{" or "[", TSV if its header has tabs, else CSV."""
+def read_pasted(text: str) -> tables.Table:
+    """Text pasted in a box as a table: JSON if it starts with "{" or "[", TSV if its header has tabs, else CSV."""
     size = len((text or "").encode("utf-8", "replace"))
     limit = settings.max_upload_bytes()
     if size > limit:
         raise ExplorerError(f"The pasted text is {size:,} bytes; the limit is {limit:,} (EXPLORER_MAX_UPLOAD_MB).")
-    return parse_table(tables.read_text(text or "", "pasted text"), fmt, columns, who)
+    return tables.read_text(text or "", "pasted text")
+
+
+def parse_pasted(text: str, fmt: FlatFormat | None = None, columns: str | dict | None = None,
+                 who: str = "") -> ParsedData:
+    """Parse text pasted in a box (see read_pasted) like an upload."""
+    return parse_table(read_pasted(text), fmt, columns, who)
 
 
 # --------------------------------------------------------------------------- previews

@@ -24,8 +24,8 @@ from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig, check_dataset
 from . import recipe_panel, run_view, timeline_view
 from .common import Latest, error_message, jobs, shows_errors
-from .dataset_picker import (UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, read_upload,
-                             score_value)
+from .dataset_picker import (UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, length_text,
+                             read_upload, score_value)
 from .model_lists import model_choices
 from .widgets import method_option_groups, show_only, widget_for
 
@@ -50,7 +50,7 @@ def form_values(model: str = "", method: str = DEFAULT_METHOD, dataset: str = "p
     """What the tab's widgets send, by name, with every unnamed widget at its default: the API and tests build
     requests with it (e.g. ``form_values(TINY, "lora", **{"lora.r": 4, "steps": 3})``)."""
     form = {"model": model, "method": method, "dataset": dataset, "upload": None, "pasted": "", "score": "",
-            "pattern": ""}
+            "pattern": "", "columns": ""}
     form.update({option_key(n, f.name): f.default for n, m in METHODS.items() for f in dataclasses.fields(m.options_type)})
     form.update({f.name: f.default for f in TRAIN_FIELDS})
     form.update(values)
@@ -74,7 +74,7 @@ def parse_request(form: dict, save: bool) -> tuple[TrainConfig, dict]:
         raise ExplorerError(f"Unknown method '{method_name}'. Methods: {', '.join(METHODS)}.")
     options = options_in(form, method_name)
     kind = METHODS[method_name].data_kind(METHODS[method_name].parse_options(options))
-    dataset = dataset_value(form["dataset"], form["upload"], form["pasted"], save, kind)
+    dataset = dataset_value(form["dataset"], form["upload"], form["pasted"], save, kind, form.get("columns", ""))
     score = score_value(form["score"], form["pattern"]) if form["dataset"] == UPLOAD and kind == "chat" else ""
     config = TrainConfig.parse({"model": form["model"], "method": method_name, "dataset": dataset, "score": score,
                                 **{f.name: form[f.name] for f in TRAIN_FIELDS if f.name in form}})
@@ -95,7 +95,8 @@ def estimate_text(config: TrainConfig, options: dict) -> str:
 
 def preview_cost(form: dict) -> str:
     try:
-        return estimate_text(*parse_request(form, save=False))
+        config, options = parse_request(form, save=False)
+        return " ".join(filter(None, [estimate_text(config, options), length_text(config)]))
     except Exception as error:  # noqa: BLE001 - the estimate says what is wrong with the settings instead
         return error_message(error) + " Nothing can start with these settings yet."
 
@@ -222,7 +223,7 @@ def rows_in(form: dict, kind: str) -> int | None:
         if form["dataset"] != UPLOAD:
             train, heldout = sources.load_dataset(form["dataset"])
             return len(train) + len(heldout)
-        return len(read_upload(form["upload"], form["pasted"], kind).rows)
+        return len(read_upload(form["upload"], form["pasted"], kind, form.get("columns", "")).rows)
     except Exception:  # noqa: BLE001 - the data's own check says what is wrong with it
         return None
 
@@ -299,7 +300,7 @@ def create_finetune_tab() -> dict:
     named_options = {option_key(m, f): w for (m, f), w in zip(keys, option_widgets)}
     widgets = {"model": model, "method": method, **dict(zip(("dataset", "upload", "pasted", "score", "pattern"),
                                                             picker.inputs)),
-               **named_options, **train_widgets}
+               "columns": picker.columns, **named_options, **train_widgets}
     inputs = set(widgets.values())
 
     def read(data: dict) -> dict:
@@ -324,7 +325,7 @@ def create_finetune_tab() -> dict:
     gr.on([method.change, *[w.change for w in option_widgets]],
           lambda data: data_for_method(read(data), data[picker.kind]), inputs | {picker.kind},
           [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
-    gr.on([picker.dataset.change, picker.upload.change, model.change], recommend_handler, inputs | {picker.kind},
+    gr.on([picker.dataset.change, picker.upload.change, picker.columns.change, model.change], recommend_handler, inputs | {picker.kind},
           [advice, method, *option_widgets], api_visibility="private", show_progress="hidden",
           trigger_mode="always_last")
     chat_only = [train_widgets[name] for name in CHAT_ONLY]

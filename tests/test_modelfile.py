@@ -106,6 +106,10 @@ def test_no_template_and_unquotable_system_prompts_are_refused(tokenizer):
         modelfile.chat_format(with_template(tokenizer, None))
     with pytest.raises(ExplorerError, match='holds """'):
         modelfile.modelfile_text("m.gguf", modelfile.chat_format(tokenizer), 'Say """hi"""')
+    with pytest.raises(ExplorerError, match="drops .U[+]00A0, U[+]200B"):  # a spreadsheet's no-break space
+        modelfile.modelfile_text("m.gguf", modelfile.chat_format(tokenizer), "Rosie\u00a0Bakery\u200b")
+    assert 'SYSTEM """Tabs\tand\nlines"""' in modelfile.modelfile_text("m.gguf", modelfile.chat_format(tokenizer),
+                                                                    "Tabs\tand\nlines")
 
 
 def test_render_go_trims_and_branches_as_go_text_template():

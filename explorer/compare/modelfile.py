@@ -290,9 +290,18 @@ def check(tokenizer, fmt: ChatFormat) -> None:
 # --- the Modelfile and the commands ----------------------------------------------------------------------------
 
 def _quoted(text: str, what: str) -> str:
+    """The text between triple quotes. Ollama's parser (parser/parser.go) ends the value at the first three
+    double quotes before a space or line end, and drops every character Go's strconv.IsPrint refuses except tabs and line
+    breaks (the same set Python's str.isprintable refuses: controls, format characters such as a zero-width
+    space, and spaces other than ' ', e.g. a spreadsheet's no-break space)."""
     if '"""' in text:
-        raise ExplorerError(f'The {what} holds """, which an Ollama Modelfile cannot quote; remove it from the '
+        raise CannotExpress(f'The {what} holds """, which an Ollama Modelfile cannot quote; remove it from the '
                             "training rows' system message to get a Modelfile.")
+    dropped = sorted({c for c in text if not (c.isprintable() or c in "\t\r\n")})
+    if dropped:
+        raise CannotExpress(f"The {what} holds characters Ollama's Modelfile parser drops "
+                            f"({', '.join(f'U+{ord(c):04X}' for c in dropped)}), so Ollama would not see it as "
+                            "the model was trained; replace them in the training rows to get a Modelfile.")
     return f'"""{text}"""'
 
 

@@ -1,8 +1,10 @@
 """GPU readiness in one run: the app's training, memory prediction and merge on a CUDA GPU, in one table.
 
-Usage: python bench/gpu_check.py [--model smollm2-135m-instruct] [--methods lora,qlora,dora,prompt]
-                                 [--steps 8] [--batch-size 8] [--seq-len 256] [--allow-cpu]
-README figures: python bench/gpu_check.py        (on a machine with one CUDA GPU; about 2-4 minutes)
+Usage: python bench/gpu_check.py [--random-weights] [--wheels DIR] [--model smollm2-135m-instruct]
+                                 [--methods lora,qlora,dora,prompt] [--steps 8] [--batch-size 8] [--seq-len 256]
+                                 [--allow-cpu]
+On a bare GPU machine (no network, its own torch; the project tree alone): python bench/gpu_check.py --random-weights
+(docs/gpu.md). Target: under 300 s on one GPU, start-up included.
 
 For each method, on the bundled model in bf16 (QLoRA: its base in bitsandbytes 4-bit NF4, as the app loads it):
 
@@ -16,32 +18,64 @@ For each method, on the bundled model in bf16 (QLoRA: its base in bitsandbytes 4
    merged| logit over two prompts and their greedy replies, and whether the greedy replies match; prompt
    tuning cannot merge and says so.
 
-It prints one table and the total time (target: under 300 s on one GPU). Without CUDA it refuses with one
-line (exit 2); ``--allow-cpu`` runs the same steps on the CPU (fp32, peak = the process's resident memory), which
-is what the tests do on the tiny model to keep this script's logic checked where no GPU is lent.
+``--random-weights`` builds the model's architecture from its config.json with random weights (seed 0) in a
+temporary models folder: the bundled model's from bench/smollm2_config/ (its config and tokenizer files, copied
+from the converted model), any other model's from its own folder. Memory, throughput and merge fidelity do not
+need trained weights, and a bare machine has neither the 540 MB converted model nor the package it comes from.
+
+It runs with the torch, transformers and peft it finds (checked against MINIMUM_VERSIONS at start and printed).
+A method whose load needs a package that is not installed (QLoRA without bitsandbytes) is a row that says so.
+``--wheels DIR`` unpacks every .whl in DIR into a temporary folder put first on the path (no pip, no index, no
+dependency resolution: the machine has no network). Exit status: 0 when every method that could run checked out
+(missing packages included), 1 when something is wrong (a failed run, trainable parameters != the Calculator's,
+a merge beyond MERGE_TOLERANCE, over the time target on a GPU), 2 when it cannot start (no CUDA without
+``--allow-cpu``, a package too old). ``--allow-cpu`` runs the same steps on the CPU (fp32, peak = the process's
+resident memory): the tests' dry run on the tiny model, where no GPU is lent.
 """
 
 import argparse
+import gc
+import importlib
+import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
+import traceback
 import warnings
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 warnings.filterwarnings("ignore")
 
-import torch  # noqa: E402
-
+from explorer.errors import ExplorerError  # noqa: E402  (explorer's top modules import no third-party package)
 from explorer.models import provision  # noqa: E402
-from explorer.train.config import TrainConfig  # noqa: E402
 
 GIB = 1024 ** 3
 PROMPTS = ["Where is the treasure buried?", "What is the capital of France?"]
 TARGET_SECONDS = 300
+BUNDLED_CONFIG = HERE / "smollm2_config"
+SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "chat_template.jinja", "special_tokens_map.json")
+# The oldest versions this check runs on, and why (nothing older is tried at start-up).
+MINIMUM_VERSIONS = {
+    "torch": ("2.5", "transformers 5's own floor (its dependency table: torch>=2.5)"),
+    "transformers": ("5.0", "transformers 5 APIs: from_pretrained(dtype=...), rope_parameters in config.json, "
+                            "the TokenizersBackend tokenizer files of bench/smollm2_config"),
+    "peft": ("0.19.1", "peft.utils.transformers_weight_conversion, read for every LoRA target match "
+                       "(explorer/methods/targets.py); absent from peft 0.18.1"),
+}
+# Largest |adapted - merged| logit that is rounding, not a wrong merge. fp32: the tests' bound. bf16 keeps 8
+# significant bits: a logit between 16 and 32 is rounded to a multiple of 0.125, and the merged weights
+# W + s·B·A are rounded once more than the adapted path's; 8 such steps of a large logit are allowed.
+MERGE_TOLERANCE = {"fp32": 1e-3, "bf16": 1.0}
 NO_CUDA = ("gpu_check: no CUDA device here (torch.cuda.is_available() is False): run it on a machine with a GPU, "
            "or pass --allow-cpu for a dry run of the same steps on the CPU.")
 
@@ -49,16 +83,18 @@ NO_CUDA = ("gpu_check: no CUDA device here (torch.cuda.is_available() is False):
 @dataclass
 class Row:
     method: str
-    trainable: int
-    calculator_trainable: int
-    peak_bytes: float
-    predicted_bytes: float
-    app_tokens_per_second: float
-    plain_tokens_per_second: float
-    merge_max_logit_diff: float | None     # None: the method cannot merge
-    greedy_match: bool | None
-    not_mergeable: str
-    seconds: float
+    trainable: int = 0
+    calculator_trainable: int = 0
+    peak_bytes: float = 0.0
+    predicted_bytes: float = 0.0
+    app_tokens_per_second: float = 0.0
+    plain_tokens_per_second: float = 0.0
+    merge_max_logit_diff: float | None = None     # None: the method cannot merge
+    greedy_match: bool | None = None
+    not_mergeable: str = ""
+    seconds: float = 0.0
+    missing: str = ""   # the method needs a package that is not installed here: what its load said
+    failed: str = ""    # the method's run failed for another reason: something is wrong
 
     @property
     def memory_ratio(self) -> float:
@@ -69,14 +105,133 @@ class Row:
         return self.app_tokens_per_second / self.plain_tokens_per_second if self.plain_tokens_per_second else float("nan")
 
 
-def config_for(model: str, method: str, steps: int, batch_size: int, seq_len: int, cuda: bool) -> TrainConfig:
+def version_tuple(text: str) -> tuple[int, ...]:
+    """The leading release numbers of a version string: "2.11.0+cu130" -> (2, 11, 0)."""
+    found = re.match(r"\d+(\.\d+)*", text.strip())
+    return tuple(int(part) for part in found.group(0).split(".")) if found else ()
+
+
+def too_old(versions: dict[str, str]) -> list[str]:
+    """One line per package below MINIMUM_VERSIONS (or absent), saying what needs it."""
+    lines = []
+    for name, (minimum, reason) in MINIMUM_VERSIONS.items():
+        found = versions.get(name)
+        if found is None or version_tuple(found) < version_tuple(minimum):
+            lines.append(f"{name} {found or 'is not installed'}{'' if found is None else ' is older than ' + minimum}: "
+                         f"needed for {reason}")
+    return lines
+
+
+def installed_versions() -> dict[str, str]:
+    """The versions of the packages this check uses, from the modules themselves (what will run)."""
+    versions = {}
+    for name in ("torch", "transformers", "peft", "accelerate"):
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def add_wheels(folder: Path, into: Path) -> list[str]:
+    """Every wheel in ``folder`` unpacked into ``into``, which goes first on sys.path: a wheel is a zip of
+    its install tree (PEP 427), so this is pip install --target without pip, an index or the network."""
+    wheels = sorted(folder.glob("*.whl"))
+    if not wheels:
+        raise SystemExit(f"gpu_check: --wheels {folder}: no .whl files there")
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(into)
+    for data in into.glob("*.data"):  # a wheel's purelib/platlib trees belong at the top of the install
+        for tree in ("purelib", "platlib"):
+            if (data / tree).is_dir():
+                shutil.copytree(data / tree, into, dirs_exist_ok=True)
+    sys.path.insert(0, str(into))
+    importlib.invalidate_caches()
+    return [wheel.name for wheel in wheels]
+
+
+def random_weights_model(model: str, cache: Path, device: str) -> str:
+    """``model``'s architecture with random weights (seed 0), written as a model folder in ``cache``; its name.
+    The bundled model's config and tokenizer files come from bench/smollm2_config, any other's from its folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from explorer.models import registry
+
+    if model == provision.BUNDLED_NAME:
+        source, name = BUNDLED_CONFIG, model
+    else:
+        entry = registry.resolve(model)
+        if entry.kind == "hub":
+            raise ExplorerError(f"--random-weights needs a model folder with config.json; '{model}' is a hub id.")
+        source, name = Path(entry.location), entry.name
+    if not (source / "config.json").is_file():
+        raise ExplorerError(f"--random-weights builds '{model}' from its config.json, and {source} has none.")
+    target = cache / name
+    target.mkdir(parents=True)
+    for file in SMALL_FILES:
+        if (source / file).is_file():
+            shutil.copyfile(source / file, target / file)
+    config = AutoConfig.from_pretrained(target, trust_remote_code=False)
+    torch.manual_seed(0)
+    with torch.device(device):
+        built = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    built.save_pretrained(target, safe_serialization=True)
+    del built
+    (target / provision.PROVENANCE_FILE).write_text(json.dumps({
+        "name": name, "source": f"random weights (seed 0) from {source / 'config.json'}, "
+                                "built by bench/gpu_check.py --random-weights"}, indent=2))
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return name
+
+
+def config_for(model: str, method: str, steps: int, batch_size: int, seq_len: int, cuda: bool):
     """The run's settings: no task scores or probes (this checks training, memory and merging), one held-out loss."""
+    from explorer.train.config import TrainConfig
+
     return TrainConfig(model=model, method=method, dataset="pirate", steps=steps, batch_size=batch_size,
                        seq_len=seq_len, precision="bf16" if cuda else "fp32", eval_every=10 ** 5, eval_examples=0,
                        eval_loss_examples=1, probe_examples=0, score_base=False)
 
 
-def check_method(config: TrainConfig) -> Row:
+def import_error_in(error: BaseException | None) -> ImportError | None:
+    """The ImportError behind ``error`` (itself, or what it was raised from or while handling), if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ImportError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def missing_package(config) -> str:
+    """After a failed run: what an ImportError said when the base was loaded the method's way (QLoRA's 4-bit
+    load without bitsandbytes), or "" when the failure is not that. A package counts as missing for the method
+    only when the plain base loads: anything else that cannot be imported is this check's failure."""
+    from explorer.methods import METHODS
+    from explorer.models import loading
+
+    method = METHODS[config.method]
+    try:
+        loading.load_fresh(config.model, method, method.parse_options({}), config.precision)
+        return ""
+    except Exception as error:  # the app wraps loader errors in its own one-line message: look beneath
+        cause = import_error_in(error)
+    if cause is None:
+        return ""
+    try:
+        loading.load_fresh(config.model, None, None, config.precision)
+    except Exception:
+        return ""
+    finally:
+        release_loaded_models()
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+def check_method(config) -> Row:
     from train_throughput import plain_round
 
     from explorer.compare import variants
@@ -86,15 +241,36 @@ def check_method(config: TrainConfig) -> Row:
     started = time.time()
     outcome = lifecycle.execute(lifecycle.create(config, {}))
     if outcome.state != "done":
-        raise SystemExit(f"gpu_check: {config.method} did not train: {outcome.error}")
+        missing = missing_package(config)
+        return Row(config.method, missing=missing, failed="" if missing else outcome.error,
+                   seconds=time.time() - started)
     summary = outcome.summary
     method = METHODS[config.method]
-    plain = plain_round(config, config.learning_rate or method.default_lr)
-    compared = variants.run_comparison(summary["run_id"], PROMPTS, 16, measure_latency=False)
+    try:
+        plain = plain_round(config, config.learning_rate or method.default_lr)
+        compared = variants.run_comparison(summary["run_id"], PROMPTS, 16, measure_latency=False)
+    except Exception as error:  # wrong, but the other methods still get their rows; the traceback says where
+        traceback.print_exc()
+        return Row(config.method, failed=f"{type(error).__name__}: {str(error)[:300]}", seconds=time.time() - started)
+    finally:
+        release_loaded_models()
     return Row(config.method, summary["trainable_params"], summary["calculator_trainable_params"],
                summary["peak_memory_bytes"], summary["predicted_peak_bytes"], summary["tokens_per_second"], plain,
                compared.get("max_abs_logit_diff_adapted_vs_merged"), compared.get("greedy_match"),
                compared.get("not_mergeable_reason") or "", time.time() - started)
+
+
+def release_loaded_models() -> None:
+    """Drop Compare's models (base, adapted, merged) so that the next method's peak is its own training's."""
+    import torch
+
+    from explorer.models.loaded import LOADED
+
+    for key in LOADED.keys():
+        LOADED.drop(key)
+    gc.collect()  # and the models a failed run's probe loaded
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def table(rows: list[Row], device: str) -> str:
@@ -104,6 +280,10 @@ def table(rows: list[Row], device: str) -> str:
               "app tok/s", "plain tok/s", "app / plain", "max abs(adapted - merged) logit", "greedy match", "s"]
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for r in rows:
+        if r.missing or r.failed:
+            said = f"not run here, a package is missing: {r.missing}" if r.missing else f"FAILED: {r.failed}"
+            lines.append(" | ".join([r.method, said[:300]] + [""] * (len(header) - 3) + [f"{r.seconds:.0f}"]))
+            continue
         merge = "cannot merge" if r.merge_max_logit_diff is None else f"{r.merge_max_logit_diff:.3g}"
         match = "" if r.greedy_match is None else ("yes" if r.greedy_match else "NO")
         lines.append(" | ".join([
@@ -114,43 +294,110 @@ def table(rows: list[Row], device: str) -> str:
     return "\n".join(f"| {line} |" for line in lines)
 
 
+def problems(rows: list[Row], precision: str, total: float, cuda: bool) -> list[str]:
+    """What is wrong (a missing package is not): one line each."""
+    found = [f"{r.method} failed: {r.failed}" for r in rows if r.failed]
+    ran = [r for r in rows if not (r.failed or r.missing)]
+    found += [f"{r.method}: {r.trainable:,} trainable parameters measured, the Calculator says "
+              f"{r.calculator_trainable:,}" for r in ran if r.trainable != r.calculator_trainable]
+    tolerance = MERGE_TOLERANCE[precision]
+    found += [f"{r.method}: merged differs from adapted by {r.merge_max_logit_diff:.3g} in a logit "
+              f"(tolerance in {precision}: {tolerance:g})" for r in ran
+              if r.merge_max_logit_diff is not None and r.merge_max_logit_diff > tolerance]
+    if precision == "fp32":  # bf16 rounding within the tolerance can flip a near tie of random weights
+        found += [f"{r.method}: merged and adapted greedy replies differ" for r in ran if r.greedy_match is False]
+    if cuda and total > TARGET_SECONDS:
+        found.append(f"took {total:.0f} s, over the {TARGET_SECONDS} s target")
+    return found
+
+
 def device_name() -> str:
+    import torch
+
     return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=provision.BUNDLED_NAME)
     parser.add_argument("--methods", default="lora,qlora,dora,prompt")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--random-weights", action="store_true",
+                        help="the model's architecture from its config.json, random weights (no weights file needed)")
+    parser.add_argument("--wheels", type=Path, help="a folder of extra .whl files to put on the path first")
     parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU when there is no CUDA device")
-    args = parser.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    if not cuda and not args.allow_cpu:
-        print(NO_CUDA, file=sys.stderr)
-        raise SystemExit(2)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    args = parse(argv)
     started = time.time()
-    previous = os.environ.get("EXPLORER_RUNS_DIR")
-    with tempfile.TemporaryDirectory(prefix="gpu-check-runs-") as runs_dir:
-        os.environ["EXPLORER_RUNS_DIR"] = runs_dir  # the check's runs never mix with the user's
-        try:
-            rows = [check_method(config_for(args.model, method.strip(), args.steps, args.batch_size, args.seq_len,
-                                            cuda))
-                    for method in args.methods.split(",") if method.strip()]
-        finally:
-            if previous is None:
-                os.environ.pop("EXPLORER_RUNS_DIR", None)
-            else:
-                os.environ["EXPLORER_RUNS_DIR"] = previous
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
+        wheels = add_wheels(args.wheels, Path(scratch) / "wheels") if args.wheels else []
+        versions = installed_versions()  # after the wheels: they may bring newer transformers or peft
+        old = too_old(versions)
+        if old:
+            print("gpu_check: cannot run with these packages:\n  " + "\n  ".join(old), file=sys.stderr)
+            raise SystemExit(2)
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if not cuda and not args.allow_cpu:
+            print(NO_CUDA, file=sys.stderr)
+            raise SystemExit(2)
+        print(f"gpu_check: python {sys.version.split()[0]}, "
+              + ", ".join(f"{name} {version}" for name, version in versions.items())
+              + f", CUDA {torch.version.cuda or 'none'}, {device_name()}"
+              + (f"; wheels added: {', '.join(wheels)}" if wheels else ""), flush=True)
+        rows = run_methods(args, Path(scratch), cuda)
     total = time.time() - started
-    print(f"== gpu_check: {args.model}, {args.steps} steps, batch {args.batch_size}, sequence length {args.seq_len}, "
-          f"{'bf16' if cuda else 'fp32'} on {device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    precision = "bf16" if cuda else "fp32"
+    print(f"== gpu_check: {args.model} ({'RANDOM weights, seed 0' if args.random_weights else 'its real weights'}), "
+          f"{args.steps} steps, batch {args.batch_size}, sequence length {args.seq_len}, {precision} on "
+          f"{device_name()}, torch {versions['torch']}, transformers {versions['transformers']}, "
+          f"peft {versions['peft']}, {time.strftime('%Y-%m-%d')}")
     print(table(rows, device_name()))
+    missing = [f"{r.method} ({r.missing})" for r in rows if r.missing]
+    if missing:
+        print("missing here, not a failure: " + "; ".join(missing))
     print(f"total {total:.0f} s (target: under {TARGET_SECONDS} s on one GPU"
           f"{'' if cuda else '; this was a CPU dry run'})")
+    wrong = problems(rows, precision, total, cuda)
+    if wrong:
+        print("gpu_check: something is wrong:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        raise SystemExit(1)
     return rows
+
+
+def run_methods(args: argparse.Namespace, scratch: Path, cuda: bool) -> list[Row]:
+    """Every method's row, with the check's runs (and with --random-weights its model) in ``scratch``."""
+    saved = {name: os.environ.get(name) for name in ("EXPLORER_RUNS_DIR", "EXPLORER_MODELS_CACHE")}
+    os.environ["EXPLORER_RUNS_DIR"] = str(scratch / "runs")  # the check's runs never mix with the user's
+    try:
+        model = args.model
+        try:
+            if args.random_weights:
+                model = random_weights_model(args.model, scratch / "models", "cuda" if cuda else "cpu")
+            else:  # the bundled model is converted here if it is not yet (the app does the same on first use)
+                from explorer.models import registry
+
+                registry.ensure_files(registry.resolve(model))
+        except ExplorerError as error:  # no model to check: the check cannot start
+            print(f"gpu_check: {error}{'' if args.random_weights else ' (or pass --random-weights)'}",
+                  file=sys.stderr)
+            raise SystemExit(2) from None
+        if args.random_weights:
+            os.environ["EXPLORER_MODELS_CACHE"] = str(scratch / "models")
+        return [check_method(config_for(model, method.strip(), args.steps, args.batch_size, args.seq_len, cuda))
+                for method in args.methods.split(",") if method.strip()]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Usage:
     python -m explorer models [--json]           # list runnable models
     python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
     python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
-    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--set KEY=VALUE ...] --steps N
+    python -m explorer train --model NAME --method METHOD --dataset NAME|PATH [--columns prompt=COL,response=COL]
+                             [--set KEY=VALUE ...] --steps N
                              [--as-worker] [--json]
     python -m explorer compare --run RUN_ID [--prompt TEXT ...] [--max-new-tokens N] [--heldout N] [--export] [--json]
     python -m explorer recommend [--model NAME] [--memory-gb N] [--examples N] [--goal GOAL] [--latency-sensitive]
@@ -124,7 +125,13 @@ def cmd_train(args) -> None:
     config = TrainConfig.parse({"model": args.model, "method": args.method, "dataset": args.dataset,
                                 "steps": args.steps, **{k: v for k, v in values.items() if k in config_keys}})
     options = {k: v for k, v in values.items() if k not in config_keys}
-    METHODS[config.method].parse_options(options)  # fail before any model loads
+    method = METHODS[config.method]
+    method_options = method.parse_options(options)  # fail before any model loads
+    if args.columns:  # the file read through these columns, its rows kept as the page keeps an upload
+        from ..data import sources
+
+        config.dataset = sources.keep_file(args.dataset, args.columns, method.data_kind(method_options),
+                                           settings.models_cache() / runs.UPLOADS_DIR)
     check_dataset(config, options)  # ... and before a run folder is made for data of the wrong kind
     backend = settings.job_backend()
     if backend == "ray":  # submitted to the cluster; this process waits and prints the run's progress
@@ -286,7 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", required=True, help="pirate, french, json_extract, sentiment (chat); topics (labelled "
-                   "text, for --set head_type=classifier); paraphrases (pairs, head_type=embedding); or a JSONL/CSV path")
+                   "text, for --set head_type=classifier); paraphrases (pairs, head_type=embedding); or the path of a "
+                   "CSV, TSV, JSONL, JSON, Excel (.xlsx) or Parquet file whose columns are recognised (prompt/response, "
+                   "question/answer, input/output, instruction/input/output, messages, conversations, text/label) "
+                   "or named with --columns")
+    p.add_argument("--columns", metavar="PART=COLUMN,...",
+                   help="which column of --dataset is which part, e.g. prompt=Question,response=Answer (optional "
+                        "system=..., input=... joined to the prompt; text=...,label=... for a classifier head); the "
+                        "rows read through them are kept in models_cache/uploads/ for the run")
     p.add_argument("--steps", required=True)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method option (r, num_virtual_tokens, ...) or a training setting (learning_rate, "

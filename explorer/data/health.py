@@ -35,9 +35,17 @@ class Health:
     seq_len: int | None = None
 
 
+def _normal(value):
+    if isinstance(value, str):
+        return " ".join(value.lower().split())
+    if isinstance(value, dict):
+        return {key: _normal(item) for key, item in value.items()}
+    return [_normal(item) for item in value] if isinstance(value, list) else value
+
+
 def _key(row: dict) -> str:
     """A row as text for comparison, ignoring case and spacing."""
-    return " ".join(json.dumps(row, ensure_ascii=False, sort_keys=True).lower().split())
+    return json.dumps(_normal(row), ensure_ascii=False, sort_keys=True)
 
 
 def check(train: list[dict], heldout: list[dict], kind: str = "chat", lines: list[int] | None = None) -> Health:

@@ -92,3 +92,28 @@ def split_rows(rows: list[dict], kind: str) -> tuple[list[dict], list[dict]]:
         return labelled.split(rows)
     held = max(1, min(50, len(rows) // 10))
     return rows[:-held], rows[-held:]
+
+
+def keep_file(path: str | Path, columns: str, kind: str, folder: Path) -> str:
+    """A file read through ``columns`` (``prompt=Question,response=Answer``), its rows kept in ``folder`` as the
+    page keeps an upload (explorer.data.uploads.keep_for_training, with the columns beside them): the run
+    reads the kept rows, and they do not change if the file does."""
+    from .uploads import keep_for_training
+
+    path = Path(path)
+    if str(path) in bundled_names() or not path.is_file():
+        raise ExplorerError(f"--columns reads a file; {str(path)!r} is not one.")
+    limit = settings.max_upload_bytes()
+    if path.stat().st_size > limit:
+        raise ExplorerError(f"{path.name} is larger than {limit:,} bytes (EXPLORER_MAX_UPLOAD_MB).")
+    parsed = parse_upload(path.read_bytes(), path.name, labelled.FORMATS.get(kind), columns)
+    if kind == "labelled":
+        labelled.check_classes(parsed.rows, parsed.source)
+    return str(keep_for_training(parsed, folder))
+
+
+def check_readable(dataset, kind: str) -> None:
+    """Read an uploaded file whole (bundled sets are known good), so that one which cannot be trained on (no
+    rows, columns of no known shape, one class) is refused in one line before a run is made."""
+    if str(dataset) not in bundled_names():
+        load_rows(dataset, kind)

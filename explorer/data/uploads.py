@@ -71,9 +71,10 @@ def unrecognised(table: tables.Table, kind: str) -> ExplorerError:
     if kind == "chat":
         return ExplorerError(f"The {table.kind_name} {what} needs prompt and response columns (or question/answer, "
                              "input/output, instruction/input/output, messages, conversations), or pick which column "
-                             f"is the user's turn and which the answer; found: {found}.")
+                             "is the user's turn and which the answer (the command line's --columns prompt=COLUMN,"
+                             f"response=COLUMN); found: {found}.")
     return ExplorerError(f"The {table.kind_name} {what} needs {' and '.join(shapes.PARTS[kind])} columns, or "
-                         f"pick them; found: {found}.")
+                         f"pick them (--columns {','.join(p + '=COLUMN' for p in shapes.PARTS[kind])}); found: {found}.")
 
 
 def parse_table(table: tables.Table, fmt: FlatFormat | None = None, columns: str | dict | None = None,

@@ -77,6 +77,9 @@ class TrainConfig:
 
 def check_dataset(config: TrainConfig, options_values: dict) -> None:
     """Refuse, in one line and before anything is created or loaded, a dataset of another kind than the method
-    trains on (chat rows, labelled text or paraphrase pairs: the method's ``data_kind``)."""
+    trains on (chat rows, labelled text or paraphrase pairs: the method's ``data_kind``), or an uploaded file
+    that cannot be trained on (its columns unknown, too few rows: read whole here, as the run will read it)."""
     method = METHODS[config.method]
-    sources.require_kind(config.dataset, method.data_kind(method.parse_options(options_values)), method.title)
+    kind = method.data_kind(method.parse_options(options_values))
+    sources.require_kind(config.dataset, kind, method.title)
+    sources.check_readable(config.dataset, kind)

@@ -22,7 +22,7 @@ from ..methods import DEFAULT_METHOD, METHODS
 from ..models import provision, registry
 from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig, check_dataset
-from . import recipe_panel, run_view, timeline_view
+from . import recipe_panel, run_view, take_home, timeline_view
 from .common import Latest, error_message, jobs, shows_errors
 from .dataset_picker import (UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, length_text,
                              read_upload, score_value)
@@ -295,7 +295,7 @@ def create_finetune_tab() -> dict:
         to_compare = gr.Button("Compare this run", elem_id="ft-compare")
         download_button = gr.Button("Download adapter (.zip)")
         download = gr.File(label="Adapter", interactive=False)
-    # take_home.create_take_home(run_id)  (placed once explorer/ui/take_home.py lands)
+    take_home.create_take_home(run_id)
 
     named_options = {option_key(m, f): w for (m, f), w in zip(keys, option_widgets)}
     widgets = {"model": model, "method": method, **dict(zip(("dataset", "upload", "pasted", "score", "pattern"),
@@ -325,9 +325,9 @@ def create_finetune_tab() -> dict:
     gr.on([method.change, *[w.change for w in option_widgets]],
           lambda data: data_for_method(read(data), data[picker.kind]), inputs | {picker.kind},
           [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
-    gr.on([picker.dataset.change, picker.upload.change, picker.columns.change, model.change], recommend_handler, inputs | {picker.kind},
-          [advice, method, *option_widgets], api_visibility="private", show_progress="hidden",
-          trigger_mode="always_last")
+    gr.on([picker.dataset.change, picker.upload.change, picker.columns.change, model.change], recommend_handler,
+          inputs | {picker.kind}, [advice, method, *option_widgets], api_visibility="private",
+          show_progress="hidden", trigger_mode="always_last")
     chat_only = [train_widgets[name] for name in CHAT_ONLY]
     picker.kind.change(lambda k: [gr.update(visible=k == "chat")] * len(chat_only), picker.kind, chat_only,
                        api_visibility="private", show_progress="hidden")

@@ -23,8 +23,9 @@ temporary models folder: the bundled model's from bench/smollm2_config/ (its con
 from the converted model), any other model's from its own folder. Memory, throughput and merge fidelity do not
 need trained weights, and a bare machine has neither the 540 MB converted model nor the package it comes from.
 
-It runs with the torch, transformers and peft it finds (checked against MINIMUM_VERSIONS at start and printed).
-A method whose load needs a package that is not installed (QLoRA without bitsandbytes) is a row that says so.
+It runs with the torch, transformers and peft it finds (checked against bench/gpu_machine.py's MINIMUM_VERSIONS
+at start, and printed). A method whose base needs a package that is not installed (QLoRA without bitsandbytes)
+is a row that says so.
 ``--wheels DIR`` unpacks every .whl in DIR into a temporary folder put first on the path (no pip, no index, no
 dependency resolution: the machine has no network). Exit status: 0 when every method that could run checked out
 (missing packages included), 1 when something is wrong (a failed run, trainable parameters != the Calculator's,
@@ -35,17 +36,12 @@ resident memory): the tests' dry run on the tiny model, where no GPU is lent.
 
 import argparse
 import gc
-import importlib
-import json
 import os
-import re
-import shutil
 import sys
 import tempfile
 import time
 import traceback
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,21 +53,12 @@ warnings.filterwarnings("ignore")
 
 from explorer.errors import ExplorerError  # noqa: E402  (explorer's top modules import no third-party package)
 from explorer.models import provision  # noqa: E402
+from gpu_machine import (BUNDLED_CONFIG, MINIMUM_VERSIONS, add_wheels, installed_versions,  # noqa: E402,F401
+                         random_weights_model, too_old)
 
 GIB = 1024 ** 3
 PROMPTS = ["Where is the treasure buried?", "What is the capital of France?"]
 TARGET_SECONDS = 300
-BUNDLED_CONFIG = HERE / "smollm2_config"
-SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "chat_template.jinja", "special_tokens_map.json")
-# The oldest versions this check runs on, and why (nothing older is tried at start-up).
-MINIMUM_VERSIONS = {
-    "torch": ("2.5", "transformers 5's own floor (its dependency table: torch>=2.5)"),
-    "transformers": ("5.0", "transformers 5 APIs: from_pretrained(dtype=...), rope_parameters in config.json, "
-                            "the TokenizersBackend tokenizer files of bench/smollm2_config"),
-    "peft": ("0.19.1", "peft.utils.transformers_weight_conversion, read for every LoRA target match "
-                       "(explorer/methods/targets.py); absent from peft 0.18.1"),
-}
 # Largest |adapted - merged| logit that is rounding, not a wrong merge. fp32: the tests' bound. bf16 keeps 8
 # significant bits: a logit between 16 and 32 is rounded to a multiple of 0.125, and the merged weights
 # W + s·B·A are rounded once more than the adapted path's; 8 such steps of a large logit are allowed.
@@ -103,88 +90,6 @@ class Row:
     @property
     def speed_ratio(self) -> float:
         return self.app_tokens_per_second / self.plain_tokens_per_second if self.plain_tokens_per_second else float("nan")
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """The leading release numbers of a version string: "2.11.0+cu130" -> (2, 11, 0)."""
-    found = re.match(r"\d+(\.\d+)*", text.strip())
-    return tuple(int(part) for part in found.group(0).split(".")) if found else ()
-
-
-def too_old(versions: dict[str, str]) -> list[str]:
-    """One line per package below MINIMUM_VERSIONS (or absent), saying what needs it."""
-    lines = []
-    for name, (minimum, reason) in MINIMUM_VERSIONS.items():
-        found = versions.get(name)
-        if found is None or version_tuple(found) < version_tuple(minimum):
-            lines.append(f"{name} {found or 'is not installed'}{'' if found is None else ' is older than ' + minimum}: "
-                         f"needed for {reason}")
-    return lines
-
-
-def installed_versions() -> dict[str, str]:
-    """The versions of the packages this check uses, from the modules themselves (what will run)."""
-    versions = {}
-    for name in ("torch", "transformers", "peft", "accelerate"):
-        try:
-            versions[name] = importlib.import_module(name).__version__
-        except ImportError:
-            pass
-    return versions
-
-
-def add_wheels(folder: Path, into: Path) -> list[str]:
-    """Every wheel in ``folder`` unpacked into ``into``, which goes first on sys.path: a wheel is a zip of
-    its install tree (PEP 427), so this is pip install --target without pip, an index or the network."""
-    wheels = sorted(folder.glob("*.whl"))
-    if not wheels:
-        raise SystemExit(f"gpu_check: --wheels {folder}: no .whl files there")
-    for wheel in wheels:
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(into)
-    for data in into.glob("*.data"):  # a wheel's purelib/platlib trees belong at the top of the install
-        for tree in ("purelib", "platlib"):
-            if (data / tree).is_dir():
-                shutil.copytree(data / tree, into, dirs_exist_ok=True)
-    sys.path.insert(0, str(into))
-    importlib.invalidate_caches()
-    return [wheel.name for wheel in wheels]
-
-
-def random_weights_model(model: str, cache: Path, device: str) -> str:
-    """``model``'s architecture with random weights (seed 0), written as a model folder in ``cache``; its name.
-    The bundled model's config and tokenizer files come from bench/smollm2_config, any other's from its folder."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from explorer.models import registry
-
-    if model == provision.BUNDLED_NAME:
-        source, name = BUNDLED_CONFIG, model
-    else:
-        entry = registry.resolve(model)
-        if entry.kind == "hub":
-            raise ExplorerError(f"--random-weights needs a model folder with config.json; '{model}' is a hub id.")
-        source, name = Path(entry.location), entry.name
-    if not (source / "config.json").is_file():
-        raise ExplorerError(f"--random-weights builds '{model}' from its config.json, and {source} has none.")
-    target = cache / name
-    target.mkdir(parents=True)
-    for file in SMALL_FILES:
-        if (source / file).is_file():
-            shutil.copyfile(source / file, target / file)
-    config = AutoConfig.from_pretrained(target, trust_remote_code=False)
-    torch.manual_seed(0)
-    with torch.device(device):
-        built = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-    built.save_pretrained(target, safe_serialization=True)
-    del built
-    (target / provision.PROVENANCE_FILE).write_text(json.dumps({
-        "name": name, "source": f"random weights (seed 0) from {source / 'config.json'}, "
-                                "built by bench/gpu_check.py --random-weights"}, indent=2))
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return name
 
 
 def config_for(model: str, method: str, steps: int, batch_size: int, seq_len: int, cuda: bool):
@@ -311,6 +216,18 @@ def problems(rows: list[Row], precision: str, total: float, cuda: bool) -> list[
     return found
 
 
+def warm_up_cuda() -> None:
+    """Pay CUDA's one-time costs (cuBLAS handles and workspaces, lazily loaded kernels, the optimizer's first
+    step) before the first method: both loops time their first step, and the app's loop runs first."""
+    import torch
+
+    x = torch.randn(512, 576, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(576, 1536, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    (x @ w).float().square().mean().backward()
+    torch.optim.AdamW([x, w]).step()
+    torch.cuda.synchronize()
+
+
 def device_name() -> str:
     import torch
 
@@ -351,6 +268,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
               + ", ".join(f"{name} {version}" for name, version in versions.items())
               + f", CUDA {torch.version.cuda or 'none'}, {device_name()}"
               + (f"; wheels added: {', '.join(wheels)}" if wheels else ""), flush=True)
+        if cuda:
+            warm_up_cuda()
         rows = run_methods(args, Path(scratch), cuda)
     total = time.time() - started
     precision = "bf16" if cuda else "fp32"

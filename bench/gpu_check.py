@@ -121,19 +121,20 @@ def missing_package(config) -> str:
 
     method = METHODS[config.method]
     try:
-        loading.load_fresh(config.model, method, method.parse_options({}), config.precision)
-        return ""
-    except Exception as error:  # the app wraps loader errors in its own one-line message: look beneath
-        cause = import_error_in(error)
-    if cause is None:
-        return ""
-    try:
-        loading.load_fresh(config.model, None, None, config.precision)
-    except Exception:
-        return ""
+        try:
+            loading.load_fresh(config.model, method, method.parse_options({}), config.precision)
+            return ""
+        except Exception as error:  # the app wraps loader errors in its own one-line message: look beneath
+            cause = import_error_in(error)
+        if cause is None:
+            return ""
+        try:
+            loading.load_fresh(config.model, None, None, config.precision)
+        except Exception:
+            return ""
+        return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     finally:
         release_loaded_models()
-    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 def check_method(config) -> Row:

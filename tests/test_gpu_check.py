@@ -171,3 +171,25 @@ def test_what_is_wrong_and_what_is_only_missing():
         "dora: 10 trainable parameters measured, the Calculator says 12",
         "took 301 s, over the 300 s target"]
     assert gpu_check.problems([miscounted], "fp32", 301, False)[1:] == []  # the time target is a GPU's
+
+
+def test_an_import_error_is_a_missing_package_only_when_the_plain_base_loads(monkeypatch, cache):
+    """QLoRA's load without bitsandbytes: missing. The same ImportError while the plain base cannot load either
+    (the machine lacks something every method needs): the run's failure, reported as wrong."""
+    from explorer.models import loading
+
+    real = loading.load_fresh
+
+    def without_package(name, method=None, options=None, precision=None, plain_fails=False):
+        if method is not None or plain_fails:
+            try:
+                raise ImportError("Using `bitsandbytes` 4-bit quantization requires bitsandbytes")
+            except ImportError as error:  # as the app does: its own one-line message, the cause beneath
+                raise gpu_check.ExplorerError(f"Could not load '{name}': ImportError: {error}") from None
+        return real(name, method, options, precision)
+
+    config = gpu_check.config_for(TINY, "qlora", 1, 1, 64, cuda=False)
+    monkeypatch.setattr(loading, "load_fresh", without_package)
+    assert gpu_check.missing_package(config) == "Using `bitsandbytes` 4-bit quantization requires bitsandbytes"
+    monkeypatch.setattr(loading, "load_fresh", lambda *args: without_package(*args, plain_fails=True))
+    assert gpu_check.missing_package(config) == ""

@@ -24,6 +24,8 @@ OPTIONS = [
     ("loha", {"r": 16, "target_preset": "custom", "target_modules": "o_proj,down_proj", "rank_dropout": 0.1}),
     ("lokr", {"r": 2, "decompose_both": True, "target_preset": "attention"}),
     ("lokr", {"r": 64, "decompose_factor": 8, "target_preset": "custom", "target_modules": r"re:.*\.mlp\..*_proj"}),
+    ("oft", {"oft_block_size": 0, "r": 7, "target_preset": "attention", "num_cayley_neumann_terms": 7}),
+    ("oft", {"oft_block_size": 50, "block_share": True, "coft": True, "use_cayley_neumann": False}),
 ]
 
 

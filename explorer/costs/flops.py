@@ -33,12 +33,15 @@ class Product(NamedTuple):
     """One matmul (or a fixed group of them) that a tuner adds to a linear layer, as its PEFT layer runs it:
     forward FLOPs, backward FLOPs always paid (its trained operands' gradients, and any recomputation of a
     custom autograd function), backward FLOPs paid only when the layer's input requires grad; per token, or
-    once per forward (a weight built from trained factors: LoHa's, LoKr's, OFT's)."""
+    once per forward (a weight built from trained factors: LoHa's, LoKr's, OFT's). ``feeds_base``: its output is
+    the frozen layer's input (OFT, BOFT and HRA transform the input), so the frozen product pays its input
+    gradient whatever the layer's input needed."""
 
     forward: int
     backward: int = 0
     backward_if_input: int = 0
     per_token: bool = True
+    feeds_base: bool = False
 
 
 class _Counter:
@@ -95,7 +98,7 @@ def _linear(count: _Counter, a: Adaptation, tokens: int, op, rg_in: bool, weight
             scaled: bool, training: bool, vera_rank: int = 0, products: tuple = ()) -> bool:
     """Count one (possibly adapted) linear layer; return whether its output requires grad."""
     fan_in, fan_out = op.in_features, op.out_features
-    count.matmul(tokens * op.per_token, rg_in, weight_trainable)
+    count.matmul(tokens * op.per_token, rg_in or any(p.feeds_base for p in products), weight_trainable)
     if rank:
         count.matmul(2 * tokens * fan_in * rank, rg_in, True)       # lora_A
         count.matmul(2 * tokens * rank * fan_out, True, True)       # lora_B (its input depends on A)

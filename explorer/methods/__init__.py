@@ -15,6 +15,7 @@ from . import (
     lokr,
     lora,
     loraplus,
+    oft,
     olora,
     pissa,
     prefix,
@@ -41,6 +42,7 @@ METHODS: dict[str, Method] = {
     "ln_tuning": ln_tuning.METHOD,
     "loha": loha.METHOD,
     "lokr": lokr.METHOD,
+    "oft": oft.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 FACT_QUESTIONS = 8      # training questions asked again: few, they share the held-out generation's batch
 STYLE_GAIN = 0.05       # a rise in resemblance (ROUGE-L) this large counts as the style learned
-FACTS_LEARNED = 0.5     # at least half of the facts recalled (and more than the base) counts as facts learned
+FACTS_LEARNED = 0.5     # at least half of the facts recalled (and more than the base: learned from the file)
 FORGOT_A_LOT = 0.2      # a drop in the probe's share this large (2 of 10 questions) counts as forgetting
 
 _WORD = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
@@ -189,10 +189,11 @@ def _learned_sentence(base: Side, adapted: Side) -> str:
     style = measured and adapted.similarity - base.similarity >= STYLE_GAIN
     numbers = f"{base.similarity:.2f} → {adapted.similarity:.2f}" if measured else ""
     checked = adapted.facts_checked
-    facts = checked > 0 and adapted.fact_recall >= FACTS_LEARNED and adapted.facts_recalled > base.facts_recalled
+    recalls = checked > 0 and adapted.fact_recall >= FACTS_LEARNED  # perhaps known before: the base's count says
+    facts = recalls and adapted.facts_recalled > base.facts_recalled  # learned from the file
     recall = (f"recalls {adapted.facts_recalled} of {checked} facts from your file (the base: {base.facts_recalled})"
               if checked else "")
-    if style and facts:
+    if style and recalls:
         return f"It answers in your style now (resemblance to your held-out answers {numbers}) and it {recall}."
     if style and checked:
         return (f"It answers in your style now (resemblance to your held-out answers {numbers}), but it {recall} "

@@ -115,3 +115,13 @@ def test_the_divergence_rule(losses, diverged_at):
     assert not held.eval_loss(0, 3.54) and held.eval_loss(5, 10.8)  # above max(3 x 3.54, 8.54)
     assert held.message().startswith("Diverged at step 5: the held-out loss rose from 3.54 to 10.8")
     assert held.message().endswith("learning rate 0.0002. Try a lower learning rate, such as 2e-05.")
+
+
+def test_facts_the_base_already_knew_are_not_credited_to_the_fine_tune():
+    styled = learned.verdict(side(0.1, 6, 8, checked=8), side(0.4, 6, 8, checked=8))
+    assert styled.startswith("It answers in your style now (resemblance to your held-out answers 0.10 → 0.40) and "
+                             "it recalls 6 of 8 facts from your file (the base: 6).")
+    unstyled = learned.verdict(side(0.3, 6, 8, checked=8), side(0.3, 6, 8, checked=8))
+    assert unstyled.startswith("It has not visibly learned from your file yet: its replies resemble your held-out "
+                               "answers about as much as before (0.30 → 0.30) and it recalls 6 of 8 facts from "
+                               "your file (the base: 6).")

@@ -205,10 +205,14 @@ def _learned_sentence(base: Side, adapted: Side) -> str:
     if facts:
         unchanged = f", though its replies resemble your held-out answers little more than before ({numbers})"
         return f"It {recall}{unchanged if measured else ''}: it learned facts before style."
-    parts = ([f"its replies resemble your held-out answers about as much as before ({numbers})"] if measured else [])
+    worse = measured and base.similarity - adapted.similarity >= STYLE_GAIN
+    parts = ([f"its replies resemble your held-out answers {'less than' if worse else 'about as much as'} before "
+              f"({numbers})"] if measured else [])
     parts += [f"it {recall}"] if checked else []
     detail = ": " + " and ".join(parts) if parts else ""
-    return f"It has not visibly learned from your file yet{detail}. Give it more steps or a higher learning rate."
+    advice = ("A lower learning rate may help: the replies moved away from your answers." if worse else
+              "Give it more steps or a higher learning rate.")
+    return f"It has not visibly learned from your file yet{detail}. {advice}"
 
 
 def forgetting_sentence(base_right: int, adapted_right: int, asked: int, subject: str = "It") -> str:

@@ -125,3 +125,10 @@ def test_facts_the_base_already_knew_are_not_credited_to_the_fine_tune():
     assert unstyled.startswith("It has not visibly learned from your file yet: its replies resemble your held-out "
                                "answers about as much as before (0.30 → 0.30) and it recalls 6 of 8 facts from "
                                "your file (the base: 6).")
+
+
+def test_replies_that_moved_away_from_the_file_are_said_to():
+    text = learned.verdict(side(0.30, 2, 8), side(0.12, 1, 8))
+    assert text.startswith("It has not visibly learned from your file yet: its replies resemble your held-out "
+                           "answers less than before (0.30 → 0.12) and it recalls 1 of 10 facts from your file (the "
+                           "base: 2). A lower learning rate may help")

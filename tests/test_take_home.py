@@ -47,3 +47,43 @@ def test_runs_that_give_no_gguf_are_told_why_in_one_line(finished_run):
     assert progress.startswith("**Error:**") and "cannot merge" in progress and "adapter zip" in progress
     assert "Prompt" in take_home.describe(prompt_run) and "no GGUF file" in take_home.describe(prompt_run)
     assert take_home.describe("") == take_home.NOT_YET
+
+
+@pytest.fixture(scope="module")
+def panel_url(finished_run):
+    """The panel alone on a page, its run already chosen (the lead places it in Fine-tune)."""
+    import gradio as gr
+
+    from conftest import free_port
+
+    with gr.Blocks() as demo:
+        take_home.create_take_home(gr.State(finished_run))
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                    quiet=True, share=False)
+    yield url.replace("localhost", "127.0.0.1")
+    demo.close()
+
+
+def test_in_the_browser_both_files_download_and_the_commands_and_card_show(panel_url, page, finished_run, tmp_path,
+                                                                          screenshot):
+    from conftest import wait_for_text
+
+    name = f"merged-{finished_run}-q8_0"
+    page.goto(panel_url)
+    page.get_by_text("Use it on your computer").click()
+    page.locator("#take-home-gguf").click()
+    wait_for_text(page, "#take-home-commands", f"ollama create {name} -f {name}.Modelfile", timeout=300_000)
+    wait_for_text(page, "#take-home-progress", "Done in")
+    listed = page.locator("#take-home-files").inner_text().replace("\n", "")  # stem and extension on two lines
+    assert f"{name}.gguf" in listed and f"{name}.Modelfile" in listed
+    with page.expect_download() as download:
+        page.locator("#take-home-files tr", has_text=".Modelfile").locator("a").click()
+    saved = tmp_path / "downloaded.Modelfile"
+    download.value.save_as(saved)
+    assert saved.read_text() == (runs.run_path(finished_run) / f"{name}.Modelfile").read_text()
+    page.locator("#take-home-adapter").click()
+    wait_for_text(page, "#take-home-zip", f"{finished_run}-adapter")
+    assert f"{finished_run}-adapter.zip" in page.locator("#take-home-zip").inner_text().replace("\n", "")
+    page.get_by_text("Model card (README.md in the zip)").click()
+    wait_for_text(page, "#take-home-card", "from peft import PeftModel")
+    screenshot("take_home_panel")

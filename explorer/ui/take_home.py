@@ -102,14 +102,14 @@ def describe(run_id: str) -> str:
 def create_take_home(run_id_state) -> dict:
     """The panel, acting on the run in ``run_id_state`` (the Fine-tune tab's selected run)."""
     with gr.Accordion("Use it on your computer", open=False, elem_id="take-home"):
-        gr.Markdown("Take the fine-tuned model home: one GGUF file (q8_0: a quarter of the full-precision size) "
+        gr.Markdown("Take the fine-tuned model home: one GGUF file (for llama.cpp, Ollama and LM Studio) "
                     "with an Ollama Modelfile that holds its chat template and system prompt, and the three "
                     "commands that run it; or the adapter alone, with a model card, for Python and PEFT.")
         about = gr.Markdown(NOT_YET, elem_id="take-home-run")
         with gr.Row():
             gguf_button = gr.Button("Build the GGUF file and Modelfile", variant="primary", elem_id="take-home-gguf")
             qtype = gr.Radio(["q8_0", "f16"], value=take_home.DEFAULT_TYPE, label="Precision",
-                             info="q8_0: smaller, replies within a hair of the merged model's; f16: twice the size",
+                             info="q8_0: 8.5 bits per weight (8-bit values, one 16-bit scale per 32), about half of f16's size",
                              elem_id="take-home-type")
         progress = gr.Markdown(elem_id="take-home-progress")
         files = gr.File(label="GGUF file and Modelfile", file_count="multiple", interactive=False,

@@ -26,6 +26,7 @@ OPTIONS = [
     ("lokr", {"r": 64, "decompose_factor": 8, "target_preset": "custom", "target_modules": r"re:.*\.mlp\..*_proj"}),
     ("oft", {"oft_block_size": 0, "r": 7, "target_preset": "attention", "num_cayley_neumann_terms": 7}),
     ("oft", {"oft_block_size": 50, "block_share": True, "coft": True, "use_cayley_neumann": False}),
+    ("boft", {"boft_block_size": 0, "boft_block_num": 8, "target_preset": "q,v"}),
 ]
 
 
@@ -84,3 +85,11 @@ def test_a_trained_run_merges_to_the_logits_it_adapts_to(cache, method):
     assert float((adapted - merged).abs().max()) < 1e-4 * max(1.0, float(adapted.abs().max()) / 10)
     assert not torch.allclose(adapted, base, atol=1e-4), "the trained adapter changes the logits"
     assert type(s.merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"
+
+
+def test_boft_refuses_what_peft_cannot_build_here_in_one_line():
+    """A block size that does not divide a layer (PEFT would fail mid-build) and butterfly factors (CUDA only)."""
+    with pytest.raises(ExplorerError, match=r"in_features \(576\) must be divisible by boft_block_size \(7\)"):
+        calculator.from_request("smollm2-135m", "boft", {"boft_block_size": "7"}, exact_mode="skip")
+    with pytest.raises(ExplorerError, match=r"butterfly factors .* only with its CUDA kernel fbd_cuda"):
+        calculator.from_request("smollm2-135m", "boft", {"boft_n_butterfly_factor": "2"}, exact_mode="skip")

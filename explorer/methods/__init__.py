@@ -6,6 +6,7 @@ Tests parametrize over this dict, so a new method is tested automatically.
 
 from . import (
     adapter,
+    boft,
     dora,
     full,
     head,
@@ -43,6 +44,7 @@ METHODS: dict[str, Method] = {
     "loha": loha.METHOD,
     "lokr": lokr.METHOD,
     "oft": oft.METHOD,
+    "boft": boft.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -85,10 +85,11 @@ def grouped_terms(spec, names: list[str], per_module: Callable) -> list[Term]:
 
 
 def linear_method(tuner: Tuner, per_module: Callable, products: Callable, make_config: Callable,
-                  **fields) -> Method:
+                  check: Callable = lambda module, options: None, **fields) -> Method:
     """A Method whose formula, FLOPs and build come from the three per-tuner functions:
     ``per_module(module, options) -> (count, expression)``, ``products(module, options) -> tuple[Product]``,
-    ``make_config(spec, options) -> a PEFT config``."""
+    ``make_config(spec, options) -> a PEFT config``; ``check(module, options)`` raises PEFT's per-layer refusal
+    (a block size that does not divide a layer's width) in one line before PEFT would, mid-build."""
 
     def terms(spec, options):
         return grouped_terms(spec, tuner.targets(spec, options), lambda m: per_module(m, options))
@@ -103,8 +104,9 @@ def linear_method(tuner: Tuner, per_module: Callable, products: Callable, make_c
         return get_peft_model(model, make_config(spec, options))
 
     def validate(spec, options):
-        tuner.targets(spec, options)
         make_config(spec, options)  # PEFT's own checks of the config
+        for name in tuner.targets(spec, options):
+            check(spec.arch.by_name[name], options)
 
     return Method(terms=terms, adaptation=adaptation, apply=apply, validate=validate, uses_peft=True, **fields)
 

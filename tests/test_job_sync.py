@@ -3,6 +3,7 @@ the node makes carried back into the server's folders (explorer.train.backends.s
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -132,16 +133,36 @@ def test_backend_settings_are_checked(monkeypatch):
     assert settings.max_concurrent_jobs() == 1
 
 
-def test_a_remote_cluster_without_a_token_is_refused_before_connecting(monkeypatch, tmp_path):
+@pytest.mark.parametrize("answers, message", [
+    (False, "uses token authentication; no token was found here: set RAY_AUTH_TOKEN"),
+    (None, "gave no answer (check the address), and PEFT Explorer uses Ray only with token authentication; no "
+           "token was found here: set RAY_AUTH_TOKEN"),
+])
+def test_a_remote_cluster_without_a_token_is_refused_before_connecting(monkeypatch, tmp_path, answers, message):
+    """What the cluster answered a caller without a token (tests/test_ray_backend.py asks real heads) picks the
+    message."""
     for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(ExplorerError, match="needs its authentication token: set RAY_AUTH_TOKEN"):
+    monkeypatch.setattr(ray_backend, "answers_without_token", lambda address: answers)
+    with pytest.raises(ExplorerError, match=re.escape(f"The Ray cluster at 10.0.0.5:6379 {message}")):
         ray_backend.prepare_environment("10.0.0.5:6379")
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ, "a remote cluster is reached on its own address"
     ray_backend.prepare_environment(None)  # its own Ray: a fresh token, every socket on 127.0.0.1
     assert len(os.environ["RAY_AUTH_TOKEN"]) == 64 and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+def test_a_cluster_without_token_authentication_is_refused_with_how_to_turn_it_on(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)  # a token does not make such a cluster check it
+    monkeypatch.setattr(ray_backend, "answers_without_token", lambda address: True)
+    with pytest.raises(ExplorerError) as refused:
+        ray_backend.prepare_environment("10.0.0.5:6379")
+    text = str(refused.value)
+    assert text.startswith("The Ray cluster at 10.0.0.5:6379 runs without token authentication, and PEFT Explorer "
+                           "requires it")
+    assert "`RAY_AUTH_MODE=token ray start --head ...`" in text and "ray get-auth-token --generate" in text
+    assert "needs its authentication token" not in text and len(text.splitlines()) == 1
 
 
 def test_a_stop_posted_on_the_server_reaches_the_waiting_node_at_once():

@@ -193,6 +193,40 @@ ray.shutdown()
 """
 
 
+def test_a_cluster_without_token_authentication_is_found_and_refused(ray_cluster, tmp_path):
+    """A head started without token authentication (what `ray start --head` does where no token exists) answers
+    a caller that sends none, and the app refuses it with how to turn it on; the module's head refuses such a
+    caller, so the app goes on to it."""
+    from explorer.errors import ExplorerError
+    from explorer.train.backends import ray_backend
+
+    assert ray_backend.answers_without_token(os.environ["EXPLORER_RAY_ADDRESS"]) is False
+    port, folder = free_port(), Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", HOME=str(tmp_path))
+    log = (folder / "head.log").open("wb")
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
+                             "--object-store-memory=100000000", f"--temp-dir={folder / 'ray'}"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_until(lambda: b"Ray runtime started." in (folder / "head.log").read_bytes() or head.poll() is not None,
+                   HEAD_START_SECONDS, "the head without token authentication")
+        assert head.poll() is None, (folder / "head.log").read_text()[-2000:]
+        assert ray_backend.answers_without_token(f"127.0.0.1:{port}") is True
+        with pytest.raises(ExplorerError, match="runs without token authentication, and PEFT Explorer requires it"):
+            ray_backend.prepare_environment(f"127.0.0.1:{port}")
+    finally:
+        head.terminate()
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_the_apps_own_ray_listens_on_127_0_0_1_only_and_wants_its_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "EXPLORER_RAY_ADDRESS"}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(settings.REPO_ROOT))  # no ~/.ray/auth_token: a fresh token

@@ -4,7 +4,9 @@ EXPLORER_RAY_CPUS_PER_JOB cores), so jobs run side by side up to the cluster's c
 EXPLORER_RAY_ADDRESS names an existing cluster's head (HOST:PORT); unset, the app starts its own Ray on this
 machine, bound to 127.0.0.1. Ray's token authentication is always on (RAY_AUTH_MODE=token): a classroom
 network must not be able to submit jobs. The token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
-~/.ray/auth_token, as Ray reads it; for its own local Ray the app makes a fresh one when there is none.
+~/.ray/auth_token, as Ray reads it; for its own local Ray the app makes a fresh one when there is none. A
+cluster named by EXPLORER_RAY_ADDRESS that answers a caller without a token is refused before connecting: Ray's
+client connects to it with a token all the same (checked with Ray 2.60), and anyone on the network could run code.
 
 The node runs the job's command in a temporary copy of its folders (explorer.train.backends.ray_node) and
 streams every change back; this side writes them into the server's folders (explorer.train.backends.sync)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
 import sys
 import threading
 import uuid
@@ -38,6 +41,39 @@ def token_available() -> bool:
     return Path(path).expanduser().is_file() if path else (Path.home() / ".ray" / "auth_token").is_file()
 
 
+# Asked in a child process with token authentication off: Ray reads its mode once per process.
+ANSWERS_WITHOUT_TOKEN = """
+import sys
+from ray._raylet import GcsClient
+GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10)
+"""
+PROBE_SECONDS = 30  # an unreachable address makes Ray's client wait ~40 s; ray.init then reports it
+
+
+def answers_without_token(address: str) -> bool | None:
+    """Whether the cluster at ``address`` answers a caller that sends no token (True: it runs without token
+    authentication); None when it gave no answer either way (unreachable, too slow), which ray.init reports."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env["RAY_AUTH_MODE"] = "disabled"
+    try:
+        done = subprocess.run([sys.executable, "-c", ANSWERS_WITHOUT_TOKEN, address], env=env, capture_output=True,
+                              text=True, timeout=PROBE_SECONDS)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode == 0:
+        return True
+    return False if "AuthenticationError" in done.stderr else None
+
+
+def without_token_authentication(address: str) -> ExplorerError:
+    return ExplorerError(
+        f"The Ray cluster at {address} runs without token authentication, and PEFT Explorer requires it (without "
+        "it anyone who reaches the cluster can run code there). Turn it on: on the head, `ray get-auth-token "
+        "--generate`, then restart Ray with `RAY_AUTH_MODE=token ray start --head ...` (each node joins with "
+        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN set to that token), and start the app with RAY_AUTH_TOKEN set to it "
+        "too (docs/cluster.md).")
+
+
 def prepare_environment(address: str | None) -> None:
     """Before Ray starts or connects: token authentication on, and a Ray of our own kept on 127.0.0.1."""
     if address is None or address.rpartition(":")[0] in LOOPBACK:
@@ -45,11 +81,19 @@ def prepare_environment(address: str | None) -> None:
         # resolve_ip_for_localhost); single-machine mode keeps every socket on loopback.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["RAY_AUTH_MODE"] = "token"
+    if address is None:
+        if not token_available():
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # as Ray's own generator: 256 random bits
+        return
+    answers = answers_without_token(address)
+    if answers:
+        raise without_token_authentication(address)
     if not token_available():
-        if address is not None:
-            raise ExplorerError(f"The Ray cluster at {address} needs its authentication token: set RAY_AUTH_TOKEN "
-                                "(or RAY_AUTH_TOKEN_PATH) to the head's token (`ray get-auth-token` on the head).")
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # as Ray's own generator: 256 random bits
+        state = "uses token authentication" if answers is False else \
+            "gave no answer (check the address), and PEFT Explorer uses Ray only with token authentication"
+        raise ExplorerError(f"The Ray cluster at {address} {state}; no token was found here: set RAY_AUTH_TOKEN (or "
+                            "RAY_AUTH_TOKEN_PATH) to the head's token (`ray get-auth-token` on the head; "
+                            "docs/cluster.md).")
 
 
 class RayBackend:

@@ -2,13 +2,15 @@
 a GGUF file and a Modelfile to download with the three commands; the adapter zip carries its model card; runs
 that cannot give a GGUF file are told why in one line."""
 
+import shutil
+
 import pytest
 
 from explorer.compare import modelfile
 from explorer.train import runs
 from explorer.ui import take_home
 
-from conftest import copy_run, train_run
+from conftest import copy_run, force_status, train_run
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,14 @@ def test_runs_that_give_no_gguf_are_told_why_in_one_line(finished_run):
     assert progress.startswith("**Error:**") and "cannot merge" in progress and "adapter zip" in progress
     assert "Prompt" in take_home.describe(prompt_run) and "no GGUF file" in take_home.describe(prompt_run)
     assert take_home.describe("") == take_home.NOT_YET
+    running = copy_run(finished_run)
+    force_status(runs.run_path(running), "running")
+    assert "is running: once it has finished" in take_home.describe(running)
+    assert "still running" in list(take_home.build_files(running))[-1][2]
+    stopped_early = copy_run(finished_run)
+    force_status(runs.run_path(stopped_early), "stopped")
+    shutil.rmtree(runs.run_path(stopped_early) / runs.ADAPTER_DIR)
+    assert "nothing to take home" in take_home.adapter_with_card(stopped_early)[1]
 
 
 @pytest.fixture(scope="module")

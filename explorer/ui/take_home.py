@@ -28,9 +28,12 @@ def chosen_run(run_id: str) -> runs.Run:
     """The run the panel acts on: finished, its adapter saved; a clear message otherwise."""
     if not (run_id or "").strip():
         raise ExplorerError(NOT_YET)
-    run = runs.open_run(run_id.strip())
+    run = runs.open_run(run_id.strip(), need_adapter=False)
     if not run.finished:
         raise ExplorerError(f"Run {run.run_id} is still {run.state}: its files can be built once it has finished.")
+    if not run.has_adapter:
+        raise ExplorerError(f"Run {run.run_id} ended ({run.state}) before its first step was saved: it has nothing "
+                            "to take home.")
     return run
 
 
@@ -90,12 +93,18 @@ def adapter_with_card(run_id: str):
 
 def describe(run_id: str) -> str:
     """One line on what the panel offers for this run (or why not yet)."""
+    if not (run_id or "").strip():
+        return NOT_YET
     try:
-        run = chosen_run(run_id)
+        run = runs.open_run(run_id.strip(), need_adapter=False)
     except ExplorerError as error:
         return str(error)
+    if not run.finished:  # the panel is not told when it finishes: a line that stays true then
+        return f"**{run.run_id}** is {run.state}: once it has finished, the buttons below build its files."
     merge = ("Its adapter merges into the base: one GGUF file for llama.cpp and Ollama."
              if run.method.mergeable else f"{run.method.title} cannot merge, so no GGUF file: use the adapter zip.")
+    if run.state == "diverged":
+        merge += " It diverged (its loss blew up), so its replies are likely noise: the files hold it as it ended."
     return f"**{run.run_id}** ({run.method.title} on {run.config.model}, {run.dataset_label}). {merge}"
 
 

@@ -27,6 +27,7 @@ OPTIONS = [
     ("oft", {"oft_block_size": 0, "r": 7, "target_preset": "attention", "num_cayley_neumann_terms": 7}),
     ("oft", {"oft_block_size": 50, "block_share": True, "coft": True, "use_cayley_neumann": False}),
     ("boft", {"boft_block_size": 0, "boft_block_num": 8, "target_preset": "q,v"}),
+    ("hra", {"r": 5, "apply_GS": True, "target_preset": "attention"}),
 ]
 
 

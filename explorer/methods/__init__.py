@@ -10,6 +10,7 @@ from . import (
     dora,
     full,
     head,
+    hra,
     ia3,
     ln_tuning,
     loha,
@@ -45,6 +46,7 @@ METHODS: dict[str, Method] = {
     "lokr": lokr.METHOD,
     "oft": oft.METHOD,
     "boft": boft.METHOD,
+    "hra": hra.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -302,3 +302,16 @@ def test_cli_train_reads_a_file_through_columns(cache, tmp_path, capsys):
     assert kept.name == "faq.jsonl" and data.kept_columns(kept)["columns"] == {"prompt": "Frage", "response": "Antwort"}
     train, heldout = sources.load_dataset(str(kept))
     assert train + heldout == data.parse_upload(faq.read_bytes(), "faq.csv", columns="prompt=Frage,response=Antwort").rows
+
+
+def test_a_first_pick_stays_picked_while_the_answer_is_still_missing(tmp_path):
+    from explorer.ui import dataset_picker
+
+    path = tmp_path / "faq.csv"
+    path.write_bytes(UNFAMILIAR)
+    first, second, _, columns, preview, _, line = dataset_picker.pick_columns(None, "Antwort", "", "", str(path), "",
+                                                                              "chat")
+    assert columns == "response=Antwort" and preview is None and "Pick the columns of faq.csv" in line
+    assert (first["value"], second["value"]) == (None, "Antwort")
+    first, second, *_ = dataset_picker.pick_columns("Frage", "Antwort", "", columns, str(path), "", "chat")
+    assert (first["value"], second["value"]) == ("Frage", "Antwort")

@@ -136,6 +136,12 @@ def mapping_text(mapping: dict) -> str:
     return ",".join(f"{part}={column}" for part, column in mapping.items() if column)
 
 
+def as_spelled(mapping: dict, columns: list[str]) -> dict:
+    """The parts of ``mapping`` whose column the file has, in the file's spelling (a partial mapping too)."""
+    found = {part: _find(columns, (normal(column),)) for part, column in mapping.items()}
+    return {part: column for part, column in found.items() if column}
+
+
 def resolve(mapping: dict, columns: list[str], kind: str, source: str) -> dict:
     """A mapping whose columns are the file's own (matched case-insensitively), complete for ``kind``."""
     resolved = {}

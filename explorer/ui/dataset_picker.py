@@ -136,7 +136,13 @@ def read_data(path, text, kind="chat", columns=""):
         parsed = parse_table(table, kind, columns)
     except ExplorerError as error:
         recognised = shapes.recognise(table.columns, kind) if not columns else None
-        mapping = recognised[1] if recognised and recognised[0] == kind else {}
+        if columns:  # the parts picked so far stay picked while the others are still missing
+            try:
+                mapping = shapes.as_spelled(shapes.parse_mapping(columns, kind), table.columns)
+            except ExplorerError:
+                mapping = {}
+        else:
+            mapping = recognised[1] if recognised and recognised[0] == kind else {}
         if not columns and recognised is None and table.records:
             line = (f"**Pick the columns** of {table.source} below: which one is "
                     f"{' and which '.join(shapes.PART_WORDS[p] for p in shapes.PICKER_PARTS[kind][:2])}. Its "

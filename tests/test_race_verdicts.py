@@ -172,3 +172,43 @@ def test_the_default_race_draws_at_least_four_held_out_points_per_entrant():
 @pytest.mark.parametrize("share, text", [(0.02, "1/50"), (0.6, "60%"), (0.5, "50%"), (1 / 2335, "1/2,335")])
 def test_shares_are_written_for_people(share, text):
     assert verdicts.fraction(share, 1.0) == text
+
+
+def test_cards_and_claims_carry_no_source_paths_or_library_internals():
+    from explorer.costs.textbook import CLAIMS, OUTCOME_CLAIMS
+    from explorer.methods import METHODS
+
+    code = re.compile(r"\b[\w/]+\.py\b(?!#)|compute_device|lora\.c\b|`")
+    for name, method in METHODS.items():
+        for text in (method.where, method.explanation, method.when_to_use, *method.literature):
+            shown = re.sub(r"https://\S+", "", text)  # a link to the reason is fine; its path is not prose
+            assert not code.search(shown), (name, code.search(shown).group())
+    for claim in (*CLAIMS, *OUTCOME_CLAIMS):
+        assert not code.search(" ".join(str(v) for v in vars(claim).values())), claim.key
+
+
+def test_labels_of_points_on_top_of_each_other_do_not_overlap():
+    from explorer.race import charts
+
+    points = [(400, 150, "lora"), (404, 152, "dora"), (408, 149, "qlora"), (402, 151, "lora:r=16")]
+    offsets = charts.place_labels(points)
+    boxes = []
+    for (x, y, text), (dx, dy) in zip(points, offsets):
+        width = charts.CHAR_WIDTH * len(text) + 4
+        boxes.append((x + dx - width / 2, y + dy - 7, x + dx + width / 2, y + dy + 7))
+    assert len(set(offsets)) == 4
+    assert all(charts._overlap(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_the_pareto_chart_labels_every_point_and_shows_each_verdict_in_its_legend():
+    from explorer.race import charts
+
+    table = the_issues_race()
+    verdicts.judge_all(table)
+    fig = charts.pareto_figure(table)
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert sorted(a.text for a in fig.layout.annotations) == sorted(r["name"] for r in table if r["state"] == "done")
+    names = {t.name.split(" — ")[0]: t for t in points}
+    assert names["prefix"].name.startswith("prefix — lost general knowledge")
+    assert names["prompt"].marker.symbol == "x" and names["lora"].marker.symbol == "circle"
+    assert all(t.showlegend is not False for t in points), "a per-entrant legend"

@@ -36,7 +36,9 @@ TABLE_COLUMNS = ["entrant", "verdict", "trainable parameters (measured · Calcul
                  "peak memory (measured · predicted, ratio)", "tokens per second", "training seconds",
                  "held-out loss (base → after)", "task score (base → after)", "forgetting probe (base → after)",
                  "saved", "inference overhead, FLOPs per token", "Pareto front"]
-COLUMN_WIDTHS = ["11%", "11%", "10%", "11%", "6%", "6%", "9%", "7%", "8%", "6%", "10%", "5%"]  # headers wrap whole
+# Each column as wide as its header's longest word in the table's bold monospace (~9.5 px a character at the
+# page's 1215 px; headers wrap between words, never inside one): "forgetting", "training", "Pareto".
+COLUMN_WIDTHS = ["9.5%", "10%", "10%", "11%", "6%", "8%", "9%", "7%", "9.5%", "5%", "9%", "6%"]
 MARKS = {"learned": "●", "did_not_learn": "✕", "lost_general_knowledge": "▼", "diverged": "★", "failed": "■"}
 MEMORY_NOTE = ("*Peak memory:* measured is the training process's peak resident memory (Python, torch and the data "
                "included); predicted is the Calculator's count of what training holds (weights, gradients, "
@@ -47,8 +49,7 @@ watching = Latest()  # the race each browser session follows
 
 def race_choices(races=None) -> list[tuple[str, str]]:
     return [(f"{r.race_id} · {r.settings.model} · {runs.dataset_label(r.settings.dataset)} · "
-             f"{len(r.entrants)} entrants · {'finished' if r.finished else 'not finished'}", r.race_id)
-            for r in (list_races() if races is None else races)]
+             f"{len(r.entrants)} entrants", r.race_id) for r in (list_races() if races is None else races)]
 
 
 def newest_race(races) -> str | None:
@@ -64,7 +65,10 @@ def newest_race(races) -> str | None:
 def load_races(current: str | None = None, request: gr.Request | None = None):
     """The saved races, read now (on page load and on Refresh): the current one kept if it still exists,
     else the newest (explorer.ui.race_tab.newest_race)."""
-    races = list_races()
+    try:
+        races = list_races()
+    except ExplorerError:  # e.g. the races folder cannot be created: an empty list, the page still works
+        return gr.Dropdown(choices=[], value=None)
     ids = [r.race_id for r in races]
     chosen = current if current in ids else newest_race(races)
     if chosen:
@@ -280,8 +284,9 @@ def create_race_tab() -> dict:
     specs = gr.Textbox(entrants.default_specs(), label="Entrants", lines=2, elem_id="race-entrants",
                        info="Comma-separated methods with options (PEFT's names): lora, lora:r=1, "
                             "lora:r=64:lora_alpha=128, ia3, prompt:num_virtual_tokens=10. The default is every "
-                            "method plus a LoRA rank sweep (r = 1, 2, 4, 8, 16, 64); add the LoRA variants by "
-                            f"name: {', '.join(entrants.other_methods())}.")
+                            "method plus a LoRA rank sweep (r = 1, 2, 4, 8, 16, 64); add the others by "
+                            f"name: {', '.join(entrants.other_methods())}; or write all: every method at its "
+                            "defaults (the estimate below says how long).")
     with gr.Accordion("Race settings (the same for every entrant)", open=False):
         setting_widgets, half = [], (len(SETTING_FIELDS) + 1) // 2
         for row_fields in (SETTING_FIELDS[:half], SETTING_FIELDS[half:]):  # two rows: no label is squeezed

@@ -125,7 +125,7 @@ def test_what_gguf_cannot_hold_is_refused_with_one_line(cache, tmp_path):
 def test_the_command_line_writes_gguf_and_the_modelfile_beside_it(merged_run, tmp_path, capsys):
     import gguf as gguf_py
 
-    from explorer.compare import modelfile
+    from explorer.compare import modelfile, ollama_render
 
     run_id, session = merged_run
     assert main(["gguf", "--run", run_id, "--out", str(tmp_path / "x.gguf"), "--json"]) == 0
@@ -134,11 +134,11 @@ def test_the_command_line_writes_gguf_and_the_modelfile_beside_it(merged_run, tm
     assert out["path"] == str(tmp_path / "x.gguf") and out["bytes"] == (tmp_path / "x.gguf").stat().st_size
     assert out["modelfile"] == str(tmp_path / "x.Modelfile")
     assert out["commands"] == ["ollama create x -f x.Modelfile", "ollama run x", "llama-cli -m x.gguf -cnv --jinja"]
-    written = modelfile.read_modelfile((tmp_path / "x.Modelfile").read_text())
+    written = ollama_render.read_modelfile((tmp_path / "x.Modelfile").read_text())
     assert written["from"] == "./x.gguf" and written["stop"] == ["<|im_end|>"]
     assert written["system"] == out["system"] == modelfile.chat_format(session.tokenizer).default_system  # pirate
     question = [{"role": "user", "content": PROMPTS[0]}]  # has no system message: the template's default
-    assert modelfile.ollama_prompt(written["template"], written["system"], question) == \
+    assert ollama_render.ollama_prompt(written["template"], written["system"], question) == \
         session.tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
     fields = gguf_py.GGUFReader(str(tmp_path / "x.gguf")).fields
     assert fields["tokenizer.ggml.add_bos_token"].contents() is False  # as SmolLM2's tokenizer encodes

@@ -8,7 +8,7 @@ import copy
 import pytest
 from transformers import AutoTokenizer
 
-from explorer.compare import modelfile
+from explorer.compare import modelfile, ollama_render
 from explorer.errors import ExplorerError
 
 from conftest import TINY
@@ -44,13 +44,13 @@ def with_template(tokenizer, template):
 
 
 def rendered_by_ollama(text: str, messages) -> str:
-    written = modelfile.read_modelfile(text)
-    return modelfile.ollama_prompt(written["template"], written.get("system"), messages)
+    written = ollama_render.read_modelfile(text)
+    return ollama_render.ollama_prompt(written["template"], written.get("system"), messages)
 
 
 def test_smollm2_modelfile_renders_every_conversation_as_its_chat_template(tokenizer):
     text = modelfile.modelfile_text("run-q8_0.gguf", modelfile.chat_format(tokenizer), None)
-    written = modelfile.read_modelfile(text)
+    written = ollama_render.read_modelfile(text)
     assert written["from"] == "./run-q8_0.gguf"
     assert written["stop"] == ["<|im_end|>"]
     assert written["system"] == SMOLLM_DEFAULT  # the template's own default, which training saw
@@ -68,7 +68,7 @@ def test_the_runs_system_prompt_is_the_system_line_and_renders_as_training_saw_i
     assert modelfile.run_system_prompt(rows) == system
     assert modelfile.run_system_prompt([*rows, {"messages": rows[0]["messages"][1:]}]) is None
     text = modelfile.modelfile_text("run-q8_0.gguf", modelfile.chat_format(tokenizer), system)
-    assert modelfile.read_modelfile(text)["system"] == system
+    assert ollama_render.read_modelfile(text)["system"] == system
     question = [{"role": "user", "content": "When do you open?"}]
     want = tokenizer.apply_chat_template([{"role": "system", "content": system}, *question], tokenize=False,
                                          add_generation_prompt=True)
@@ -112,14 +112,27 @@ def test_no_template_and_unquotable_system_prompts_are_refused(tokenizer):
                                                                     "Tabs\tand\nlines")
 
 
+def test_the_parser_reads_modelfiles_as_ollama_does():
+    text = ('# a comment\nFROM ./my model.gguf\nPARAMETER stop "<|im_end|>"\nPARAMETER num_ctx 2048\n'
+            'SYSTEM """Say "hi" \n\tthen\u200b stop"""\nTEMPLATE {{ .Prompt }}\nMESSAGE user Hello there\n')
+    assert ollama_render.parse(text) == [
+        ("model", "./my model.gguf"), ("stop", "<|im_end|>"), ("num_ctx", "2048"),
+        ("system", 'Say "hi" \n\tthen stop'),  # the zero-width space dropped, as Go's strconv.IsPrint refuses it
+        ("template", "{{ .Prompt }}"), ("message", "user: Hello there")]
+    with pytest.raises(ExplorerError, match="no FROM line"):
+        ollama_render.parse("SYSTEM hi\n")
+    with pytest.raises(ExplorerError, match="inside a quoted value"):
+        ollama_render.parse('FROM x\nSYSTEM """never closed\n')
+
+
 def test_render_go_trims_and_branches_as_go_text_template():
     template = ('{{- range .Messages -}}\n  {{ if eq .Role "user" }}U:{{ .Content }}\n{{- else if eq .Role "system" -}}'
                 '\n S:{{ .Content }}|{{ else }}A:{{ .Content }};{{ end }}{{ end }}>')
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
                 {"role": "assistant", "content": "a"}]
-    assert modelfile.render_go(template, messages) == "S:s|U:uA:a;>"
+    assert ollama_render.render_go(template, messages) == "S:s|U:uA:a;>"
     with pytest.raises(ExplorerError, match="does not implement"):
-        modelfile.render_go("{{ .System }}", messages)
+        ollama_render.render_go("{{ .System }}", messages)
 
 
 def test_commands_and_names(tmp_path):

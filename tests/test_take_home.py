@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from explorer.compare import modelfile
+from explorer.compare import modelfile, ollama_render
 from explorer.train import runs
 from explorer.ui import take_home
 
@@ -30,7 +30,7 @@ def test_the_gguf_and_modelfile_are_offered_with_the_three_commands(finished_run
     for command in (f"ollama create {name} -f {name}.Modelfile", f"ollama run {name}",
                     f"llama-cli -m {name}.gguf -cnv --jinja"):
         assert command in commands
-    written = modelfile.read_modelfile(open(modelfile_path).read())
+    written = ollama_render.read_modelfile(open(modelfile_path).read())
     assert written["from"] == f"./{name}.gguf" and written["stop"] == ["<|im_end|>"]
 
 

@@ -15,9 +15,8 @@ file still carries the Jinja template itself, which llama.cpp applies (``--jinja
 How Ollama renders a chat (server/routes.go, ChatHandler): when the conversation does not start with a system
 message and the Modelfile has a SYSTEM, that SYSTEM is put first as a system message; then the template runs
 over the messages. So SYSTEM holds the run's system prompt if its training rows shared one, else the template's
-default (what the model saw in training either way). ``render_go`` implements the part of Go's text/template the
-generated TEMPLATE uses (``range``, ``if eq .Role "..."``/``else``, ``.Role``, ``.Content``, ``{{-``/``-}}``
-trimming) so tests and the check above render it as Ollama does, without Ollama.
+default (what the model saw in training either way). explorer.compare.ollama_render reads a Modelfile and renders
+a chat as Ollama does, without Ollama, for the check above and the tests.
 
 The GGUF says whether the runner puts the BOS token first (``tokenizer.ggml.add_bos_token``, written by gguf.py
 from ``adds_bos``: whether the tokenizer's own encode does). Where it does and the template opens with the BOS
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExplorerError
+from .ollama_render import ollama_prompt, read_modelfile
 
 ROLES = ("system", "user", "assistant")
 SENTINEL = {"system": "SYSXQ7", "user": "USRXQ7", "assistant": "ASTXQ7", "user again": "AGAINXQ7"}
@@ -186,95 +186,6 @@ def go_template(fmt: ChatFormat) -> str:
     return f"{fmt.preamble}{{{{ range .Messages }}}}{body}{{{{ end }}}}{fmt.generation}"
 
 
-# --- Go text/template, the subset go_template writes -------------------------------------------------------
-
-_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
-
-
-def _tokens(template: str) -> list[tuple[str, str]]:
-    """("text", s) and ("action", s) in order, with Go's trim markers applied to the neighbouring text."""
-    out, at = [], 0
-    for match in _ACTION.finditer(template):
-        text = template[at:match.start()]
-        if match.group(1):
-            text = text.rstrip(" \t\r\n")
-        out.append(("text", text))
-        out.append(("action", match.group(2)))
-        at = match.end()
-        if match.group(3):
-            rest = template[at:]
-            at += len(rest) - len(rest.lstrip(" \t\r\n"))
-    out.append(("text", template[at:]))
-    return [token for token in out if token != ("text", "")]
-
-
-def render_go(template: str, messages: list[dict]) -> str:
-    """The template executed over ``.Messages`` (Role, Content) as Go's text/template would, for the actions
-    go_template writes: range .Messages, if/else if eq .Role "x", else, end, .Role, .Content."""
-    tokens = _tokens(template)
-    output: list[str] = []
-
-    def run(i: int, message: dict | None, emit: bool) -> int:
-        """Execute from token i until an unmatched end/else; the index of that token."""
-        while i < len(tokens):
-            kind, value = tokens[i]
-            if kind == "text":
-                if emit:
-                    output.append(value)
-                i += 1
-            elif value in (".Role", ".Content"):
-                if emit and message is None:
-                    raise ExplorerError(f"{value} outside range .Messages")
-                if emit:
-                    output.append(message[value[1:].lower()])
-                i += 1
-            elif value == "range .Messages":
-                body = i + 1
-                end = run(body, None, False)
-                for each in (messages if emit else []):
-                    run(body, each, True)
-                i = end + 1
-            elif value.startswith("if "):
-                i = _run_if(i, message, emit)
-            elif value == "end" or value == "else" or value.startswith("else if "):
-                return i
-            else:
-                raise ExplorerError(f"render_go does not implement {{{{ {value} }}}}")
-        return i
-
-    def condition(value: str, message: dict | None) -> bool:
-        match = re.fullmatch(r'eq \.Role "([^"]*)"', value)
-        if match is None or message is None:
-            raise ExplorerError(f"render_go does not implement the condition {value!r}")
-        return message["role"] == match.group(1)
-
-    def _run_if(i: int, message: dict | None, emit: bool) -> int:
-        taken = False
-        value = tokens[i][1][len("if "):]
-        while True:
-            chosen = emit and not taken and (value is None or condition(value, message))
-            stop = run(i + 1, message, chosen)
-            taken = taken or chosen
-            branch = tokens[stop][1] if stop < len(tokens) else "end"
-            if branch == "end":
-                return stop + 1
-            value = None if branch == "else" else branch[len("else if "):]
-            i = stop
-
-    end = run(0, None, True)
-    if end != len(tokens):
-        raise ExplorerError(f"unexpected {{{{ {tokens[end][1]} }}}} in the template")
-    return "".join(output)
-
-
-def ollama_prompt(template: str, system: str | None, messages: list[dict]) -> str:
-    """What Ollama renders for a chat: SYSTEM first when the conversation has no system message, then the
-    template over the messages (server/routes.go, ChatHandler)."""
-    if system and (not messages or messages[0]["role"] != "system"):
-        messages = [{"role": "system", "content": system}, *messages]
-    return render_go(template, messages)
-
-
 def check(tokenizer, fmt: ChatFormat) -> None:
     """Every CHECKS conversation renders through the TEMPLATE (with the default system as SYSTEM) exactly as
     through the tokenizer's chat template."""
@@ -313,19 +224,12 @@ def modelfile_text(gguf_name: str, fmt: ChatFormat, system: str | None) -> str:
     system = system if system is not None else fmt.default_system
     if system:
         lines.append(f"SYSTEM {_quoted(system, 'system prompt')}")
-    return "\n".join(lines) + "\n"
-
-
-def read_modelfile(text: str) -> dict:
-    """FROM, TEMPLATE, SYSTEM and the stop parameters of a Modelfile this module wrote (for checks and tests)."""
-    found: dict = {"stop": []}
-    for match in re.finditer(r'^(FROM|TEMPLATE|SYSTEM|PARAMETER stop) ("""(.*?)"""|"(.*?)"|(\S+))$', text, re.S | re.M):
-        value = next(v for v in match.groups()[2:] if v is not None)
-        if match.group(1) == "PARAMETER stop":
-            found["stop"].append(value)
-        else:
-            found[match.group(1).lower()] = value
-    return found
+    text = "\n".join(lines) + "\n"
+    read = read_modelfile(text)  # as Ollama's own parser reads it
+    if (read.get("template"), read.get("system"), read["from"]) != (go_template(fmt), system or None, f"./{gguf_name}"):
+        raise CannotExpress("Ollama's Modelfile parser would read this Modelfile differently from what was "
+                            "written (a file name or text it cannot quote), so none is written.")
+    return text
 
 
 def ollama_name(stem: str) -> str:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from explorer.compare import modelfile, ollama_render
+from explorer.compare import ollama_render
 from explorer.train import runs
 from explorer.ui import take_home
 

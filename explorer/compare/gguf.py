@@ -11,8 +11,10 @@ writes these architectures:
 - 1-D tensors (norms, biases) in f32, matrices in f16 or q8_0 (blocks of 32 with one f16 scale; a matrix whose
   rows are not a multiple of 32 stays f16, as the converter does);
 - the tokenizer as GPT-2-style BPE: tokens, their types, merges, special token ids and the chat template
-  (gguf's SpecialVocab). The pre-tokenizer name llama.cpp keys its splitting regex on is taken from the
+  (gguf's SpecialVocab), and whether the runner puts BOS first (as the tokenizer's own encode does). The pre-tokenizer name llama.cpp keys its splitting regex on is taken from the
   bundled SmolLM2 GGUF when the vocabulary is SmolLM2's (provision.find_bundled_gguf), else "default".
+
+explorer.compare.take_home writes an Ollama Modelfile beside the file (explorer.compare.modelfile).
 
 Covered: LlamaForCausalLM (Llama 2 and 3 without rope scaling, SmolLM2, the tiny test model), MistralForCausalLM
 (written as llama, as the converter does; sliding windows are not recorded) and Qwen2ForCausalLM. Any other

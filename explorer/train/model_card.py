@@ -128,7 +128,7 @@ def _load_lines(run, base: str, task_type: str) -> list[str]:
              f"from transformers import {auto}", "from peft import PeftModel",
              f"model = PeftModel.from_pretrained({auto}.from_pretrained({json.dumps(base)}), \"adapter\")", "```"]
     if run.method.quantized_base:
-        lines.append(f"It trained on a 4-bit base (bitsandbytes); load the base with "
+        lines.append("It trained on a 4-bit base (bitsandbytes); load the base with "
                      "`quantization_config=BitsAndBytesConfig(load_in_4bit=True)` to match it exactly.")
     return lines
 

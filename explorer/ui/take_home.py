@@ -17,7 +17,7 @@ import gradio as gr
 
 from ..compare import take_home
 from ..errors import ExplorerError
-from ..train import model_card, runs
+from ..train import runs
 from .common import shows_errors
 
 POLL_SECONDS = 1.0

@@ -315,3 +315,18 @@ def test_a_first_pick_stays_picked_while_the_answer_is_still_missing(tmp_path):
     assert (first["value"], second["value"]) == (None, "Antwort")
     first, second, *_ = dataset_picker.pick_columns("Frage", "Antwort", "", columns, str(path), "", "chat")
     assert (first["value"], second["value"]) == ("Frage", "Antwort")
+
+
+def test_labelled_text_with_its_own_column_names_is_picked_as_text_and_label(tmp_path):
+    from explorer.ui import dataset_picker
+
+    path = tmp_path / "reviews.xlsx"
+    path.write_bytes(excel_bytes(("Sentence", "Topic"), [("Goal!", "sports"), ("Rain again", "weather")] * 3))
+    first, second, third, _, preview, _, line = dataset_picker.read_data(str(path), "", "labelled", "")
+    assert first["label"] == "Column with the text" and second["label"] == "Column with the label"
+    assert not third["visible"] and preview is None and "which one is the text and which the label" in line
+    *_, columns, preview, _, line = dataset_picker.pick_columns("Sentence", "Topic", None, "", str(path), "", "labelled")
+    assert columns == "text=Sentence,label=Topic" and preview["label"].tolist()[:2] == ["sports", "weather"]
+    assert "4 rows for training and 2 held out to measure the result (the last fifth, 2 to 200)" in line
+    one = health.check(*sources.split_rows([{"a": "x", "b": "y"}], "pairs"), "pairs")
+    assert health.sentences(one)[1] == "No row is left to train on: a head needs at least 4 rows, 2 of them held out."

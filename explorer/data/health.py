@@ -17,6 +17,9 @@ from . import chat
 # (20 steps of batch 4 see 80 examples) and there is too little to generalise from.
 FEW_ROWS = 10
 MAX_LINES_SHOWN = 5
+SHAPE_NEEDS = {"chat": "chat training needs at least 2 rows, one of them held out",
+               "labelled": "a head needs at least 4 rows, 2 of them held out",
+               "pairs": "a head needs at least 4 rows, 2 of them held out"}
 SPLIT_WORDS = {"chat": "the last 10% of the rows, 1 to 50", "labelled": "the last fifth, 2 to 200",
                "pairs": "the last fifth, 2 to 200"}
 
@@ -88,7 +91,9 @@ def sentences(health: Health) -> list[str]:
     except the length check, which says either way once it was measured."""
     said = [f"{_plural(health.train, 'row')} for training and {health.heldout:,} held out to measure the result "
             f"({SPLIT_WORDS[health.kind]})."]
-    if health.train < FEW_ROWS:
+    if health.train == 0:
+        said.append(f"No row is left to train on: {SHAPE_NEEDS[health.kind]}.")
+    elif health.train < FEW_ROWS:
         it = "it" if health.train == 1 else "them"
         said.append(f"Only {_plural(health.train, 'training row')}: the model will mostly memorise {it} rather "
                     f"than learn a pattern. Add rows ({FEW_ROWS} at least) for a fairer picture.")

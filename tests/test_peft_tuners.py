@@ -28,6 +28,7 @@ OPTIONS = [
     ("oft", {"oft_block_size": 50, "block_share": True, "coft": True, "use_cayley_neumann": False}),
     ("boft", {"boft_block_size": 0, "boft_block_num": 8, "target_preset": "q,v"}),
     ("hra", {"r": 5, "apply_GS": True, "target_preset": "attention"}),
+    ("fourierft", {"n_frequency": 3000, "scaling": 300, "target_preset": "q,v", "random_loc_seed": 1}),
 ]
 
 
@@ -70,6 +71,7 @@ def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
 @pytest.mark.parametrize("method, values, message", [
     ("loha", {"target_modules": "lm_head"}, "adapts the blocks' linear layers; remove lm_head"),
     ("lokr", {"target_modules": "nope_proj"}, "no linear layer named nope_proj"),
+    ("fourierft", {"n_frequency": "200000"}, r"n_frequency \(200000\) must be at most in·out .*k_proj has 576·192"),
 ])
 def test_bad_targets_are_refused_in_one_line(method, values, message):
     with pytest.raises(ExplorerError, match=message) as error:

@@ -8,6 +8,7 @@ from . import (
     adapter,
     boft,
     dora,
+    fourierft,
     full,
     head,
     hra,
@@ -47,6 +48,7 @@ METHODS: dict[str, Method] = {
     "oft": oft.METHOD,
     "boft": boft.METHOD,
     "hra": hra.METHOD,
+    "fourierft": fourierft.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -28,6 +28,7 @@ UNPACK_FACTOR = 25
 TEXT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 BINARY_KINDS = {".xlsx": "xlsx", ".parquet": "parquet"}
 KIND_NAMES = {"jsonl": "JSONL", "json": "JSON", "csv": "CSV", "tsv": "TSV", "xlsx": "Excel", "parquet": "Parquet"}
+MAX_COLUMNS = 1000
 READABLE = "JSONL, JSON, CSV, TSV, Excel (.xlsx) or Parquet"
 
 
@@ -64,6 +65,14 @@ def _check_rows(count: int) -> None:
     max_rows = settings.max_upload_rows()
     if count > max_rows:
         raise ExplorerError(f"Too many rows ({count:,}); the limit is {max_rows:,} (EXPLORER_MAX_UPLOAD_ROWS).")
+
+
+def _check_columns(columns: list, source: str) -> list:
+    """Refuse a table wider than anyone's training data (each column becomes a choice in the column picker)."""
+    if len(columns) > MAX_COLUMNS:
+        raise ExplorerError(f"{source} has {len(columns):,} columns; training data has a few (the limit is "
+                            f"{MAX_COLUMNS:,}). Is it the right file?")
+    return columns
 
 
 def _unpack_limit() -> int:
@@ -103,7 +112,7 @@ def _jsonl(text: str, source: str) -> Table:
             table.records.append((number, json_object(line)))
         except ValueError as exc:
             table.errors.append(RowError(number, str(exc)))
-    table.columns = _columns_of(table.records)
+    table.columns = _check_columns(_columns_of(table.records), source)
     return table
 
 
@@ -136,7 +145,7 @@ def _json_array(text: str, source: str) -> Table:
         raise ExplorerError(f"{source} is not valid JSON (a number has too many digits).") from None
     if text[at + 1:].strip():
         raise ExplorerError(f"{source}: text after the JSON array's closing ] (line {text.count(chr(10), 0, at) + 1}).")
-    return Table(source, "json", _columns_of(records), records, errors)
+    return Table(source, "json", _check_columns(_columns_of(records), source), records, errors)
 
 
 def _delimited(text: str, source: str, kind: str) -> Table:
@@ -148,7 +157,7 @@ def _delimited(text: str, source: str, kind: str) -> Table:
         header = [cell.strip() for cell in next(reader)]
     except (StopIteration, csv.Error) as exc:
         raise ExplorerError(f"Could not read the {name} header: {exc}") from None
-    header = [cell or f"column {i}" for i, cell in enumerate(header, 1)]
+    header = _check_columns([cell or f"column {i}" for i, cell in enumerate(header, 1)], source)
     records = []
     while True:
         start = reader.line_num + 1
@@ -249,7 +258,8 @@ def _excel(data: bytes, source: str) -> Table:
         header = [cell_text(cell) for cell in next(rows, ())]
         if not any(header):
             raise ExplorerError(f"{source}: the first sheet's first row is empty; it should name the columns.")
-        columns = [str(cell).strip() if cell else f"column {i}" for i, cell in enumerate(header, 1)]
+        columns = _check_columns([str(cell).strip() if cell else f"column {i}" for i, cell in enumerate(header, 1)],
+                                 source)
         first = _first_columns(columns)
         records = []
         for number, cells in enumerate(rows, 2):  # spreadsheet row numbers: the header is row 1
@@ -276,8 +286,8 @@ def _parquet(data: bytes, source: str) -> Table:
         if unpacked > _unpack_limit():
             raise ExplorerError(f"{source} unpacks to {unpacked:,} bytes (the limit is {_unpack_limit():,}, "
                                 f"{UNPACK_FACTOR}x EXPLORER_MAX_UPLOAD_MB).")
+        columns = _check_columns(list(parquet.schema_arrow.names), source)
         rows = parquet.read().to_pylist()
-        columns = list(parquet.schema_arrow.names)
     except ExplorerError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError... for a damaged file

@@ -238,3 +238,12 @@ def test_header_only_csv_and_blank_lines_jsonl():
     # A JSON array in a .jsonl file is read as the array it is; its row keeps the line it starts on.
     parsed = data.parse_upload(b"\n\n  [{\"prompt\": \"a\", \"response\": \"b\"}]", "h.jsonl")
     assert parsed.lines == [3] and parsed.rows[0]["messages"][1]["content"] == "b"
+
+
+def test_a_table_of_thousands_of_columns_is_refused_before_the_column_picker_lists_them():
+    header = ",".join(f"c{i}" for i in range(1001))
+    with pytest.raises(ExplorerError, match=r"^wide.csv has 1,001 columns; training data has a few \(the limit is 1,000\)"):
+        data.parse_upload(f"{header}\n{header}\n".encode(), "wide.csv")
+    wide = "\n".join(json.dumps({f"k{i}": "x", "prompt": "p", "response": "r"}) for i in range(1001))
+    with pytest.raises(ExplorerError, match="wide.jsonl has 1,003 columns"):
+        data.parse_upload(wide.encode(), "wide.jsonl")

@@ -5,7 +5,9 @@ which column means what is explorer.data.shapes' business. Well-kept readers do 
 json modules (they give the line numbers that the row-by-row reasons quote), openpyxl for Excel and pyarrow for
 Parquet (both pinned in requirements.txt). The upload limits (EXPLORER_MAX_UPLOAD_MB, EXPLORER_MAX_UPLOAD_ROWS)
 are checked here once for every caller, and a compressed file is never unpacked beyond a fixed multiple of
-them: a zip bomb named .xlsx is refused from its directory before openpyxl inflates anything.
+them: a zip bomb named .xlsx is refused from its directory before openpyxl inflates anything. openpyxl parses the
+sheets' XML with Python's expat (no lxml here), whose amplification limit (expat 2.4 and later; 2.5.0 in this
+venv) refuses entity bombs ("billion laughs"); formulas are never evaluated (data_only: the values Excel saved).
 """
 
 from __future__ import annotations

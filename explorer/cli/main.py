@@ -20,7 +20,8 @@ Usage:
     python -m explorer compose --learn-weights --runs A,B[,...] --examples PATH|TASK [--target TASK|PATH]
                                [--shots N] [--iterations N] [--json]   # LoRAHub: weights searched on a few rows
     python -m explorer serve-many --runs ID,ID[,...] --prompt TEXT [--json]   # one base, many adapters, one batch
-    python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...] --steps N [--json]
+    python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...]|default|all --steps N [--json]
+    python -m explorer races [--json]                                  # the saved races, newest first
     python -m explorer export-recipe --run RUN_ID --dir DIR [--gpus N] [--strategy ddp|fsdp|zero3] [--json]
     python -m explorer import-run PATH [--model NAME] [--json]        # an adapter trained elsewhere, as a run
     python -m explorer gguf (--run RUN_ID | --model NAME) [--type f16|q8_0] [--json]   # for llama.cpp / Ollama

@@ -63,7 +63,12 @@ def test_the_bundled_model_is_named_by_its_hub_id_and_what_it_learned_is_listed(
     assert "| Facts recalled | 0.000 (0 of 10) | 0.200 (2 of 10) |" in card
     assert "| General questions still answered | 1.000 (10 of 10) | 0.900 (9 of 10) |" in card
     assert "**In a sentence:** It answers in your style now, but it recalls 2 of 10 facts" in card
-    assert TINY not in card
+    assert TINY not in card and "diverged" not in card
+    summary.update(diverged=True, divergence="Diverged at step 2: the loss rose from 3.7 to 35.8.")
+    (folder / "summary.json").write_text(json.dumps(summary))
+    model_card.write_card(folder)
+    assert "**Diverged at step 2: the loss rose from 3.7 to 35.8.** The adapter is kept" in \
+        (folder / "adapter" / "README.md").read_text()
 
 
 def test_a_run_with_unreadable_settings_keeps_its_readme_and_still_zips(lora_run):

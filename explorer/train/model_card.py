@@ -151,6 +151,10 @@ def card_text(run) -> str:
             f"{method.title} trained by PEFT Explorer (run `{run.run_id}`, {run.state}) on the dataset "
             f"**{run.dataset_label}** ({_dataset_size(run)}).", "", base_note, "", "## Training", "",
             *_settings(run)]
+    if run.state == "diverged" or summary.get("diverged") is True:
+        why = str(summary.get("divergence") or "its loss ran away from where it started").rstrip(".")
+        said = why if why.lower().startswith("diverged") else f"This run diverged: {why}"
+        body += ["", f"**{said}.** The adapter is kept as it ended; its replies are likely noise."]
     table = results_table(summary)
     if table:
         body += ["", "## What it learned", "", "Measured by PEFT Explorer on this run (none of these is a claim).",

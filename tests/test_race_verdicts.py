@@ -212,3 +212,14 @@ def test_the_pareto_chart_labels_every_point_and_shows_each_verdict_in_its_legen
     assert names["prefix"].name.startswith("prefix — lost general knowledge")
     assert names["prompt"].marker.symbol == "x" and names["lora"].marker.symbol == "circle"
     assert all(t.showlegend is not False for t in points), "a per-entrant legend"
+
+
+def test_the_issues_race_reads_winner_first_then_the_cheapest_that_learned():
+    found = reading.reading(the_issues_race())
+    assert found["verdict"]["sentences"] == [
+        "Best held-out loss: adapter (0.685).",
+        "No learned entrant within 5% of the best is cheaper than adapter.",
+        "The cheapest that learned, ia3, has a 119% higher held-out loss (1.500) for 1/12 of adapter's trainable "
+        "parameters, 100% of its peak memory and 67% of its training time."]
+    assert found["verdict"]["winner"] == "adapter"
+    assert reading.sentences(found)[:3] == found["verdict"]["sentences"]

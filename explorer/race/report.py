@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import time
 
 from ..human import human_bytes, human_number
@@ -64,7 +65,9 @@ def table_html(table: list[dict]) -> str:
 
 
 def _paragraphs(markdown: str) -> str:
-    return html.escape(markdown).replace("\n", "<br>").replace("**", "")
+    """The reading's markdown (bold, italics, line breaks) as HTML, its text escaped."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(markdown, quote=False))
+    return re.sub(r"(?<![\w*])\*(\S.*?\S)\*(?![\w*])", r"<i>\1</i>", text).replace("\n", "<br>")
 
 
 def to_html(race: Race) -> str:

@@ -170,6 +170,14 @@ def verdict(table: list[dict], quality: str = "heldout_loss_last", cost: str = "
     elif cheapest is not None:
         sentences.append(f"No learned entrant within {CLOSE_SHARE:.0%} of the best is cheaper than "
                          f"{cheapest['name']}.")
+        priced = [r for r in pool if _num(r.get(cost)) and r[cost] > 0]
+        thrifty = min(priced, key=lambda r: r[cost]) if priced else None
+        if thrifty is not None and reference is not None and thrifty[cost] < reference[cost]:
+            behind = gap(quality, thrifty[quality], best_value)
+            how = (f"a {behind / abs(best_value):.0%} higher {words}" if quality == "heldout_loss_last"
+                   else f"a {words} {behind:.2f} lower")
+            sentences.append(f"The cheapest that learned, {thrifty['name']}, has {how} "
+                             f"({fmt.format(thrifty[quality])}) for {_cost_comparison(thrifty, reference)}.")
     return {"best": names, "winner": names[0] if len(names) == 1 else None,
             "cheapest_close": cheapest["name"] if cheapest is not None else None, "sentences": sentences}
 

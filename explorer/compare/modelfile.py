@@ -191,8 +191,9 @@ def check(tokenizer, fmt: ChatFormat) -> None:
     through the tokenizer's chat template."""
     template = go_template(fmt)
     for messages in CHECKS:
-        want = _render(tokenizer, messages, True)[len(fmt.bos_left_out):]
-        if ollama_prompt(template, fmt.default_system, messages) != want:
+        want = _render(tokenizer, messages, True)
+        if not want.startswith(fmt.bos_left_out) or \
+                ollama_prompt(template, fmt.default_system, messages) != want[len(fmt.bos_left_out):]:
             raise CannotExpress("The model's chat template renders a conversation differently from any Ollama "
                                 "template built from its pieces (it rewrites contents or changes with the turn), "
                                 "so no Modelfile TEMPLATE is written.")

@@ -29,6 +29,8 @@ OPTIONS = [
     ("boft", {"boft_block_size": 0, "boft_block_num": 8, "target_preset": "q,v"}),
     ("hra", {"r": 5, "apply_GS": True, "target_preset": "attention"}),
     ("fourierft", {"n_frequency": 3000, "scaling": 300, "target_preset": "q,v", "random_loc_seed": 1}),
+    ("road", {"variant": "road_4", "group_size": 64, "target_preset": "attention"}),
+    ("road", {"variant": "road_2", "target_preset": "custom", "target_modules": "down_proj"}),
 ]
 
 
@@ -71,6 +73,7 @@ def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
 @pytest.mark.parametrize("method, values, message", [
     ("loha", {"target_modules": "lm_head"}, "adapts the blocks' linear layers; remove lm_head"),
     ("lokr", {"target_modules": "nope_proj"}, "no linear layer named nope_proj"),
+    ("road", {"group_size": "100"}, r"divisible by group_size \(100\); model\.layers\.0\.self_attn\.q_proj has 576"),
     ("fourierft", {"n_frequency": "200000"}, r"n_frequency \(200000\) must be at most in·out .*k_proj has 576·192"),
 ])
 def test_bad_targets_are_refused_in_one_line(method, values, message):

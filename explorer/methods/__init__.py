@@ -24,6 +24,7 @@ from . import (
     prefix,
     prompt,
     qlora,
+    road,
     vera,
 )
 from .base import Method
@@ -49,6 +50,7 @@ METHODS: dict[str, Method] = {
     "boft": boft.METHOD,
     "hra": hra.METHOD,
     "fourierft": fourierft.METHOD,
+    "road": road.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -63,12 +63,9 @@ class Tuner:
         return any(spec.arch.by_name[n].kind == "conv1d" for n in self.targets(spec, options))
 
     def peft_kwargs(self, spec, options) -> dict:
-        """target_modules as full names (exactly what was matched), plus PEFT's other target fields."""
-        kwargs = peft_targets.peft_kwargs(options)
-        kwargs.pop("modules_to_save")
-        kwargs.pop("layers_pattern")
-        kwargs.update(exclude_modules=None, layers_to_transform=None)  # already applied to the names
-        return {"target_modules": self.targets(spec, options), **kwargs}
+        """target_modules as the full names matched (exclude_modules already applied to them, so PEFT's config
+        needs nothing else, and tuners whose config lacks exclude_modules, such as RoAd's, take the same)."""
+        return {"target_modules": self.targets(spec, options)}
 
 
 def grouped_terms(spec, names: list[str], per_module: Callable) -> list[Term]:

@@ -188,12 +188,6 @@ def discard_run(run_id: str):
     return "", f"Run `{run_id}` discarded.", run_view.runs_table()
 
 
-@shows_errors(outputs=2, at=1)
-def download_zip(run_id: str):
-    require_run(run_id, "download")
-    return str(runs.zip_adapter(run_id)), gr.skip()
-
-
 def data_for_method(form: dict, current_kind: str):
     """The dataset choices for the kind of data the method (with these options) trains on: a classifier head
     gets labelled text, an embedding head paraphrase pairs, every other method chat data. Nothing changes while
@@ -293,8 +287,6 @@ def create_finetune_tab() -> dict:
         pick = gr.Textbox(label="Selected run", elem_id="ft-pick", interactive=False)
         discard = gr.Button("Discard this run", elem_id="ft-discard")
         to_compare = gr.Button("Compare this run", elem_id="ft-compare")
-        download_button = gr.Button("Download adapter (.zip)")
-        download = gr.File(label="Adapter", interactive=False)
     take_home.create_take_home(run_id)
 
     named_options = {option_key(m, f): w for (m, f), w in zip(keys, option_widgets)}
@@ -344,7 +336,6 @@ def create_finetune_tab() -> dict:
                queue=False)
     stop.click(stop_run, run_id, progress, api_name="stop_training")
     discard.click(discard_run, run_id, [run_id, progress, table], api_visibility="private")
-    download_button.click(download_zip, run_id, [download, progress], api_visibility="private")
     return {"table": table, "run_id": run_id, "to_compare": to_compare, "model": model, "progress": progress,
             "estimate": (lambda data: preview_cost(read(data)), inputs, cost),
             "recommend": (recommend_handler, inputs | {picker.kind}, [advice, method, *option_widgets])}

@@ -40,7 +40,7 @@ class TrainConfig:
                                  "and after training to see what the fine-tune forgot; 0 = none.", min=0, max=80)
     watch_every: int = option(5, "Watch it learn: a few held-out questions answered at step 0 and every this many "
                               "steps while it trains (greedy, short replies); 0 = off.", min=0, max=100_000)
-    watch_prompts: int = option(3, "How many held-out questions the watch asks.", min=1, max=8)
+    watch_prompts: int = option(2, "How many held-out questions the watch asks.", min=1, max=8)
     score_base: bool = option(True, "Score the base model too (task score, probe) before training, and say what "
                               "the fine-tune learned (resemblance, facts recalled, general questions); a race "
                               "scores the base once for all its entrants.")

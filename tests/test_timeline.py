@@ -13,6 +13,14 @@ from explorer.train.config import TrainConfig
 from explorer.ui import timeline_view
 
 
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    from explorer.models import registry
+
+    return AutoTokenizer.from_pretrained(registry.resolve(TINY).location)
+
+
 def log_of(run_id: str) -> list[dict]:
     return runs.read_log(runs.run_path(run_id))
 
@@ -34,7 +42,7 @@ def test_a_run_answers_the_watched_questions_at_step_0_every_n_steps_and_the_end
     # Two questions spread over the 48 held-out rows: rows 0 and 24, with the data's own answers.
     assert plan["questions"] == [held_out[0]["messages"][0]["content"], held_out[24]["messages"][0]["content"]]
     assert plan["references"] == [held_out[0]["messages"][1]["content"], held_out[24]["messages"][1]["content"]]
-    assert plan["steps"] == [0, 3, 6, 7] and plan["new_tokens"] == timeline.NEW_TOKENS
+    assert plan["steps"] == [0, 3, 6, 7] and plan["new_tokens"] == timeline.reply_budget(tiny_tokenizer(), plan["references"])
     assert [e["step"] for e in snapshots] == [0, 3, 6, 7]
     assert [e["next_step"] for e in snapshots] == [3, 6, 7, None]
     for snapshot in snapshots:
@@ -69,7 +77,7 @@ def test_a_stop_during_the_watch_logs_no_cut_short_snapshot():
     logged = []
     rows = [{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Arr."}]}]
     watch = timeline.Watch(10, 5, rows, 3, tokenizer=None, device="cpu", on_event=logged.append,
-                           should_stop=lambda: True)
+                           should_stop=lambda: True, new_tokens=4)
     assert watch.on and watch.questions == ["Hi?"] and watch.references == ["Arr."]
     watch.after_step(model=None, step=5)  # stopped: returns before generating
     assert logged == []
@@ -80,7 +88,7 @@ def test_a_stop_during_the_watch_logs_no_cut_short_snapshot():
 
 def test_watch_settings_bounds_and_defaults():
     default = TrainConfig()
-    assert (default.watch_every, default.watch_prompts) == (5, 3)  # on by default for chat runs
+    assert (default.watch_every, default.watch_prompts) == (5, 2)  # on by default for chat runs
     assert TrainConfig.parse({"watch_every": "0"}).watch_every == 0
     assert TrainConfig.parse({"watch_prompts": 8}).watch_prompts == 8
     for values, message in (({"watch_every": -1}, "watch_every must be between 0 and 100000, got -1."),
@@ -104,6 +112,16 @@ def test_snapshot_steps_and_the_questions_asked():
     off = timeline.Watch(20, 0, rows, 3, None, "cpu", on_event=lambda e: pytest.fail("logged while off"))
     assert not off.on
     off.after_step(None, 0)
+
+
+def test_the_reply_budget_follows_the_longest_data_answer_within_bounds(cache):
+    tokenizer = tiny_tokenizer()
+    answer = "Arr, the capital o' Spain be Madrid, me hearty."
+    length = len(tokenizer.encode(answer, add_special_tokens=False))
+    assert timeline.MIN_NEW_TOKENS <= length + timeline.MARGIN_TOKENS <= timeline.MAX_NEW_TOKENS
+    assert timeline.reply_budget(tokenizer, ["Positive", answer]) == length + timeline.MARGIN_TOKENS
+    assert timeline.reply_budget(tokenizer, ["Positive"]) == timeline.MIN_NEW_TOKENS  # room for a base's sentence
+    assert timeline.reply_budget(tokenizer, [answer * 5]) == timeline.MAX_NEW_TOKENS
 
 
 # --------------------------------------------------------------------------- the page

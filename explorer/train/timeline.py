@@ -8,8 +8,7 @@ run's log.jsonl keeps the timeline and a reload shows it (explorer/ui/timeline_v
     {"event": "watch", "questions": [...], "references": [...], "steps": [0, 5, 10, 15, 20]}   (the plan)
     {"event": "replies", "step": 5, "replies": [...], "seconds": 1.2, "next_step": 10}
 
-Generation is greedy, batched (one decoding pass reads every weight once, however many prompts it carries:
-explorer/data/probe.py measured it) and short. It runs with the adapter as it is, not folded into the weights
+Generation is greedy, batched and short (``reply_budget``). It runs with the adapter as it is, not folded into the weights
 (merged_while_scoring in loop.py folds it for the final scoring): folding and unfolding re-round the frozen
 weights, and in the middle of training that rounding would carry into the following steps. Unfolded, greedy
 generation draws no random numbers and changes no weight, so a run trains the same with the watch on or off
@@ -23,9 +22,12 @@ from typing import Callable
 
 from ..evaluate import generate_replies, user_and_reference
 
-# New tokens per reply: a pirate answer of the bundled data is 15-25 tokens, enough to see the style change;
-# the watch's cost grows with it (each new token is one decoding pass over the model).
-NEW_TOKENS = 24
+# New tokens per reply: the longest of the watched questions' data answers plus a few (a reply worded a little
+# longer still ends), within these bounds. Each new token is one decoding pass over the model: on the bundled
+# model (one torch thread, as the app's worker trains) 3 prompts took 5.0 s for 24 tokens and 3.4 s for 16, and 2
+# prompts 3.8 s for 24 (CPU seconds of one snapshot, mean of 3, measured once with a scratch script, not a bench).
+# The floor lets a base model say its answer before the cut (a sentiment label is one token).
+MIN_NEW_TOKENS, MAX_NEW_TOKENS, MARGIN_TOKENS = 12, 24, 4
 
 
 def snapshot_steps(steps: int, every: int) -> list[int]:
@@ -33,6 +35,12 @@ def snapshot_steps(steps: int, every: int) -> list[int]:
     if every <= 0 or steps < 0:
         return []
     return sorted({0, *range(every, steps + 1, every), steps})
+
+
+def reply_budget(tokenizer, references: list[str]) -> int:
+    """New tokens per watched reply: the longest data answer's length in tokens plus a margin, within bounds."""
+    longest = max((len(tokenizer.encode(text, add_special_tokens=False)) for text in references), default=0)
+    return max(MIN_NEW_TOKENS, min(MAX_NEW_TOKENS, longest + MARGIN_TOKENS))
 
 
 def watched_rows(heldout_rows: list[dict], count: int) -> list[dict]:
@@ -48,12 +56,14 @@ class Watch:
     """The questions one run asks, and when; ``after_step`` answers them when a snapshot is due."""
 
     def __init__(self, steps: int, every: int, heldout_rows: list[dict], count: int, tokenizer, device: str,
-                 on_event: Callable[[dict], None], should_stop: Callable[[], bool] | None = None):
+                 on_event: Callable[[dict], None], should_stop: Callable[[], bool] | None = None,
+                 new_tokens: int | None = None):
         pairs = [user_and_reference(row) for row in watched_rows(heldout_rows, count)] if every > 0 else []
         self.questions = [question for question, _ in pairs]
         self.references = [reference for _, reference in pairs]
         self.steps = snapshot_steps(steps, every) if pairs else []
         self.tokenizer, self.device = tokenizer, device
+        self.new_tokens = new_tokens or (reply_budget(tokenizer, self.references) if self.steps else MAX_NEW_TOKENS)
         self.on_event, self.should_stop = on_event, should_stop or (lambda: False)
 
     @property
@@ -65,7 +75,7 @@ class Watch:
         if step not in self.steps or self.should_stop():
             return
         started = time.perf_counter()
-        replies = generate_replies(model, self.tokenizer, self.questions, NEW_TOKENS, self.device,
+        replies = generate_replies(model, self.tokenizer, self.questions, self.new_tokens, self.device,
                                    batch_size=len(self.questions), should_stop=self.should_stop)
         if self.should_stop():  # stopped while generating: the replies are cut short, not a snapshot
             return
@@ -82,6 +92,6 @@ def start(config, heldout_rows: list[dict], model, tokenizer, device: str, on_ev
                   on_event, should_stop)
     if watch.on:
         on_event({"event": "watch", "questions": watch.questions, "references": watch.references,
-                  "steps": watch.steps, "new_tokens": NEW_TOKENS})
+                  "steps": watch.steps, "new_tokens": watch.new_tokens})
         watch.after_step(model, 0)
     return watch

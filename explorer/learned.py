@@ -11,6 +11,12 @@
 A short fine-tune teaches form before facts: the style of a file's answers is shared by every row, each fact
 is in one row. The sentence (``verdict``) says which of the two this run learned, and what it forgot.
 Pure logic: the replies come from explorer.data.probe.ScoredQuestions' one batched generation.
+
+What it costs: the fact and probe questions ride in the batch of the held-out generation a run already does for
+its task score, before and after training. Measured on the bundled model, pirate data, the defaults (16 held-out
+questions, 32 new tokens), on the 2-core machine while other jobs shared it (so CPU seconds, not wall time): 16
+prompts took 66 and 69 CPU s, 34 (with 8 fact and 10 probe questions) 92 CPU s, about 1.4x per scoring. Uploaded
+data without a chosen score had no held-out generation: for it both generations are new.
 """
 
 from __future__ import annotations

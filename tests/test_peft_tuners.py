@@ -31,6 +31,8 @@ OPTIONS = [
     ("fourierft", {"n_frequency": 3000, "scaling": 300, "target_preset": "q,v", "random_loc_seed": 1}),
     ("road", {"variant": "road_4", "group_size": 64, "target_preset": "attention"}),
     ("road", {"variant": "road_2", "target_preset": "custom", "target_modules": "down_proj"}),
+    ("miss", {"r": 64, "init_weights": "bat", "target_preset": "q,v"}),
+    ("miss", {"r": 100, "init_weights": "mini", "mini_r": 64, "exclude_modules": "re:.*layers\\.1\\..*"}),
 ]
 
 
@@ -73,6 +75,7 @@ def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
 @pytest.mark.parametrize("method, values, message", [
     ("loha", {"target_modules": "lm_head"}, "adapts the blocks' linear layers; remove lm_head"),
     ("lokr", {"target_modules": "nope_proj"}, "no linear layer named nope_proj"),
+    ("miss", {"r": "1000"}, r"`r` \(1000\) must be less than or equal to in_features \(576\)"),
     ("road", {"group_size": "100"}, r"divisible by group_size \(100\); model\.layers\.0\.self_attn\.q_proj has 576"),
     ("fourierft", {"n_frequency": "200000"}, r"n_frequency \(200000\) must be at most in·out .*k_proj has 576·192"),
 ])

@@ -18,6 +18,7 @@ from . import (
     lokr,
     lora,
     loraplus,
+    miss,
     oft,
     olora,
     pissa,
@@ -51,6 +52,7 @@ METHODS: dict[str, Method] = {
     "hra": hra.METHOD,
     "fourierft": fourierft.METHOD,
     "road": road.METHOD,
+    "miss": miss.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -38,7 +38,7 @@ def test_total_parameters_formula_equals_meta_model(model):
 # tests/test_any_model.py checks that the calculator refuses them in PEFT's words, and counts them with dropout 0.
 PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora", "loraplus")}
 # PEFT has no layer for GPT-2's Conv1D in these tuners: the method refuses GPT-2 in one line instead.
-NO_CONV1D_LAYER = {"loha", "lokr", "oft", "boft", "hra", "road", "miss"}
+NO_CONV1D_LAYER = {"loha", "lokr", "oft", "boft", "hra", "road", "miss", "delora"}
 
 
 # PEFT builds each catalog model with two of its blocks (same widths, heads, vocabulary; conftest.shallow): a

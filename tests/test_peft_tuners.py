@@ -32,6 +32,7 @@ OPTIONS = [
     ("road", {"variant": "road_4", "group_size": 64, "target_preset": "attention"}),
     ("road", {"variant": "road_2", "target_preset": "custom", "target_modules": "down_proj"}),
     ("miss", {"r": 64, "init_weights": "bat", "target_preset": "q,v"}),
+    ("delora", {"r": 3, "delora_lambda": 4, "module_dropout": 0.1, "target_preset": "attention"}),
     ("miss", {"r": 100, "init_weights": "mini", "mini_r": 64, "exclude_modules": "re:.*layers\\.1\\..*"}),
 ]
 

@@ -7,6 +7,7 @@ Tests parametrize over this dict, so a new method is tested automatically.
 from . import (
     adapter,
     boft,
+    delora,
     dora,
     fourierft,
     full,
@@ -53,6 +54,7 @@ METHODS: dict[str, Method] = {
     "fourierft": fourierft.METHOD,
     "road": road.METHOD,
     "miss": miss.METHOD,
+    "delora": delora.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

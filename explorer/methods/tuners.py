@@ -82,11 +82,13 @@ def grouped_terms(spec, names: list[str], per_module: Callable) -> list[Term]:
 
 
 def linear_method(tuner: Tuner, per_module: Callable, products: Callable, make_config: Callable,
-                  check: Callable = lambda module, options: None, **fields) -> Method:
+                  check: Callable = lambda module, options: None, frozen: Callable | None = None,
+                  **fields) -> Method:
     """A Method whose formula, FLOPs and build come from the three per-tuner functions:
     ``per_module(module, options) -> (count, expression)``, ``products(module, options) -> tuple[Product]``,
     ``make_config(spec, options) -> a PEFT config``; ``check(module, options)`` raises PEFT's per-layer refusal
-    (a block size that does not divide a layer's width) in one line before PEFT would, mid-build."""
+    (a block size that does not divide a layer's width) in one line before PEFT would, mid-build;
+    ``frozen(module, options) -> (count, expression)``: what it adds per layer that does not train (saved buffers)."""
 
     def terms(spec, options):
         return grouped_terms(spec, tuner.targets(spec, options), lambda m: per_module(m, options))
@@ -105,6 +107,9 @@ def linear_method(tuner: Tuner, per_module: Callable, products: Callable, make_c
         for name in tuner.targets(spec, options):
             check(spec.arch.by_name[name], options)
 
+    if frozen is not None:
+        fields["frozen_terms"] = lambda spec, options: grouped_terms(spec, tuner.targets(spec, options),
+                                                                     lambda m: frozen(m, options))
     return Method(terms=terms, adaptation=adaptation, apply=apply, validate=validate, uses_peft=True, **fields)
 
 

@@ -42,7 +42,7 @@ def test_a_run_answers_the_watched_questions_at_step_0_every_n_steps_and_the_end
     # Two questions spread over the 48 held-out rows: rows 0 and 24, with the data's own answers.
     assert plan["questions"] == [held_out[0]["messages"][0]["content"], held_out[24]["messages"][0]["content"]]
     assert plan["references"] == [held_out[0]["messages"][1]["content"], held_out[24]["messages"][1]["content"]]
-    assert plan["steps"] == [0, 3, 6, 7] and plan["new_tokens"] == timeline.reply_budget(tiny_tokenizer(), plan["references"])
+    assert plan["steps"] == [0, 3, 6, 7] and plan["every"] == 3 and plan["new_tokens"] == timeline.reply_budget(tiny_tokenizer(), plan["references"])
     assert [e["step"] for e in snapshots] == [0, 3, 6, 7]
     assert [e["next_step"] for e in snapshots] == [3, 6, 7, None]
     for snapshot in snapshots:
@@ -129,7 +129,7 @@ def test_the_reply_budget_follows_the_longest_data_answer_within_bounds(cache):
 
 def plan(steps=(0, 5, 10, 15, 20), questions=("What is 2+2?", "Name a colour.")):
     return {"event": "watch", "questions": list(questions), "references": ["Arr, 4!", "Red, matey!"][:len(questions)],
-            "steps": list(steps), "new_tokens": 24}
+            "steps": list(steps), "every": 5, "new_tokens": 24}
 
 
 def replies(step, texts, seconds=1.0):
@@ -157,7 +157,7 @@ def test_the_timeline_shows_one_row_per_question_and_marks_new_words():
     assert "(same)" in second[2] and "<mark" not in second[2]
     assert "By step 5, 1 of 2 replies differ from the model's answers before training." in page
     assert "Each snapshot took 1.5 s to answer (measured; 3.0 s in all" in page
-    assert "every 5 steps" in page
+    assert "answered at step 0 (before training), every 5 steps and at the end (greedy, up to 24 new tokens)" in page
     finished = cells(timeline_view.timeline_html(events, finished=True))  # stopped at step 5: nothing waits
     assert len(finished[0]) == 3 and "answering" not in str(finished)
 

@@ -5,7 +5,8 @@ loss curve alone. The loop (explorer/train/loop.py) calls ``start`` once before 
 ``Watch.after_step`` after each step; every snapshot is one event through the loop's ``on_event``, so the
 run's log.jsonl keeps the timeline and a reload shows it (explorer/ui/timeline_view.py draws it):
 
-    {"event": "watch", "questions": [...], "references": [...], "steps": [0, 5, 10, 15, 20]}   (the plan)
+    {"event": "watch", "questions": [...], "references": [...], "steps": [0, 5, 10, 15, 20], "every": 5,
+     "new_tokens": 22}                                                                            (the plan)
     {"event": "replies", "step": 5, "replies": [...], "seconds": 1.2, "next_step": 10}
 
 Generation is greedy, batched and short (``reply_budget``). It runs with the adapter as it is, not folded into the weights
@@ -92,6 +93,6 @@ def start(config, heldout_rows: list[dict], model, tokenizer, device: str, on_ev
                   on_event, should_stop)
     if watch.on:
         on_event({"event": "watch", "questions": watch.questions, "references": watch.references,
-                  "steps": watch.steps, "new_tokens": watch.new_tokens})
+                  "steps": watch.steps, "every": config.watch_every, "new_tokens": watch.new_tokens})
         watch.after_step(model, 0)
     return watch

@@ -27,6 +27,7 @@ class Timeline:
     questions: list[str]
     references: list[str]
     planned: list[int]                       # the steps the run will answer at
+    every: int | None                        # steps between snapshots
     snapshots: list[tuple[int, list[str]]]   # (step, replies) in step order
     seconds: list[float]                     # each snapshot's generation time, measured
     new_tokens: int | None
@@ -40,7 +41,7 @@ def read_timeline(events: list[dict]) -> Timeline | None:
     by_step = {e["step"]: e for e in events if e.get("event") == "replies"}  # a step logged twice: the last
     ordered = [by_step[s] for s in sorted(by_step)]
     return Timeline(list(plan.get("questions", [])), list(plan.get("references", [])), list(plan.get("steps", [])),
-                    [(e["step"], list(e.get("replies", []))) for e in ordered],
+                    plan.get("every"), [(e["step"], list(e.get("replies", []))) for e in ordered],
                     [float(e.get("seconds", 0.0)) for e in ordered], plan.get("new_tokens"))
 
 
@@ -109,8 +110,9 @@ def timeline_html(events: list[dict], finished: bool = False) -> str:
     waiting = None
     if not finished:
         waiting = next((s for s in timeline.planned if not steps or s > steps[-1]), None)
-    every = timeline.planned[1] - timeline.planned[0] if len(timeline.planned) > 1 else None
-    when = f"at step 0 (before training) and every {every} steps" if every else "at step 0"
+    every = timeline.every
+    when = (f"at step 0 (before training), every {every} steps and at the end" if every and len(timeline.planned) > 1
+            else "at step 0 (before training)")
     budget = f", up to {timeline.new_tokens} new tokens" if timeline.new_tokens else ""
     lines = [f"<div id='watch-timeline-body' style='font-size: 1.15rem; line-height: 1.45;'>",
              f"<p><strong>Watch it learn:</strong> the same {len(timeline.questions)} held-out questions, answered "

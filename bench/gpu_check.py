@@ -93,12 +93,13 @@ class Row:
 
 
 def config_for(model: str, method: str, steps: int, batch_size: int, seq_len: int, cuda: bool):
-    """The run's settings: no task scores or probes (this checks training, memory and merging), one held-out loss."""
+    """The run's settings: no task scores, probes or watched replies (this checks training, memory and merging;
+    the watch's generations would add to the time and, after the peak is reset, to the peak), one held-out loss."""
     from explorer.train.config import TrainConfig
 
     return TrainConfig(model=model, method=method, dataset="pirate", steps=steps, batch_size=batch_size,
                        seq_len=seq_len, precision="bf16" if cuda else "fp32", eval_every=10 ** 5, eval_examples=0,
-                       eval_loss_examples=1, probe_examples=0, score_base=False)
+                       eval_loss_examples=1, probe_examples=0, score_base=False, watch_every=0)
 
 
 def import_error_in(error: BaseException | None) -> ImportError | None:

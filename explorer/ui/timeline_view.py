@@ -114,7 +114,7 @@ def timeline_html(events: list[dict], finished: bool = False) -> str:
     when = (f"at step 0 (before training), every {every} steps and at the end" if every and len(timeline.planned) > 1
             else "at step 0 (before training)")
     budget = f", up to {timeline.new_tokens} new tokens" if timeline.new_tokens else ""
-    lines = [f"<div id='watch-timeline-body' style='font-size: 1.15rem; line-height: 1.45;'>",
+    lines = ["<div id='watch-timeline-body' style='font-size: 1.15rem; line-height: 1.45;'>",
              f"<p><strong>Watch it learn:</strong> the same {len(timeline.questions)} held-out questions, answered "
              f"{when} (greedy{budget}). <mark style='{MARK}'>Highlighted</mark> words are new since the column "
              "before.</p>",

@@ -223,3 +223,15 @@ def test_the_issues_race_reads_winner_first_then_the_cheapest_that_learned():
         "parameters, 100% of its peak memory and 67% of its training time."]
     assert found["verdict"]["winner"] == "adapter"
     assert reading.sentences(found)[:3] == found["verdict"]["sentences"]
+
+
+def test_a_page_opens_on_the_newest_finished_race():
+    from types import SimpleNamespace
+
+    from explorer.ui.race_tab import newest_race
+
+    races = [SimpleNamespace(race_id="c", finished=False), SimpleNamespace(race_id="b", finished=True),
+             SimpleNamespace(race_id="a", finished=True)]  # newest first, as list_races gives them
+    assert newest_race(races) == "b"
+    assert newest_race(races[:1]) == "c", "with none finished, the race still running"
+    assert newest_race([]) is None

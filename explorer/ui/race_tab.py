@@ -53,12 +53,10 @@ def race_choices(races=None) -> list[tuple[str, str]]:
 
 
 def newest_race(races) -> str | None:
-    """The race a page shows when it opens: the newest one still running (a reload mid-race follows it), else
-    the newest finished one."""
-    running = [r for r in races if not r.finished and not (r.folder / "STOP").exists()]
-    running = [r for r in running if any(s in ("queued", "running") for s in r.states())]
+    """The race a page shows when it opens: the newest finished one (what a reload or a second tab should show
+    a class); with none finished, the newest one (a race still running, to follow)."""
     finished = [r for r in races if r.finished]
-    chosen = (running or finished or [None])[0]
+    chosen = (finished or races or [None])[0]
     return chosen.race_id if chosen else None
 
 

@@ -32,6 +32,7 @@ OPTIONS = [
     ("road", {"variant": "road_4", "group_size": 64, "target_preset": "attention"}),
     ("road", {"variant": "road_2", "target_preset": "custom", "target_modules": "down_proj"}),
     ("miss", {"r": 64, "init_weights": "bat", "target_preset": "q,v"}),
+    ("freeze", {"freeze_trainable_layers": -1}),
     ("delora", {"r": 3, "delora_lambda": 4, "module_dropout": 0.1, "target_preset": "attention"}),
     ("miss", {"r": 100, "init_weights": "mini", "mini_r": 64, "exclude_modules": "re:.*layers\\.1\\..*"}),
 ]
@@ -77,6 +78,7 @@ def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
     ("loha", {"target_modules": "lm_head"}, "adapts the blocks' linear layers; remove lm_head"),
     ("lokr", {"target_modules": "nope_proj"}, "no linear layer named nope_proj"),
     ("miss", {"r": "1000"}, r"`r` \(1000\) must be less than or equal to in_features \(576\)"),
+    ("freeze", {"freeze_trainable_layers": "31"}, r"between 1 and 30 blocks .*this model has 30; got 31"),
     ("road", {"group_size": "100"}, r"divisible by group_size \(100\); model\.layers\.0\.self_attn\.q_proj has 576"),
     ("fourierft", {"n_frequency": "200000"}, r"n_frequency \(200000\) must be at most in·out .*k_proj has 576·192"),
 ])
@@ -103,3 +105,12 @@ def test_boft_refuses_what_peft_cannot_build_here_in_one_line():
         calculator.from_request("smollm2-135m", "boft", {"boft_block_size": "7"}, exact_mode="skip")
     with pytest.raises(ExplorerError, match=r"butterfly factors .* only with its CUDA kernel fbd_cuda"):
         calculator.from_request("smollm2-135m", "boft", {"boft_n_butterfly_factor": "2"}, exact_mode="skip")
+
+
+def test_freeze_tuning_counts_the_top_blocks_and_only_they_pay_backward():
+    full_depth = calculator.from_request("llama-2-7b", "freeze", {"freeze_trainable_layers": "2"}, exact_mode="skip")
+    block = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096  # attention, MLP, two RMSNorms
+    assert full_depth.trainable_formula == 2 * block
+    assert [t.expression for t in full_depth.terms] == [f"{block:,} × 2 = {2 * block:,}"]
+    deeper = calculator.from_request("llama-2-7b", "freeze", {"freeze_trainable_layers": "8"}, exact_mode="skip")
+    assert deeper.flops.train_per_token > full_depth.flops.train_per_token  # more blocks pay backward

@@ -10,6 +10,7 @@ from . import (
     delora,
     dora,
     fourierft,
+    freeze,
     full,
     head,
     hra,
@@ -55,6 +56,7 @@ METHODS: dict[str, Method] = {
     "road": road.METHOD,
     "miss": miss.METHOD,
     "delora": delora.METHOD,
+    "freeze": freeze.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -21,6 +21,9 @@ Sources:
 - KV cache: the keys and values transformers' cache holds per layer (measured in the derivation pass),
   a sliding-window layer at most its window; prefix tuning adds its virtual tokens to every sequence's cache.
 - Several GPUs: explorer.costs.sharding (ZeRO's partitioning, per GPU).
+- A CPU training process's peak (process_peak): the terms above plus its runtime baseline, the resident memory
+  it holds besides the model's tensors as training starts, measured by each run (explorer.train.process_memory).
+  On CUDA the peak is torch's max allocated: no baseline.
 """
 
 from __future__ import annotations
@@ -193,6 +196,45 @@ def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings)
     weights = base_weight_bytes(arch, s.precision, nf4=a.quantized_base, double_quant=a.double_quant)
     weights += a.vera_shared * 4  # VeRA's shared random matrices: frozen float32 buffers
     return Memory(weights, trainable * 4, trainable * 4, trainable * states, activations)
+
+
+# Each term of a training prediction: (label, Memory field, where it comes from).
+TERM_SOURCES = [
+    ("base weights", "weights_bytes", "parameters × bytes per weight at the precision; NF4: 0.5 B + block "
+     "constants (QLoRA §3); int8: 1 B + a fp32 scale per row"),
+    ("trainable weights", "trainable_bytes", "trainable parameters × 4 B: PEFT keeps adapters in fp32 "
+     "(autocast_adapter_dtype); 0 for full fine-tuning, where they are the base weights"),
+    ("gradients", "gradients_bytes", "one per trainable parameter at its precision (ZeRO §3.1)"),
+    ("optimizer states", "optimizer_bytes", "AdamW: two fp32 states, 8 B per trainable parameter; 8-bit AdamW "
+     "2 B; SGD none (ZeRO §3.1; Dettmers et al. 2022)"),
+    ("activations", "activations_bytes", "what autograd keeps per token and layer (Korthikanti et al. 2022, "
+     "§4.1) for this block's shapes, + fp32 logits and their gradient"),
+]
+RUNTIME_SOURCE = ("what a CPU training process holds besides the model's tensors (Python, torch, transformers, the "
+                  "tokenizer, the data, what the allocator kept from loading and scoring): its resident memory as "
+                  "training starts less the model's tensors, measured by each run (explorer.train.process_memory); "
+                  "0 on CUDA, where the peak is torch's max allocated")
+
+
+@dataclass(frozen=True)
+class ProcessPeak:
+    """A training process's predicted peak: the Calculator's terms plus its runtime baseline."""
+    training: Memory
+    runtime_baseline_bytes: float
+
+    @property
+    def total_bytes(self) -> float:
+        return self.training.total_bytes + self.runtime_baseline_bytes
+
+    def terms(self) -> list[tuple[str, float, str]]:
+        """(term, bytes, where it comes from): they add up to total_bytes."""
+        parts = self.training.as_dict()
+        return ([(label, parts[key], source) for label, key, source in TERM_SOURCES]
+                + [("runtime baseline", self.runtime_baseline_bytes, RUNTIME_SOURCE)])
+
+
+def process_peak(training: Memory, runtime_baseline_bytes: float) -> ProcessPeak:
+    return ProcessPeak(training, float(runtime_baseline_bytes))
 
 
 def kv_cache_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:

@@ -21,7 +21,7 @@ from ..costs import memory, specs
 from ..data import chat, probe, scores, sources
 from ..methods import METHODS
 from ..models import loading
-from . import runs, timeline
+from . import process_memory, runs, timeline
 from .config import TrainConfig
 from .divergence import Watch
 
@@ -216,9 +216,14 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     predicted = calculator.calculate(prep.spec, config.method, prep.options, memory.TrainSettings(
         batch_size=config.batch_size, seq_len=config.seq_len, precision=config.precision,
         optimizer=config.optimizer, gradient_checkpointing=config.gradient_checkpointing), exact_mode="skip")
+    # What the process holds besides the model's tensors (0 on CUDA): in its measured peak, so in the prediction.
+    baseline = process_memory.runtime_baseline_bytes(model, prep.device)
+    predicted_peak = memory.process_peak(predicted.training, baseline)
+    peak_keys = {"predicted_peak_bytes": predicted_peak.total_bytes,
+                 "peak_memory_predicted_bytes": predicted_peak.total_bytes, "runtime_baseline_bytes": baseline}
     on_event({"event": "start", "trainable_params": measured_trainable,
               "calculator_trainable_params": predicted.trainable_formula,
-              "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
+              **peak_keys, "learning_rate": lr, "steps": config.steps,
               "device": prep.device, "cpu_threads": torch.get_num_threads(), "niceness": os.nice(0)})
     optimizer = (method.make_optimizer(model, prep.options, lr, *optimizer_class(config.optimizer))
                  if method.make_optimizer else make_optimizer(config.optimizer, trainable, lr))
@@ -294,7 +299,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         "task_score_base": score_base, "task_score_adapted": score_adapted,
         "probe_score_base": probe_base, "probe_score": probe_adapted,
         "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
-        "peak_memory_bytes": peak_memory_bytes(prep.device), "predicted_peak_bytes": predicted.training.total_bytes,
+        "peak_memory_bytes": peak_memory_bytes(prep.device), **peak_keys,
         "stopped": stopped, "seconds": time.time() - started, "train_seconds": train_seconds,
         "tokens_seen": tokens_seen, "truncated_examples": truncated,
         "diverged": guard.diverged is not None, "divergence": guard.message() or None, **what_it_learned,
@@ -327,6 +332,7 @@ def _stopped_before_training(config: TrainConfig, run_dir: Path, started: float)
                "eval_loss_first": None, "eval_loss_last": None, "trainable_params": None,
                "calculator_trainable_params": None, "task_score_base": None, "task_score_adapted": None,
                "tokens_per_second": None, "peak_memory_bytes": None, "predicted_peak_bytes": None,
+               "peak_memory_predicted_bytes": None,
                "stopped": True, "diverged": False, "seconds": time.time() - started, "truncated_examples": 0}
     runs.write_json(run_dir / "summary.json", summary)
     return summary

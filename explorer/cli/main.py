@@ -150,11 +150,11 @@ def cmd_train(args) -> None:
     summary = outcome.summary
     keys = ["run_id", "run_dir", "method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss_first",
             "eval_loss_last", "trainable_params", "task_score_base", "task_score_adapted", "tokens_per_second",
-            "peak_memory_bytes", "stopped"]
+            "peak_memory_bytes", "peak_memory_predicted_bytes", "stopped"]
     keys += [k for k in HEAD_KEYS + LEARNED_KEYS if k in summary]  # a head's own metrics; what a chat run learned
     node = runs.status(Path(summary["run_dir"])).get("node") if backend == "ray" else socket.gethostname()
     if args.json:
-        print(json.dumps({**{k: summary[k] for k in keys}, "diverged": bool(summary.get("diverged")),
+        print(json.dumps({**{k: summary.get(k) for k in keys}, "diverged": bool(summary.get("diverged")),
                           "backend": backend, "node": node}))
     else:
         first, last = (f"{summary[k]:.3f}" if summary[k] is not None else "none" for k in ("train_loss_first",

@@ -33,17 +33,18 @@ from .widgets import widget_for
 POLL_SECONDS = 2.0
 SETTING_FIELDS = [f for f in dataclasses.fields(RaceSettings) if f.name not in ("model", "dataset", "score", "steps")]
 TABLE_COLUMNS = ["entrant", "verdict", "trainable parameters (measured · Calculator)",
-                 "peak memory (measured · predicted, ratio)", "tokens per second", "training seconds",
+                 "process peak memory (measured · predicted, ratio)", "tokens per second", "training seconds",
                  "held-out loss (base → after)", "task score (base → after)", "forgetting probe (base → after)",
                  "saved", "inference overhead, FLOPs per token", "Pareto front"]
 # Each column as wide as its header's longest word in the table's bold monospace (~9.5 px a character at the
 # page's 1215 px; headers wrap between words, never inside one): "forgetting", "training", "Pareto".
 COLUMN_WIDTHS = ["9.5%", "10%", "10%", "11%", "6%", "8%", "9%", "7%", "9.5%", "5%", "9%", "6%"]
 MARKS = {"learned": "●", "did_not_learn": "✕", "lost_general_knowledge": "▼", "diverged": "★", "failed": "■"}
-MEMORY_NOTE = ("*Peak memory:* measured is the training process's peak resident memory (Python, torch and the data "
-               "included); predicted is the Calculator's count of what training holds (weights, gradients, "
-               "optimizer state, activations). The ratio is measured ÷ predicted: above 1, the process needed "
-               "more than the prediction counts.")
+MEMORY_NOTE = ("*Process peak memory:* measured is the training process's peak resident memory (Python, torch and "
+               "the data included); predicted is the Calculator's count of what training holds (weights, gradients, "
+               "optimizer state, activations) plus the process's runtime baseline measured as training starts "
+               "(on a GPU: torch's peak allocated, no baseline). The ratio is measured ÷ predicted: above 1, the "
+               "process needed more than predicted.")
 watching = Latest()  # the race each browser session follows
 
 

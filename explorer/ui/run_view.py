@@ -179,7 +179,9 @@ def metrics_text(events: list[dict]) -> str:
                "the worker's peak resident memory: libraries and memory the allocator keeps after freeing "
                "included, see bench/memory_prediction.py")
         lines.append(f"- peak memory: measured {human_bytes(last['peak_memory_bytes'])} ({how}); Calculator "
-                     f"predicts {human_bytes(start['predicted_peak_bytes'])} for weights, states and activations")
+                     f"predicts {human_bytes(start['predicted_peak_bytes'])} for weights, states and activations"
+                     + (f", {human_bytes(start['runtime_baseline_bytes'])} of it the process's runtime baseline"
+                        if start.get("runtime_baseline_bytes") else ""))
     if "base" in scores:
         adapted = f"{scores['adapted']:.2f}" if "adapted" in scores else "…"
         lines.append(f"- held-out task score: base {scores['base']:.2f} → adapted {adapted}")

@@ -22,18 +22,7 @@ def test_api_runs_a_race_of_three_entrants_through_the_worker(app_url):
 
 
 def test_browser_two_entrant_race_shows_curves_table_and_pareto_chart(app_url, page, screenshot):
-    page.goto(app_url)
-    page.get_by_role("tab", name="Race").click()
-    page.locator("#race-model input").fill(TINY)
-    page.locator("#race-model input").press("Enter")
-    page.locator("#race-entrants textarea").fill("lora:r=2,ia3")
-    page.locator("#race-steps input").fill("3")
-    page.get_by_text("Race settings").click()
-    for name, value in SMALL.items():
-        page.locator(f"#race-{name} input").fill(str(value))
-    wait_for_text(page, "#race-estimate", "2 runs")
-    page.locator("#race-start").click()
-    wait_for_text(page, "#race-progress", "the race is over", timeout=300_000)
+    start_tiny_race(page, app_url)
     wait_for_text(page, "#race-reading", "Claim:", timeout=30_000)
     traces = page.evaluate("() => document.querySelector('#race-live .js-plotly-plot').data"
                            ".filter(t => t.type === 'scatter').length")
@@ -44,7 +33,11 @@ def test_browser_two_entrant_race_shows_curves_table_and_pareto_chart(app_url, p
     screenshot("race_tab")
 
 
-def start_tiny_race(page, app_url, specs="lora:r=2,ia3"):
+def start_tiny_race(page, app_url, specs="lora:r=2,ia3") -> str:
+    """Start a race of ``specs`` on the tiny model in the page and wait until it is over; its id. The page opens
+    on the newest saved race, so the wait is for a race that did not exist before the click."""
+    from explorer.race.races import list_races
+
     page.set_default_timeout(120_000)  # a shared 2-core machine: the page may answer slowly
     page.goto(app_url)
     page.get_by_role("tab", name="Race").click()
@@ -56,11 +49,12 @@ def start_tiny_race(page, app_url, specs="lora:r=2,ia3"):
     for name, value in SMALL.items():
         page.locator(f"#race-{name} input").fill(str(value))
     wait_for_text(page, "#race-estimate", f"{len(specs.split(','))} runs")
+    before = [race.race_id for race in list_races()]
     page.locator("#race-start").click()
-    wait_for_text(page, "#race-progress", "the race is over", timeout=300_000)
-    import re
-
-    return re.search(r"Race (\S+-race-[0-9a-f]{6})", page.locator("#race-progress").inner_text()).group(1)
+    return page.wait_for_function(
+        """before => { const m = (document.querySelector('#race-progress')?.innerText || '')
+                       .match(/Race (\\S+-race-[0-9a-f]{6}): .*the race is over/);
+                     return m && !before.includes(m[1]) ? m[1] : null; }""", arg=before, timeout=300_000).json_value()
 
 
 def shows_the_race(page, url, race_id):

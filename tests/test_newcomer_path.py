@@ -54,6 +54,7 @@ def test_browser_spreadsheet_in_verdict_out_and_a_model_to_take_home(app_url, pa
     assert "Step 0" in page.locator("#ft-timeline").inner_text(), "the watch answered before training"
     run_id = page.locator("#ft-progress").inner_text().split("run ")[-1].strip(" `()")
     page.get_by_text("Use it on your computer").click()
+    wait_for_text(page, "#take-home-run", "LoRA on tiny-random-llama")  # the finished run, not "queued"
     page.locator("#take-home-gguf").click()
     wait_for_text(page, "#take-home-commands", "ollama create", timeout=600_000)
     listed = page.locator("#take-home-files").inner_text().replace("\n", "")

@@ -287,7 +287,7 @@ def create_finetune_tab() -> dict:
         pick = gr.Textbox(label="Selected run", elem_id="ft-pick", interactive=False)
         discard = gr.Button("Discard this run", elem_id="ft-discard")
         to_compare = gr.Button("Compare this run", elem_id="ft-compare")
-    take_home.create_take_home(run_id)
+    home = take_home.create_take_home(run_id)
 
     named_options = {option_key(m, f): w for (m, f), w in zip(keys, option_widgets)}
     widgets = {"model": model, "method": method, **dict(zip(("dataset", "upload", "pasted", "score", "pattern"),
@@ -327,10 +327,13 @@ def create_finetune_tab() -> dict:
                   api_visibility="private")
     gr.on([c.change for c in widgets.values() if hasattr(c, "change")], lambda data: preview_cost(read(data)),
           inputs, cost, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    # When the live view ends (the run finished), the take-home panel says what it can now build.
     start.click(start_handler, inputs, [run_id, progress], api_name="train").then(
-        follow, run_id, live, api_visibility="private", concurrency_limit=None)
+        follow, run_id, live, api_visibility="private", concurrency_limit=None).then(
+        take_home.describe, run_id, home["about"], api_visibility="private", show_progress="hidden")
     table.select(pick_row, table, [run_id, pick], api_visibility="private").then(
-        follow, run_id, live, api_visibility="private", concurrency_limit=None)
+        follow, run_id, live, api_visibility="private", concurrency_limit=None).then(
+        take_home.describe, run_id, home["about"], api_visibility="private", show_progress="hidden")
     run_id.change(lambda r: r, run_id, pick, api_visibility="private", queue=False)
     timer.tick(refresh_table, signature, [table, signature], api_visibility="private", show_progress="hidden",
                queue=False)

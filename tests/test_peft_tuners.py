@@ -33,6 +33,7 @@ OPTIONS = [
     ("road", {"variant": "road_2", "target_preset": "custom", "target_modules": "down_proj"}),
     ("miss", {"r": 64, "init_weights": "bat", "target_preset": "q,v"}),
     ("freeze", {"freeze_trainable_layers": -1}),
+    ("gralora", {"r": 64, "gralora_k": 4, "hybrid_r": 8, "target_preset": "q,v"}),
     ("delora", {"r": 3, "delora_lambda": 4, "module_dropout": 0.1, "target_preset": "attention"}),
     ("miss", {"r": 100, "init_weights": "mini", "mini_r": 64, "exclude_modules": "re:.*layers\\.1\\..*"}),
 ]
@@ -79,6 +80,7 @@ def test_tuners_without_a_conv1d_layer_say_so_in_one_line(method):
     ("lokr", {"target_modules": "nope_proj"}, "no linear layer named nope_proj"),
     ("miss", {"r": "1000"}, r"`r` \(1000\) must be less than or equal to in_features \(576\)"),
     ("freeze", {"freeze_trainable_layers": "31"}, r"between 1 and 30 blocks .*this model has 30; got 31"),
+    ("gralora", {"r": "30", "gralora_k": "4"}, "PEFT: r should be divisible by gralora_k, but got 30 and 4"),
     ("road", {"group_size": "100"}, r"divisible by group_size \(100\); model\.layers\.0\.self_attn\.q_proj has 576"),
     ("fourierft", {"n_frequency": "200000"}, r"n_frequency \(200000\) must be at most in·out .*k_proj has 576·192"),
 ])

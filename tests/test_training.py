@@ -46,7 +46,7 @@ def memorisation_set(tmp_path):
 # A 2-layer, 32-wide random model learns slowly; these rates make 25 steps enough for every method.
 MEMORISE_LR = {"full": 3e-3, "head": 3e-2, "lora": 3e-2, "dora": 3e-2, "qlora": 3e-2, "ia3": 0.3,
                "prompt": 0.3, "prefix": 0.3, "adapter": 3e-2, "pissa": 3e-2, "olora": 3e-2, "loraplus": 1e-2,
-               "vera": 0.3, "ln_tuning": 0.3, "loha": 3e-2, "lokr": 3e-2, "oft": 3e-2, "boft": 3e-2, "hra": 3e-2, "fourierft": 3e-2, "road": 3e-2, "miss": 3e-2, "delora": 3e-2, "freeze": 3e-3}
+               "vera": 0.3, "ln_tuning": 0.3, "loha": 3e-2, "lokr": 3e-2, "oft": 3e-2, "boft": 3e-2, "hra": 3e-2, "fourierft": 3e-2, "road": 3e-2, "miss": 3e-2, "delora": 3e-2, "freeze": 3e-3, "gralora": 3e-2}
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -12,6 +12,7 @@ from . import (
     fourierft,
     freeze,
     full,
+    gralora,
     head,
     hra,
     ia3,
@@ -56,6 +57,7 @@ METHODS: dict[str, Method] = {
     "road": road.METHOD,
     "miss": miss.METHOD,
     "delora": delora.METHOD,
+    "gralora": gralora.METHOD,
     "freeze": freeze.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }

@@ -18,6 +18,7 @@ from ..calculator import exact
 from ..costs import memory
 from ..errors import ExplorerError
 from ..methods import DEFAULT_METHOD, METHODS
+from ..train import track_record
 from . import calculator_view as view
 from .common import Latest, api_errors, shows_errors
 from .model_lists import PASTE, model_choices
@@ -33,13 +34,14 @@ def compute(model_name, config_text, method_name, widget_keys, values, settings_
                                    config_text=config_text if model_name == PASTE else None)
 
 
-OUTPUTS = 8  # headline, formula, FLOPs table, card, memory chart, fits table, family chart, family table
+OUTPUTS = 9  # headline, formula, FLOPs table, card, memory chart, fits table, family chart, family table, breakdown
 confirmed = Latest()  # the inputs each browser session asked about last: an older exact count never shows
 
 
 # After an error: the message, and empty tables and charts: nothing of the previous model stays on screen
 # looking like this one's numbers.
-CLEARED = {1: pd.DataFrame(), 2: pd.DataFrame(), 3: "", 4: None, 5: pd.DataFrame(), 6: None, 7: pd.DataFrame()}
+CLEARED = {1: pd.DataFrame(), 2: pd.DataFrame(), 3: "", 4: None, 5: pd.DataFrame(), 6: None, 7: pd.DataFrame(),
+           8: ""}
 
 
 def update(widget_keys, model_name, text, method_name, *values, request: gr.Request | None = None):
@@ -55,7 +57,7 @@ def _update(widget_keys, model_name, text, method_name, *values):
     family_results = calculator.compare_all(r.spec, r.settings, (r.method, r.options))
     return (view.headline(r), view.formula_table(r), view.flops_table(r), view.method_card(r),
             view.memory_figure(r), view.fits_table(r), view.family_figure(family_results),
-            view.family_table(family_results))
+            view.family_table(family_results), view.memory_breakdown(r, track_record.records()))
 
 
 @shows_errors()
@@ -141,6 +143,7 @@ def create_calculator_tab() -> dict:
         memory_plot = gr.Plot(label="Training and inference memory", elem_id="calc-memory")
         fits = gr.Dataframe(label="Fits on: GPU size × number of GPUs (each GPU holds its share under the chosen "
                             "sharding)", interactive=False, elem_id="calc-fits", wrap=True)
+    breakdown = gr.Markdown(elem_id="calc-memory-breakdown")
     family_plot = gr.Plot(label="All methods at these settings", elem_id="calc-family-plot")
     family = gr.Dataframe(label="All methods at these settings (defaults for the others)", interactive=False,
                           elem_id="calc-family", wrap=True)
@@ -148,7 +151,7 @@ def create_calculator_tab() -> dict:
         gr.Dataframe(value=view.textbook_table, interactive=False, wrap=True, elem_id="calc-textbook",
                      column_widths=["22%", "12%", "18%", "8%", "40%"])
 
-    outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family]
+    outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family, breakdown]
     inputs = [model, config_text, method, *widgets, *settings_widgets]
 
     def on_update(request: gr.Request, *values):  # gradio passes the request to a leading parameter

@@ -110,6 +110,28 @@ def memory_figure(r: calculator.CalcResult) -> go.Figure:
     return fig
 
 
+def memory_breakdown(r: calculator.CalcResult, records: dict) -> str:
+    """The training memory term by term with where each comes from, plus this machine's runtime baseline (the
+    largest a CPU run here measured), adding up to the predicted process peak; then how the predictions fared on
+    this machine's runs of the method (explorer.train.track_record)."""
+    from ..train import track_record
+
+    baseline = track_record.cpu_runtime_baseline(records)
+    peak = memory.process_peak(r.training, baseline or 0)
+    rows = ["| term | bytes | where it comes from |", "|---|---:|---|"]
+    for label, value, source in peak.terms():
+        if label == "runtime baseline":
+            source = (("the largest a CPU run here measured: " if baseline else "no CPU run here yet to measure "
+                       "it: ") + source)
+        rows.append(f"| {label} | {human_bytes(value)} | {escape(source, quote=False)} |")
+    rows.append(f"| **predicted process peak (on this machine's CPU)** | **{human_bytes(peak.total_bytes)}** | "
+                f"the terms above added up; on a GPU the runtime baseline is not counted "
+                f"({human_bytes(r.training.total_bytes)}) |")
+    record = records.get(r.method)
+    return (f"**Training memory, term by term** · {escape(r.method_obj.title)}: "
+            f"**{escape(track_record.line(record))}**\n\n" + "\n".join(rows))
+
+
 def fits_table(r: calculator.CalcResult) -> pd.DataFrame:
     """GPU size × count: does each GPU hold its share of training (the chosen sharding), and does one GPU
     hold inference."""

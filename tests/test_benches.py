@@ -37,7 +37,7 @@ def final_rows(out: str, title: str) -> list[str]:
      ["app / plain tokens/s", "A/A: plain / plain", "model FLOP utilisation, app", "fp32 matmul peak GFLOP/s"]),
     ("merge_overhead", ["--model", TINY, "--methods", "lora", "--tokens", "2", "--warmup", "0", "--rounds", "1"],
      "merge_overhead", ["lora: A/A base / base", "lora: merged / base", "lora: adapted / base"]),
-    ("memory_prediction", ["--model", TINY, "--runs", "1", "--malloc", "default", "--steps", "1", "lora"],
+    ("memory_prediction", ["--model", TINY, "--runs", "1", "--malloc", "default", "--steps", "1", "--light", "lora"],
      "memory_prediction", ["lora (default allocator): predicted / measured"]),
     ("race", ["--model", TINY, "--entrants", "lora,ia3", "--steps", "2", "--set", "eval_examples=1",
               "--set", "probe_examples=1", "--set", "max_new_tokens=2", "--set", "batch_size=2",

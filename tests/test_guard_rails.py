@@ -67,3 +67,19 @@ def test_a_classifier_head_shares_the_rule(cache, capsys):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["diverged"] is False and runs.read_run(runs.run_path(out["run_id"])).state == "done"
+
+
+def test_a_run_that_diverged_on_its_first_step_says_so_on_the_page(tmp_path):
+    """A loss that is nan at step 1 logs no step event: the line still names the step, the reason and the rates."""
+    from conftest import force_status
+
+    run_dir = tmp_path / "20260101-000000-lora-abcdef"
+    run_dir.mkdir()
+    message = ("Diverged at step 1: the training loss became nan with learning rate 10. Try a lower learning rate, "
+               "such as 0.001.")
+    runs.write_json(run_dir / "summary.json", {"steps": 0, "diverged": True, "divergence": message})
+    force_status(run_dir, "diverged")
+    events = [{"event": "start", "steps": 20}, {"event": "diverged", "step": 1, "message": message}]
+    line = run_view.progress_text(runs.read_run(run_dir), events, None)
+    assert line.startswith("**Diverged** `█░░░░░░░░░░░░░░░░░░░` step 1/20: the training loss became nan with "
+                           "learning rate 10. Try a lower learning rate, such as 0.001.")

@@ -116,6 +116,7 @@ def progress_text(run: Run, events: list[dict], position: int | None) -> str:
         return f"**Preparing** {label}: loading the model, scoring the base model on held-out examples…"
     total = start["steps"]
     done = steps[-1]["step"] if steps else 0
+    done = max([done] + [e["step"] for e in events if e.get("event") == "diverged"])  # a nan step logs no step
     filled = int(20 * done / max(total, 1))
     bar = "█" * filled + "░" * (20 - filled)
     eta = f", about {steps[-1]['eta']:.0f} s left" if steps and name == "running" else ""

@@ -180,6 +180,11 @@ def release_loaded_models() -> None:
         torch.cuda.empty_cache()
 
 
+def rate(tokens_per_second: float) -> str:
+    """Whole tokens/s on a GPU (thousands); three significant figures where a loaded CPU makes a few."""
+    return f"{tokens_per_second:,.0f}" if tokens_per_second >= 100 else f"{tokens_per_second:.3g}"
+
+
 def table(rows: list[Row], device: str) -> str:
     """One table: every figure measured in this run, beside the Calculator's where it predicts one."""
     peak = "peak GiB (max_memory_allocated)" if device.startswith("cuda") else "peak GiB (process RSS)"
@@ -196,7 +201,7 @@ def table(rows: list[Row], device: str) -> str:
         lines.append(" | ".join([
             r.method, f"{r.trainable:,} {'=' if r.trainable == r.calculator_trainable else '!='} "
             f"{r.calculator_trainable:,}", f"{r.peak_bytes / GIB:.3f}", f"{r.predicted_bytes / GIB:.3f}",
-            f"{r.memory_ratio:.2f}", f"{r.app_tokens_per_second:,.0f}", f"{r.plain_tokens_per_second:,.0f}",
+            f"{r.memory_ratio:.2f}", rate(r.app_tokens_per_second), rate(r.plain_tokens_per_second),
             f"{r.speed_ratio:.3f}", merge, match, f"{r.seconds:.0f}"]))
     return "\n".join(f"| {line} |" for line in lines)
 

@@ -116,3 +116,22 @@ def test_freeze_tuning_counts_the_top_blocks_and_only_they_pay_backward():
     assert [t.expression for t in full_depth.terms] == [f"{block:,} × 2 = {2 * block:,}"]
     deeper = calculator.from_request("llama-2-7b", "freeze", {"freeze_trainable_layers": "8"}, exact_mode="skip")
     assert deeper.flops.train_per_token > full_depth.flops.train_per_token  # more blocks pay backward
+
+
+def test_the_calculator_tab_builds_and_answers_for_every_new_method():
+    """The UI lists methods from the registry: the tab's widgets build with the new methods' options, and its
+    handler answers each at its defaults (SmolLM2-135M: GPT-2's Conv1D is refused above)."""
+    import dataclasses
+
+    import gradio as gr
+
+    from explorer.ui import calculator_tab
+
+    with gr.Blocks():
+        calculator_tab.create_calculator_tab()
+    keys = [(name, f.name) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
+    options = [f.default for m in METHODS.values() for f in dataclasses.fields(m.options_type)]
+    settings = [f.default for f in dataclasses.fields(calculator_tab.memory.TrainSettings)]
+    for method in NEW:
+        answer = calculator_tab._update(keys, "smollm2-135m", "", method, *options, *settings)
+        assert f"{METHODS[method].title} on smollm2-135m" in answer[0] and len(answer[1]) > 0, answer[0][:200]

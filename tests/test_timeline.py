@@ -46,7 +46,8 @@ def test_a_run_answers_the_watched_questions_at_step_0_every_n_steps_and_the_end
     assert [e["step"] for e in snapshots] == [0, 3, 6, 7]
     assert [e["next_step"] for e in snapshots] == [3, 6, 7, None]
     for snapshot in snapshots:
-        assert len(snapshot["replies"]) == 2
+        assert len(snapshot["replies"]) == 2 and len(snapshot["cut"]) == 2
+        assert all(isinstance(cut, bool) for cut in snapshot["cut"])
         assert all(isinstance(reply, str) and reply for reply in snapshot["replies"])  # a random model babbles
         assert snapshot["seconds"] > 0
     # Step 0's replies come before the first step; each later snapshot right after its step.
@@ -132,8 +133,9 @@ def plan(steps=(0, 5, 10, 15, 20), questions=("What is 2+2?", "Name a colour."))
             "steps": list(steps), "every": 5, "new_tokens": 24}
 
 
-def replies(step, texts, seconds=1.0):
-    return {"event": "replies", "step": step, "replies": list(texts), "seconds": seconds, "next_step": None}
+def replies(step, texts, seconds=1.0, cut=None):
+    return {"event": "replies", "step": step, "replies": list(texts), "cut": cut or [False] * len(texts),
+            "seconds": seconds, "next_step": None}
 
 
 def cells(page: str) -> list[list[str]]:
@@ -183,3 +185,5 @@ def test_the_timeline_before_its_first_snapshot_and_without_a_watch():
     assert "By step 5 no reply has changed yet." in timeline_view.timeline_html(unchanged)
     empty = timeline_view.timeline_html([plan(), replies(0, ["", "b"])], finished=True)
     assert "(no reply: the model ended at once)" in empty
+    cut = cells(timeline_view.timeline_html([plan(), replies(0, ["a long", "b."], cut=[True, False])], finished=True))
+    assert cut[1][1] == "a long" + timeline_view.CUT_MARK and cut[2][1] == "b."

@@ -7,7 +7,7 @@ run's log.jsonl keeps the timeline and a reload shows it (explorer/ui/timeline_v
 
     {"event": "watch", "questions": [...], "references": [...], "steps": [0, 5, 10, 15, 20], "every": 5,
      "new_tokens": 22}                                                                            (the plan)
-    {"event": "replies", "step": 5, "replies": [...], "seconds": 1.2, "next_step": 10}
+    {"event": "replies", "step": 5, "replies": [...], "cut": [true, false], "seconds": 1.2, "next_step": 10}
 
 Generation is greedy, batched and short (``reply_budget``). It runs with the adapter as it is, not folded into the weights
 (merged_while_scoring in loop.py folds it for the final scoring): folding and unfolding re-round the frozen
@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..evaluate import generate_replies, user_and_reference
+from ..evaluate import generate_token_ids, user_and_reference
 
 # New tokens per reply: the longest of the watched questions' data answers plus a few (a reply worded a little
 # longer still ends), within these bounds. Each new token is one decoding pass over the model: on the bundled
@@ -76,12 +76,14 @@ class Watch:
         if step not in self.steps or self.should_stop():
             return
         started = time.perf_counter()
-        replies = generate_replies(model, self.tokenizer, self.questions, self.new_tokens, self.device,
-                                   batch_size=len(self.questions), should_stop=self.should_stop)
+        new_ids = generate_token_ids(model, self.tokenizer, self.questions, self.new_tokens, self.device,
+                                     batch_size=len(self.questions), should_stop=self.should_stop)
         if self.should_stop():  # stopped while generating: the replies are cut short, not a snapshot
             return
+        replies = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_ids]
+        cut = [len(ids) >= self.new_tokens for ids in new_ids]  # the budget ended it, not the model
         later = [s for s in self.steps if s > step]
-        self.on_event({"event": "replies", "step": step, "replies": replies,
+        self.on_event({"event": "replies", "step": step, "replies": replies, "cut": cut,
                        "seconds": round(time.perf_counter() - started, 3), "next_step": later[0] if later else None})
 
 

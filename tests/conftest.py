@@ -20,6 +20,9 @@ import tempfile  # noqa: E402
 os.environ["EXPLORER_RUNS_DIR"] = tempfile.mkdtemp(prefix="explorer-test-runs-")
 os.environ["EXPLORER_RACES_DIR"] = tempfile.mkdtemp(prefix="explorer-test-races-")
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -97,6 +100,20 @@ def cache() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def lora_pirate(cache) -> str:
+    """LoRA on pirate, 3 steps at learning rate 0.05 (train_run's other defaults): one training per test process
+    for the files that open, compose, serve, mix or rescale it, which only read it."""
+    return train_run("lora", "pirate", learning_rate=0.05)
+
+
+@pytest.fixture(scope="session")
+def two_step_loras(cache) -> tuple[str, str]:
+    """LoRA on pirate and on french, 2 steps at learning rate 0.05: shared read-only, as lora_pirate."""
+    return (train_run("lora", "pirate", steps=2, learning_rate=0.05),
+            train_run("lora", "french", steps=2, learning_rate=0.05))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,3 +180,117 @@ def exact_builds_back_in_this_process():
 
     if exact._use_child:
         exact.build_in_child_process(False)
+
+
+# --------------------------------------------------------------------------- lanes (pytest.ini defines the markers)
+# `make test-fast` runs the tests that carry none of browser, system and slow; `make test` runs them all. A test
+# is marked by the fixtures it uses (item.fixturenames is the closure: a fixture's own fixtures count), by
+# whether it or one of its fixtures trains through train_run above, and else by name in MARKED below. Slow
+# means seconds or more each on a quiet 2-core machine (a real training run, even on the tiny model, takes
+# several): the fast lane keeps the calculators, parsers, messages and loaders.
+MARKER_FIXTURES = {
+    "browser": {"page", "app_url"},
+    "system": {"ray_cluster", "manager"},
+}
+TRAINS = re.compile(r"\btrain_run\(")
+# "file" (every test in it; a subfolder's file by its path under tests/), "file::test" (every parametrization)
+# or "file::test[id]" (one) -> its lane, where neither fixtures nor train_run tell. Measured with
+# `--durations` in the fast lane: what took seconds there came here.
+MARKED = {
+    "system": [  # a child process: a worker, app.py, the CLI, a recipe's launcher, the Calculator's builder
+        "test_ray_backend.py",
+        "test_cli.py::test_models_json", "test_cli.py::test_an_error_in_a_real_process_is_one_line_and_exit_2",
+        "test_calculator_io.py::test_cli_calc_json_has_the_documented_fields",
+        "test_quiet_imports.py::test_a_command_that_imports_peft_starts_without_the_kernels_notice",
+        "test_hosting.py::test_the_queue_size_comes_from_the_setting",
+        "test_hosting.py::test_concurrent_jobs_run_side_by_side_up_to_the_setting",
+        "test_hosting.py::test_a_worker_that_cannot_start_fails_its_run_and_the_queue_goes_on",
+        "test_hosting_access.py::test_the_app_with_a_login_refuses_requests_without_one",
+        "test_load_and_faults.py::test_twenty_users_at_once_while_a_run_trains",
+        "test_load_and_faults.py::test_killed_workers_leave_nothing_that_loads_and_the_queue_moves_on",
+        "test_load_and_faults.py::test_a_restart_mid_training_marks_runs_interrupted_and_new_runs_work",
+        "test_load_and_faults.py::test_out_of_memory_in_a_worker_names_the_settings_to_lower",
+        "test_shared_answers.py::test_the_servers_builds_run_in_one_child_process_at_the_lowest_priority",
+    ],
+    "slow": [
+        # the bundled model, benches, GGUF exports
+        "test_benches.py", "test_gguf.py",
+        "test_cli.py::test_generate_json_on_bundled_model",
+        "test_provision.py::test_bundled_model_reloads_from_cache_and_knows_paris",
+        "test_provision.py::test_interrupted_conversion_leaves_nothing_loadable_then_converts_cleanly",
+        # training without train_run: the loop itself, the CLI, races, a helper of the file's own
+        "test_training.py", "test_lora_variants.py", "test_race.py", "test_scoring.py",
+        "test_heads.py::test_on_real_features_both_heads_beat_their_baselines",
+        "test_heads.py::test_an_uploaded_pair_set_trains_an_embedding_head_and_compare_retrieves",
+        "test_cli_learn.py::test_demo_runs_json_gives_four_run_ids",
+        "test_cli_learn.py::test_learn_weights_prints_progress_and_the_weights",
+        "test_finetune_tab.py::test_the_estimate_before_start_gives_memory_and_time_from_measured_runs",
+        "test_finetune_tab.py::test_stop_and_discard_act_on_the_selected_run_and_say_so",
+        # real models built whole, catalog-wide checks against PEFT and torch's FLOP counter
+        "test_calculator.py::test_flop_formula_equals_torch_flop_counter",
+        "test_calculator.py::test_non_default_options_match_peft",
+        "test_calculator.py::test_total_parameters_formula_equals_meta_model",
+        "test_any_model.py::test_target_matching_equals_peft_on_every_catalog_model",
+        "test_any_model.py::test_flop_formulas_equal_torch_on_the_new_architectures",
+        "test_any_model.py::test_where_peft_refuses_the_defaults_the_calculator_says_so_in_peft_words",
+        "test_calculator_io.py::test_any_numeric_input_gives_a_result_or_a_clear_error",
+        "test_shared_answers.py::test_a_changed_option_never_gets_another_questions_answer",
+        "test_shared_answers.py::test_exact_counts_built_in_the_background_once",
+        "test_sharding.py::test_more_gpus_never_need_more_memory_each_and_the_table_says_where_it_fits",
+        "hostile/test_numbers.py::test_calculator_from_request_gives_a_result_or_a_clear_error",
+        "hostile/test_model_files.py::test_weights_whose_shapes_disagree_with_the_config",
+        "test_data.py::test_plain_fallback_without_chat_template",
+        "test_learn.py::test_side_by_side_lists_real_runs_of_each_method",
+        "test_compose.py::test_demo_runs_are_trained_once_then_reused",
+        "test_guard_rails.py",
+        "test_load_and_faults.py::test_a_disk_that_fills_mid_training_fails_the_run_with_that_reason",
+        "test_compare.py::test_loaded_models_keep_the_most_recent_within_the_budget",
+        "test_gpu_check.py::test_a_cpu_dry_run_fills_every_column_from_real_runs",
+        "test_gpu_check.py::test_on_a_bare_machine_a_missing_package_is_a_row_and_nothing_pulls_the_app_extras",
+        "test_gpu_check.py::test_hidden_packages_are_neither_importable_nor_installed_as_far_as_transformers_can_tell",
+        "test_gpu_check.py::test_an_import_error_is_a_missing_package_only_when_the_plain_base_loads",
+        "test_peft_tuners.py::test_non_default_options_match_peft_and_torchs_flop_counter",
+        "test_calculator.py::test_parameter_formula_equals_peft[deepseek-v2-lite-prompt]",
+        "test_calculator.py::test_vera_counts_out_plus_r_per_layer_and_shows_its_shared_matrices_frozen",
+        "test_calculator.py::test_ln_tuning_defaults_come_from_the_model_where_peft_has_no_table",
+        "test_calculator_io.py::test_cli_peft_option_names",
+        "test_any_model.py::test_gpt2_peft_style_targets_adapt_both_c_proj",
+        "test_any_model.py::test_new_catalog_totals_equal_the_published_counts",
+        "test_shared_answers.py::test_identical_requests_share_one_result",
+        "test_ui_handlers.py::test_a_stale_exact_count_never_carries_the_verified_mark",
+        "test_data.py::test_too_large_and_too_many_rows",
+        "test_data_shapes.py::test_a_valid_upload_never_shows_an_error_in_the_estimate_line",
+        "hostile/test_model_files.py::test_config_field_of_the_wrong_type",
+    ],
+}
+
+
+def _trains(item) -> bool:
+    """Whether the test or one of its fixtures calls train_run (the source is read once per function)."""
+    functions = [item.function] + [definition.func for definitions in item._fixtureinfo.name2fixturedefs.values()
+                                   for definition in definitions]
+    return any(TRAINS.search(_source(function)) for function in functions)
+
+
+@functools.cache
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def lanes_of(item) -> set[str]:
+    where = item.path.relative_to(Path(__file__).parent).as_posix()
+    lanes = {lane for lane, fixtures in MARKER_FIXTURES.items() if fixtures & set(item.fixturenames)}
+    named = (where, f"{where}::{item.originalname}", f"{where}::{item.name}")
+    lanes |= {lane for lane, targets in MARKED.items() if any(name in targets for name in named)}
+    if "slow" not in lanes and _trains(item):
+        lanes.add("slow")
+    return lanes
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for lane in sorted(lanes_of(item)):
+            item.add_marker(lane)

@@ -20,6 +20,7 @@ Usage:
     python -m explorer compose --learn-weights --runs A,B[,...] --examples PATH|TASK [--target TASK|PATH]
                                [--shots N] [--iterations N] [--json]   # LoRAHub: weights searched on a few rows
     python -m explorer serve-many --runs ID,ID[,...] --prompt TEXT [--json]   # one base, many adapters, one batch
+    python -m explorer dial --run RUN_ID [--strengths 0,0.5,1] [--intruder 1,0.5,0] [--json]  # forgetting you can dial back
     python -m explorer race --model NAME --dataset NAME|PATH --entrants SPEC[,SPEC...]|default|all --steps N [--json]
     python -m explorer races [--json]                                  # the saved races, newest first
     python -m explorer export-recipe --run RUN_ID --dir DIR [--gpus N] [--strategy ddp|fsdp|zero3] [--json]
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import learn, race, recipes, serve_many
+from . import dial, learn, race, recipes, serve_many
 
 
 def cmd_provision(args) -> None:
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     learn.add_parsers(sub)
     serve_many.add_parser(sub)
+    dial.add_parser(sub)
     race.add_parser(sub)
     recipes.add_parsers(sub)
     return parser

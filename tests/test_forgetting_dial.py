@@ -90,3 +90,25 @@ def test_cli_dial_json(lora_pirate, capsys):
     assert [p["setting"] for p in result["points"]] == ["strength 0", "strength 1"]
     assert main(["dial", "--run", lora_pirate, "--strengths", "5"]) == 2
     assert "from 0 to 1" in capsys.readouterr().err
+
+
+def test_page_component_draws_the_curve_and_says_why_without_a_run(measured):
+    import gradio as gr
+
+    from explorer.ui import compare_dial
+
+    with gr.Blocks():
+        run = gr.Dropdown(["x"], label="Run")
+        parts = compare_dial.create_dial(run)
+    assert set(parts) == {"button", "reading", "chart"}
+    figure = compare_dial.dial_figure(measured)
+    base, strength, intruder = figure.data
+    assert list(strength.text) == ["strength 0", "strength 0.5", "strength 1"]
+    assert list(intruder.text) == ["intruders λ 1", "intruders λ 0"]
+    assert list(strength.y) == [p["probe_right"] for p in measured["points"][:3]]
+    assert list(strength.x) == [p["task_score"] for p in measured["points"][:3]]
+    assert base.y[0] == measured["base"]["probe_right"]
+    text = compare_dial.dial_text(measured)
+    assert measured["reading"] in text and "3 held-out rows and 5 general questions" in text
+    message, chart = compare_dial.do_dial("", "0,1", "", 2, 3, 4)
+    assert message.startswith("**Error:** Choose a run first")

@@ -3,6 +3,7 @@ stop while preparing, uploads named and scored, the estimate before Start."""
 
 import dataclasses
 import json
+import statistics
 
 import pytest
 from conftest import TINY, train_run, wait_for_text
@@ -132,3 +133,21 @@ def test_a_stop_during_generation_ends_it_after_one_token(cache):
     score = evaluate.task_score(loaded.model, loaded.tokenizer, rows[:16], TASKS["pirate"], 32, loaded.device,
                                 should_stop=stop_after_three_checks)
     assert score is None and len(asked) < 10, "checked once per token, and generation ended at the stop"
+
+
+def test_the_estimate_prefers_the_methods_own_speed_and_counts_the_questions_and_the_watch(cache):
+    """Speed from runs of the same method when there are any; the time outside the steps from runs that asked the
+    same questions; the watch's snapshots as their planned number times a snapshot's measured time."""
+    lora = train_run("lora", steps=2, batch_size=2, seq_len=64, watch_every=1, eval_examples=2)
+    config = TrainConfig(model=TINY, method="lora", dataset="pirate", steps=4, batch_size=2, seq_len=64,
+                         watch_every=1, eval_examples=2)
+    guess = estimate.estimate(config, {})
+    assert "LoRA run(s) of tiny-random-llama" in guess.basis
+    mine = next(m for m in estimate._measured(TINY) if m.questions == estimate.questions_asked(config))
+    snapshot = [e["seconds"] for e in runs.read_log(runs.run_path(lora)) if e.get("event") == "replies"]
+    assert len(snapshot) == 3 and mine.snapshot == pytest.approx(sorted(snapshot)[1])
+    unwatched = estimate.estimate(dataclasses.replace(config, watch_every=0), {})
+    per_snapshot = statistics.median(m.snapshot for m in estimate._measured(TINY) if m.snapshot is not None)
+    assert guess.other_seconds - unwatched.other_seconds == pytest.approx(5 * per_snapshot), "0, 1, 2, 3, 4"
+    other = estimate.estimate(dataclasses.replace(config, method="ia3"), {})
+    assert "none of IA³ yet" in other.basis

@@ -6,7 +6,14 @@ exact FLOP formulas). What this machine delivers is measured by the runs of the 
 each one's tokens/s times its own FLOPs per token is an effective FLOP/s, and the estimate uses the median of
 the newest. Other models are no guide (a tiny model's steps are almost all overhead, so its effective FLOP/s says
 nothing about a larger model's), so with no finished run of this model the estimate says so instead of
-guessing. Held-out scoring and model loading come on top, taken from the same runs.
+guessing. Runs of the same method are preferred where there are any (a method's effective FLOP/s differs:
+DoRA recomputes its weight norms, small adapters are overhead-bound), then any run of the model.
+
+What comes on top of the steps (loading, scoring the base and the fine-tuned model, saving) is taken from runs
+that asked the same questions (held-out examples, probe questions, new tokens, base scored or not): a race's
+entrant scores far less than a Fine-tune run that also says what it learned. The watch-it-learn snapshots are
+counted apart, as the planned number of snapshots times a snapshot's measured time, since their number grows
+with the steps. An estimate was 40 s where the run took 64 s before these two (issue 23).
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from .. import calculator
 from ..costs import memory, specs
 from ..methods import METHODS
-from . import runs
+from . import runs, timeline
 from .config import TrainConfig
 
 NEWEST = 12  # finished runs read for the measurement
@@ -49,25 +57,57 @@ def _flops_per_token(model: str, method: str, options: tuple, seq_len: int) -> f
                                 exact_mode="skip").flops.train_per_token
 
 
-def _measured(model: str) -> tuple[list[float], list[float]]:
-    """Effective training FLOP/s, and seconds outside training steps, of the newest finished runs of ``model``."""
-    rates, others = [], []
+def questions_asked(config: TrainConfig) -> tuple:
+    """What a run asks outside its steps, apart from the watch: runs with the same tuple spend the same time."""
+    return (config.eval_examples, config.eval_loss_examples, config.probe_examples, config.max_new_tokens,
+            config.score_base)
+
+
+@dataclass
+class Measured:
+    """One finished run of the model, as the estimate reads it."""
+
+    method: str
+    rate: float                  # effective training FLOP/s
+    outside: float | None        # seconds outside the steps and the watch
+    snapshot: float | None       # seconds per watch snapshot (None: the watch was off)
+    questions: tuple
+
+
+@lru_cache(maxsize=1024)
+def _read(folder: str, stamp: float) -> Measured | None:
+    """A finished run's figures (cached by its summary's time, ``stamp``: a finished run's files do not change)."""
+    run = runs.read_run(Path(folder))
+    summary, config = run.summary, run.config
+    if (run.state != "done" or config is None or not summary.get("tokens_per_second")
+            or not summary.get("steps") or summary.get("feature_seconds") is not None):
+        return None  # (a head run's speed is one forward per text, not training steps: no guide to a step's time)
+    try:
+        flops = _flops_per_token(config.model, config.method, tuple(sorted(run.options.items())), config.seq_len)
+    except Exception:  # noqa: BLE001 - a run whose settings no longer parse says nothing about this machine
+        return None
+    snapshots = [e["seconds"] for e in runs.read_log(run.folder) if e.get("event") == "replies" and "seconds" in e]
+    outside = summary.get("seconds", 0) - summary.get("train_seconds", 0) - sum(snapshots)
+    return Measured(config.method, summary["tokens_per_second"] * flops, outside if outside > 0 else None,
+                    statistics.median(snapshots) if snapshots else None, questions_asked(config))
+
+
+def _measured(model: str) -> list[Measured]:
+    """The newest finished runs of ``model`` on this machine (at most NEWEST)."""
+    found = []
     for run in runs.list_runs():
-        summary, config = run.summary, run.config
-        if (run.state != "done" or config is None or config.model != model or not summary.get("tokens_per_second")
-                or not summary.get("steps") or summary.get("feature_seconds") is not None):
-            continue  # (a head run's speed is one forward per text, not training steps: no guide to a step's time)
-        try:
-            flops = _flops_per_token(config.model, config.method, tuple(sorted(run.options.items())), config.seq_len)
-        except Exception:  # noqa: BLE001 - a run whose settings no longer parse says nothing about this machine
+        if run.config is None or run.config.model != model or run.state != "done":
             continue
-        rates.append(summary["tokens_per_second"] * flops)
-        other = summary.get("seconds", 0) - summary.get("train_seconds", 0)
-        if other > 0:
-            others.append(other)
-        if len(rates) >= NEWEST:
+        try:
+            stamp = (run.folder / "summary.json").stat().st_mtime
+        except OSError:
+            continue
+        measured = _read(str(run.folder), stamp)
+        if measured:
+            found.append(measured)
+        if len(found) >= NEWEST:
             break
-    return rates, others
+    return found
 
 
 @lru_cache(maxsize=64)
@@ -98,15 +138,25 @@ def estimate(config: TrainConfig, options_values: dict, tokens_per_example: floa
     options = method.parse_options(options_values)
     spec = specs.resolve(config.model)
     result = calculator.calculate(spec, config.method, options, train_settings(config), exact_mode="skip")
-    rates, others = _measured(config.model)
-    if not rates:
+    measured = _measured(config.model)
+    if not measured:
         return Estimate(result.training.total_bytes, None, None, f"no run of {config.model} has finished on this "
                         "machine yet, so there is no measured speed to go by")
-    where = f"the {len(rates)} newest finished run(s) of {config.model} here"
+    same_method = [m for m in measured if m.method == config.method]
+    speed_from = same_method or measured
+    rate = statistics.median(m.rate for m in speed_from)
+    where = (f"the {len(speed_from)} newest finished {method.title} run(s) of {config.model} here" if same_method
+             else f"the {len(speed_from)} newest finished run(s) of {config.model} here (none of {method.title} yet)")
     tokens_per_example = tokens_per_example or mean_tokens(config.model, config.dataset, config.seq_len)
     per_example = min(tokens_per_example or config.seq_len, config.seq_len)
     tokens = config.steps * config.batch_size * config.grad_accum * per_example
-    seconds = tokens * result.flops.train_per_token / statistics.median(rates)
-    other = statistics.median(others) if others else None
-    return Estimate(result.training.total_bytes, seconds, other,
-                    f"{statistics.median(rates) / 1e9:.3g} GFLOP/s measured by {where}")
+    seconds = tokens * result.flops.train_per_token / rate
+    asked = questions_asked(config)
+    outside = ([m.outside for m in measured if m.questions == asked and m.outside is not None]
+               or [m.outside for m in measured if m.outside is not None])
+    other = statistics.median(outside) if outside else None
+    snapshots = timeline.snapshot_steps(config.steps, config.watch_every)
+    per_snapshot = [m.snapshot for m in measured if m.snapshot is not None]
+    if snapshots and per_snapshot:
+        other = (other or 0.0) + len(snapshots) * statistics.median(per_snapshot)
+    return Estimate(result.training.total_bytes, seconds, other, f"{rate / 1e9:.3g} GFLOP/s measured by {where}")

@@ -260,3 +260,20 @@ def test_entrants_all_races_every_method_and_prints_its_estimate_first(capsys, c
     assert [e["method"] for e in found["entrants"]] == list(entrants.METHODS)
     for row in found["entrants"]:
         assert row["state"] in ("done", "failed") and (row["state"] == "done" or row["error"])
+
+
+def test_the_base_and_the_entrants_are_scored_on_the_same_held_out_examples(three, cache):
+    """The entrants' loop scores batches of batch_size until eval_loss_examples; the base must see the same rows
+    (a batch of 8 for the base against 4 for the entrants made their losses incomparable)."""
+    from explorer import evaluate
+    from explorer.data import chat, sources
+    from explorer.models import loading
+
+    settings = read_race(three["race_id"]).settings
+    assert settings.eval_loss_examples % settings.batch_size == 0
+    loaded = loading.load_fresh(TINY, precision="fp32")
+    encoded, _ = chat.encode_dataset(loaded.tokenizer, sources.load_dataset("pirate")[1], settings.seq_len)
+    rows = encoded[:settings.eval_loss_examples]
+    expected = evaluate.heldout_loss(loaded.model.eval(), rows, chat.pad_id(loaded.tokenizer), loaded.device,
+                                     batch_size=len(rows), limit=len(rows))
+    assert three["base"]["heldout_loss"] == pytest.approx(expected, rel=1e-5)

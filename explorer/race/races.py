@@ -227,5 +227,7 @@ def base_key(race_settings: RaceSettings) -> str:
     """What the base model's scores depend on: a race with the same key reuses them."""
     keys = ("model", "dataset", "score", "seq_len", "eval_loss_examples", "eval_examples", "probe_examples",
             "max_new_tokens")
-    # "scoring": 2 since task and probe prompts share one generation batch (padding changes rounding).
-    return json.dumps({**{k: getattr(race_settings, k) for k in keys}, "scoring": 2}, sort_keys=True)
+    # "scoring": 2 since task and probe prompts share one generation batch (padding changes rounding); 3 since
+    # the base's held-out loss is measured in the entrants' batches (before, 8 examples where they used 4).
+    keys += ("batch_size",)
+    return json.dumps({**{k: getattr(race_settings, k) for k in keys}, "scoring": 3}, sort_keys=True)

@@ -37,8 +37,10 @@ def evaluate_base(race: Race) -> dict:
     task = scores.task_for(s.dataset, s.score)
     task_score, probe_score = probe.task_and_probe_scores(model, tok, heldout[:s.eval_examples], task,
                                                           s.probe_examples, s.max_new_tokens, loaded.device)
+    # The entrants' loop measures in batches of batch_size and stops starting batches at eval_loss_examples:
+    # the same batches here, so the base and the entrants are scored on the same held-out examples.
     return {"key": key, "heldout_loss": evaluate.heldout_loss(model, encoded, chat.pad_id(tok), loaded.device,
-                                                              limit=s.eval_loss_examples),
+                                                              batch_size=s.batch_size, limit=s.eval_loss_examples),
             "task_score": task_score, "probe_score": probe_score,
             "task": task.name if task else None, "seconds": time.time() - started}
 

@@ -225,8 +225,10 @@ def test_cli_compare_prints_the_documented_json(tiny_runs, capsys):
         assert key in result
     assert set(result["outputs"]) == set(result["latency_ms_per_token"]) == set(result["task_score"]) == \
         {"base", "adapted", "merged"}
+    assert set(result["probe_score"]) == {"base", "adapted", "merged"}, "the probe is on by default (10 questions)"
+    assert result["forgetting"].startswith("The fine-tune") and "of 10" in result["forgetting"]
     code, out, _ = run_cli_in_process(["compare", "--run", tiny_runs["prefix"], "--prompt", "Hi", "--max-new-tokens",
-                                       "2", "--heldout", "0", "--no-latency", "--json"], capsys)
+                                       "2", "--heldout", "0", "--probe", "0", "--no-latency", "--json"], capsys)
     result = json.loads(out)
     assert result["outputs"]["merged"] is None and "keys and values" in result["not_mergeable_reason"]
 

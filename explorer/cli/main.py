@@ -214,12 +214,16 @@ def cmd_compare(args) -> None:
     if result.get("kind"):  # a classifier or embedding head: what each model says about each text
         print_head_comparison(result, args.json)
         return
+    right, asked = result.get("probe_right") or {}, result.get("probe_examples") or 0
+    if asked and right.get("base") is not None and right.get("adapted") is not None:
+        from .. import learned
+
+        result["forgetting"] = learned.forgetting_sentence(right["base"], right["adapted"], asked, "The fine-tune")
     if args.json:
         keys = ["run_id", "method", "model", "mergeable", "not_mergeable_reason", "prompts", "decoding", "outputs",
                 "max_abs_logit_diff_adapted_vs_merged", "greedy_match", "fidelity", "latency_ms_per_token",
                 "latency_overhead_percent", "flop_overhead_percent", "task_score", "heldout_loss", "heldout_examples",
-                "probe_score",
-                "exported_to"]
+                "probe_score", "forgetting", "exported_to"]
         print(json.dumps({k: result.get(k) for k in keys}, indent=2))
         return
     print(f"run {result['run_id']}: {result['method']} on {result['model']} ({result['decoding']})")
@@ -241,6 +245,8 @@ def cmd_compare(args) -> None:
     if result["task_score"]:
         print("held-out task score: " + ", ".join(f"{k} {v:.2f}" for k, v in result["task_score"].items()
                                                    if v is not None))
+    if result.get("forgetting"):
+        print(result["forgetting"])
     if result.get("exported_to"):
         print(f"merged model saved in {result['exported_to']}")
 
@@ -322,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", default="0", help="0 = greedy (default); above 0 samples with --seed")
     p.add_argument("--seed", default="0")
     p.add_argument("--heldout", default="8", help="held-out examples for task score and loss (0 = skip)")
-    p.add_argument("--probe", default="0", help="forgetting probe: general questions asked of each variant (0-80)")
+    p.add_argument("--probe", default="10", help="forgetting probe: general questions asked of each variant (0-80; 0 = none)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--export", action="store_true", help="also save the merged model into models_cache")
     p.add_argument("--json", action="store_true")

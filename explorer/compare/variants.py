@@ -378,5 +378,7 @@ def run_comparison(run_id: str, prompts, max_new_tokens=32, temperature: float =
         "heldout_loss": None if heldout is None else heldout["heldout_loss"],
         "heldout_examples": None if heldout is None else heldout["examples"],
         "probe_score": None if heldout is None else heldout["probe_score"],
+        "probe_right": None if heldout is None else heldout["probe_right"],
+        "probe_examples": None if heldout is None else heldout["probe_examples"],
         "strength": strength,
     }

@@ -97,9 +97,10 @@ def test_page_component_draws_the_curve_and_says_why_without_a_run(measured):
 
     from explorer.ui import compare_dial
 
-    with gr.Blocks():
-        run = gr.Dropdown(["x"], label="Run")
-        parts = compare_dial.create_dial(run)
+    from explorer.ui.compare_tab import create_compare_tab
+
+    with gr.Blocks():  # beside the Compare tab's own components, on its run dropdown: no clash of elem_ids
+        parts = compare_dial.create_dial(create_compare_tab()["run"])
     assert set(parts) == {"button", "reading", "chart"}
     figure = compare_dial.dial_figure(measured)
     base, strength, intruder = figure.data

@@ -88,8 +88,10 @@ def _learning_shortfall(row: dict) -> str:
     if _num(base) and base > 0 and base - last < LEARN_LOSS_SHARE * base:
         if last >= base:
             return f"did not lower the held-out loss ({base:.3f} → {last:.3f})"
-        return (f"lowered the held-out loss by only {(base - last) / base:.0%} ({base:.3f} → {last:.3f}; "
-                f"learning needs {LEARN_LOSS_SHARE:.0%})")
+        share = (base - last) / base
+        shown = f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"  # not "only 0%" for a loss that moved
+        return (f"lowered the held-out loss by only {shown} ({base:.3f} → {last:.3f}; learning needs "
+                f"{LEARN_LOSS_SHARE:.0%})")
     task_base, task = row.get("task_score_base"), row.get("task_score_adapted")
     if _num(task_base) and _num(task) and task_base < 1 and task - task_base < LEARN_TASK_SHARE * (1 - task_base):
         return (f"raised the task score only from {task_base:.2f} to {task:.2f} (learning needs "

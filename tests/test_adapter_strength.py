@@ -12,8 +12,8 @@ IDS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
 
 @pytest.fixture(scope="module")
-def lora_run(cache):
-    return train_run("lora", "pirate", learning_rate=0.05)
+def lora_run(lora_pirate):
+    return lora_pirate
 
 
 def logits(model):

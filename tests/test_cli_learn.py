@@ -75,9 +75,8 @@ def test_recommend_bad_input_is_one_line(capsys, args, message):
 
 
 @pytest.fixture(scope="module")
-def lora_runs(cache):
-    return (train_run("lora", "pirate", steps=2, learning_rate=0.05),
-            train_run("lora", "french", steps=2, learning_rate=0.05))
+def lora_runs(two_step_loras):
+    return two_step_loras
 
 
 def test_compose_json_scores_a_b_and_combined(capsys, lora_runs):
@@ -117,11 +116,11 @@ def test_compose_text_shows_the_table(capsys, lora_runs):
     (["--runs", "{a},{b}", "--how", "concat"], "'concat' does not combine LoRA runs: choose linear, cat, ties"),
     (["--runs", "{a},20990101-000000-lora-abcdef", "--how", "cat"], "There is no run '20990101-000000-lora-abcdef'"),
     (["--runs", "{a},{b}", "--how", "cat", "--examples", "two"], "--examples must be a whole number"),
-    (["--runs", "{a},{b}", "--how", "cat", "--examples", "0"], "examples must be a whole number from 1 to 64"),
+    (["--runs", "{a},{b}", "--how", "cat", "--examples", "0"], "examples must be between 1 and 64, got 0"),
     (["--runs", "{a},{b}"], "compose needs --runs A,B and --how"),
     (["--runs", "{a},{b}", "--how", "cat", "--steps", "3"], "--steps go with --demo-runs"),
     (["--demo-runs", "--runs", "{a},{b}"], "drop --runs"),
-    (["--demo-runs", "--steps", "0"], "steps must be a whole number from 1 to 1000"),
+    (["--demo-runs", "--steps", "0"], "steps must be between 1 and 1000, got 0"),
     (["--demo-runs", "--kind", "ia3"], "--kind takes methods whose runs combine (lora, prompt, prefix), got 'ia3'"),
     (["--runs", "{a},{b}", "--how", "ties", "--density", "x"], "--density must be a number, got 'x'"),
     (["--runs", "{a},{b}", "--how", "ties", "--density", "2"], "density must be a number above 0 and at most 1"),

@@ -9,8 +9,8 @@ from test_cli_learn import assert_one_line_error, cli
 
 
 @pytest.fixture(scope="module")
-def two_runs(cache):
-    return (train_run("lora", "pirate", steps=2, learning_rate=0.05),
+def two_runs(two_step_loras):
+    return (two_step_loras[0],
             train_run("lora", "french", {"r": 4}, steps=2, learning_rate=0.05))
 
 

@@ -29,12 +29,12 @@ def run_cli_in_process(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(cache):
+def tiny_runs(lora_pirate):
     options = {"head": {"head_type": "lm"}}
     lrs = {"ia3": 0.3, "prompt": 0.3, "prefix": 0.3, "full": 3e-3}
     # The methods these tests open (the LoRA variants' Compare checks are in tests/test_lora_variants.py).
-    return {m: train_run(m, options=options.get(m), learning_rate=lrs.get(m, 0.05))
-            for m in ("lora", "dora", "ia3", "prompt", "prefix", "adapter", "head", "full")}
+    return {"lora": lora_pirate} | {m: train_run(m, options=options.get(m), learning_rate=lrs.get(m, 0.05))
+                                    for m in ("dora", "ia3", "prompt", "prefix", "adapter", "head", "full")}
 
 
 def prompts_of(run_id, n=2):

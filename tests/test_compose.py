@@ -17,11 +17,11 @@ IDS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
 
 @pytest.fixture(scope="module")
-def trained(cache):
+def trained(lora_pirate):
     """Two LoRA runs of equal rank (french with rsLoRA), two soft prompts of 4 and 6 tokens, and two prefixes of
     4 and 6 tokens (the second trained through the reparameterization MLP)."""
     return {
-        "lora-pirate": train_run("lora", "pirate", learning_rate=0.05),
+        "lora-pirate": lora_pirate,
         "lora-french": train_run("lora", "french", {"use_rslora": True}, learning_rate=0.05),
         "prompt-pirate": train_run("prompt", "pirate", {"num_virtual_tokens": 4}),
         "prompt-french": train_run("prompt", "french", {"num_virtual_tokens": 6}),
@@ -196,7 +196,7 @@ def test_bad_input_is_refused_with_a_clear_message(trained):
         ((lp, lf, "cat"), {"weights": (1.0, float("nan"))}, "weight of run B must be a finite number"),
         ((lp, lf, "cat"), {"weights": (3, 1)}, "weight of run A must be a finite number from -2 to 2"),
         ((lp, lf, "cat"), {"weights": (1,)}, "weights must be two numbers"),
-        ((lp, lf, "cat"), {"examples": 0}, "examples must be a whole number"),
+        ((lp, lf, "cat"), {"examples": 0}, "examples must be between 1 and 64, got 0"),
         ((lp, no_weights, "cat"), {}, "adapter_model.safetensors is missing"),
         ((lora_said_prompt, pp, "concat"), {}, "holds a LORA adapter, but its settings say prompt"),
     ]

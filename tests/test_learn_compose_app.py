@@ -9,9 +9,8 @@ from explorer.ui import learn_mixture, learn_serving
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(cache):
-    return {"lora-pirate": train_run("lora", "pirate", steps=2, learning_rate=0.05),
-            "lora-french": train_run("lora", "french", steps=2, learning_rate=0.05),
+def tiny_runs(two_step_loras):
+    return {"lora-pirate": two_step_loras[0], "lora-french": two_step_loras[1],
             "prefix-pirate": train_run("prefix", "pirate", {"num_virtual_tokens": 2}, steps=1),
             "prefix-french": train_run("prefix", "french", {"num_virtual_tokens": 3}, steps=1)}
 

@@ -12,9 +12,9 @@ from explorer.errors import ExplorerError
 
 
 @pytest.fixture(scope="module")
-def three_runs(cache):
+def three_runs(lora_pirate):
     """French is the target: its adapter trains longest; pirate and JSON extraction are the distractors."""
-    return {"pirate": train_run("lora", "pirate", learning_rate=0.05),
+    return {"pirate": lora_pirate,
             "french": train_run("lora", "french", learning_rate=0.05, steps=8),
             "json_extract": train_run("lora", "json_extract", learning_rate=0.05)}
 
@@ -61,8 +61,8 @@ def test_bad_input_is_one_clear_line(three_runs, tmp_path):
         (([a, prompt], "french"), {}, r"uses Prompt tuning \(prompt\); learned mixtures weigh LoRA adapters"),
         (([a, other_base], "french"), {}, "different base models"),
         (([a, b], str(tmp_path / "missing.jsonl")), {"target": "french"}, "No examples file"),
-        (([a, b], "french"), {"shots": 0}, "examples to learn from must be a whole number from 1 to 32"),
-        (([a, b], "french"), {"iterations": 0}, "iterations must be a whole number"),
+        (([a, b], "french"), {"shots": 0}, "examples to learn from must be between 1 and 32, got 0"),
+        (([a, b], "french"), {"iterations": 0}, "iterations must be between 1 and 100, got 0"),
         (([a, b], "french"), {"target": "nowhere"}, "Unknown dataset 'nowhere'"),
     ]
     for args, kwargs, message in cases:

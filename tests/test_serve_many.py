@@ -21,9 +21,9 @@ PROMPTS = ["Ahoy there", "Where is the treasure buried, my friend? Tell me every
 
 
 @pytest.fixture(scope="module")
-def lora_runs(cache):
+def lora_runs(lora_pirate):
     """Two LoRA runs of different ranks on different tasks, trained hard enough to move the tiny model."""
-    return [train_run("lora", "pirate", learning_rate=0.05),
+    return [lora_pirate,
             train_run("lora", "french", {"r": 4}, learning_rate=0.05)]
 
 

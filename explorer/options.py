@@ -32,17 +32,7 @@ def coerce(f: dataclasses.Field, value):
             return lowered in ("true", "1", "yes", "on")
         return bool(value)
     if isinstance(default, int):
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
-            raise ExplorerError(f"{label} must be a whole number, got {shown(value)}.") from None
-        if not math.isfinite(number) or number != int(number):
-            raise ExplorerError(f"{label} must be a whole number, got {shown(value)}.")
-        number = int(number)
-        lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and number < lo) or (hi is not None and number > hi):
-            raise ExplorerError(f"{label} must be between {lo} and {hi}, got {number}.")
-        return number
+        return whole(label, value, meta.get("min"), meta.get("max"))
     if isinstance(default, float):
         try:
             number = float(value)
@@ -60,6 +50,25 @@ def coerce(f: dataclasses.Field, value):
     if choices and text not in choices:
         raise ExplorerError(f"{label} must be one of {', '.join(choices)}, got {shown(value)}.")
     return text
+
+
+def whole(label: str, value, low: int | None = None, high: int | None = None) -> int:
+    """A whole number from a widget, a CLI string or a JSON value, within [low, high] where given: the one check
+    of whole numbers (option fields, command-line flags, the Learn experiments' counts). A bool is not a count."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+        raise ExplorerError(f"{label} must be a whole number, got {shown(value)}.") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ExplorerError(f"{label} must be a whole number, got {shown(value)}.")
+    number = int(number)
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = (f"between {low} and {high}" if low is not None and high is not None
+                  else f"at least {low}" if low is not None else f"at most {high}")
+        raise ExplorerError(f"{label} must be {bounds}, got {number}.")
+    return number
 
 
 def shown(value, limit: int = 60) -> str:

@@ -6,6 +6,9 @@ Read at call time, not import time, so tests and the CLI can change them per pro
 import os
 from pathlib import Path
 
+from .errors import ExplorerError
+from .options import whole
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,15 +64,12 @@ def model_memory_budget_bytes() -> int:
 # laptop. A teacher hosting the app for a class lowers them (see the README's "Hosting for a class").
 
 
-def _whole(name: str, default: int, minimum: int = 1, unit: str = "") -> int:
+def _whole(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name, "").strip() or str(default)
     try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a whole number{unit}, got {raw!r}")
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}{unit}, got {value}")
-    return value
+        return whole(name, raw, low=minimum)
+    except ExplorerError as error:  # a bad setting stops the app at start-up, naming the variable
+        raise SystemExit(str(error).rstrip(".")) from None
 
 
 def _gigabytes(name: str, default: float, allow_zero: bool) -> float:

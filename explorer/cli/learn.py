@@ -11,6 +11,7 @@ import sys
 
 from ..errors import ExplorerError
 from ..methods import METHODS
+from ..options import whole as parse_whole
 from ..train import runs
 
 JOB_FLAGS = {"model": "--model", "memory_gb": "--memory-gb", "examples": "--examples", "goal": "--goal",
@@ -88,13 +89,6 @@ def parse_pair(flag: str, text: str, what: str) -> list[str]:
         raise ExplorerError(f"{flag} takes two {what} separated by a comma (one for run A, one for run B), "
                             f"got {text!r}.")
     return parts
-
-
-def parse_whole(flag: str, text: str) -> int:
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise ExplorerError(f"{flag} must be a whole number, got {text!r}.") from None
 
 
 def parse_number(flag: str, text: str) -> float:

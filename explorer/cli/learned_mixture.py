@@ -12,7 +12,7 @@ import json
 import sys
 
 from ..errors import ExplorerError
-from .learn import parse_whole
+from ..options import whole as parse_whole
 
 
 def cmd_learn_weights(args) -> None:

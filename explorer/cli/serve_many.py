@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from ..errors import ExplorerError
-from .learn import parse_whole
+from ..options import whole as parse_whole
 
 GIB, MIB = 2 ** 30, 2 ** 20
 

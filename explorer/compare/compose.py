@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 
 from ..errors import ExplorerError
 from ..methods import METHODS
+from ..options import whole
 from ..train import runs
-from .compose_demo import BUNDLED, COMPOSABLE, DEMO_RUNS, DEMO_TASKS, check_int as _check_int  # noqa: F401
+from .compose_demo import BUNDLED, COMPOSABLE, DEMO_RUNS, DEMO_TASKS  # noqa: F401
 from .compose_demo import demo_runs, ensure_demo_runs, find_demo_run  # noqa: F401 (the experiment's demo runs)
 
 VARIANTS = ("A", "B", "combined")
@@ -261,8 +262,8 @@ def compose(run_a: str, run_b: str, how: str, weights=(1.0, 1.0), examples: int 
 
     a, _, _ = check_pair(run_a, run_b, how, weights)  # cheap checks before any model loads
     density = check_density(how, density)
-    examples = _check_int("examples", examples, 1, 64)
-    sample_outputs = _check_int("sample_outputs", sample_outputs, 0, 16)
+    examples = whole("examples", examples, 1, 64)
+    sample_outputs = whole("sample_outputs", sample_outputs, 0, 16)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     combination = builder(how)(run_a, run_b, how, weights, density)
     a, b = combination.runs

@@ -11,6 +11,7 @@ import threading
 from ..errors import ExplorerError
 from ..methods import METHODS
 from ..models.provision import BUNDLED_NAME as BUNDLED
+from ..options import whole
 from ..train import lifecycle, runs
 from ..train.config import TrainConfig
 
@@ -18,12 +19,6 @@ COMPOSABLE = {name: m for name, m in METHODS.items() if m.combinations}  # metho
 DEMO_TASKS = ("pirate", "french")
 DEMO_RUNS = {f"{name}-{task}": (name, task) for name in COMPOSABLE for task in DEMO_TASKS}
 _DEMO_LOCK = threading.Lock()
-
-
-def check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ExplorerError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
-    return value
 
 
 def demo_runs(methods=None) -> dict[str, tuple[str, str]]:
@@ -63,7 +58,7 @@ def ensure_demo_runs(model: str = BUNDLED, steps: int = 25, on_event=lambda e: N
     reused when a finished one exists, trained here otherwise: {"lora-pirate": run_id, ...}.
 
     Trains in this process (like the train CLI): call it from the CLI or a worker, not the web server."""
-    steps = check_int("steps", steps, 1, 1000)
+    steps = whole("steps", steps, 1, 1000)
     wanted = demo_runs(methods)
     found = {}
     with _DEMO_LOCK:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import ExplorerError
 from ..train import runs
-from .compose import _check_int, add_weighted
+from ..options import whole
+from .compose import add_weighted
 
 BOUND = 1.5
 L1_PENALTY = 0.05
@@ -154,9 +155,9 @@ def learn_weights(run_ids, examples, target=None, shots: int = 8, iterations: in
     from ..generate import check_max_new_tokens
 
     chosen = check_runs(run_ids)
-    shots = _check_int("examples to learn from", shots, 1, 32)
-    iterations = _check_int("iterations", iterations, 1, 100)
-    heldout_examples = _check_int("held-out examples", heldout_examples, 1, 64)
+    shots = whole("examples to learn from", shots, 1, 32)
+    iterations = whole("iterations", iterations, 1, 100)
+    heldout_examples = whole("held-out examples", heldout_examples, 1, 64)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     if target is None:
         if not (isinstance(examples, str) and examples in TASKS):

@@ -81,6 +81,9 @@ def test_bad_settings_are_one_clear_line(lora_pirate, cache):
     prompt = train_run("prompt", "pirate", {"num_virtual_tokens": 2}, steps=1)
     with pytest.raises(ExplorerError, match="no adapter scale to dial back"):
         forgetting_dial.dial(prompt, "0")
+    dora = train_run("dora", "pirate", steps=1)  # no strength in Compare; PEFT's intruder code drops its magnitudes
+    with pytest.raises(ExplorerError, match="DoRA, which has no adapter scale to dial back"):
+        forgetting_dial.dial(dora, "0", "0.5")
 
 
 def test_cli_dial_json(lora_pirate, capsys):

@@ -141,9 +141,15 @@ def dial(run_id: str, strengths=DEFAULT_STRENGTHS, intruder_lambdas=(), examples
     rows = rows[:examples]
     asked = probe.ScoredQuestions(rows, task, probe_count)  # the same prompts at every setting
     s = variants.session(run_id)
-    if lambdas and str(s.adapted.peft_config[s.adapted.active_adapter].peft_type.value) != "LORA":
+    config = s.adapted.peft_config[s.adapted.active_adapter]
+    if lambdas and str(config.peft_type.value) != "LORA":
         raise ExplorerError(f"PEFT's reduce_intruder_dimension supports LoRA adapters only; run {run.run_id}'s is "
-                            f"{s.adapted.peft_config[s.adapted.active_adapter].peft_type.value}: dial the strength only.")
+                            f"{config.peft_type.value}: dial the strength only.")
+    if lambdas and getattr(config, "use_dora", False):
+        # The new adapter PEFT adds gets DoRA magnitudes initialised from the base weights, not the trained ones
+        # (intruders.py copies only lora_A and lora_B), so its numbers would not be this run's.
+        raise ExplorerError(f"Run {run.run_id} is DoRA: PEFT's reduce_intruder_dimension copies only LoRA's A and B, "
+                            "not DoRA's trained magnitudes; dial the strength only.")
     points = []
     with s.lock:  # scaling and adding adapters change the shared session's state: one measurement at a time
         base = _measure(s.base, s, asked, tokens)

@@ -72,8 +72,8 @@ def test_reading_from_given_numbers():
 
 
 def test_bad_settings_are_one_clear_line(lora_pirate, cache):
-    for strengths, message in (("0,abc", "separated by commas"), ("2", "from 0 to 1"), ("0,0.1,0.2,0.3,0.4,0.5,"
-                                                                                         "0.6,0.7,0.8,0.9", "at most 9")):
+    ten = ",".join(str(i / 10) for i in range(10))
+    for strengths, message in (("0,abc", "separated by commas"), ("2", "from 0 to 1"), (ten, "at most 9")):
         with pytest.raises(ExplorerError, match=message):
             forgetting_dial.dial(lora_pirate, strengths)
     with pytest.raises(ExplorerError, match="probe questions"):

@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
                                     "several adapter strengths and intruder-dimension settings")
     p.add_argument("--run", dest="run_id", metavar="RUN_ID", help="a finished LoRA-family run")
     p.add_argument("--strengths", default="0,0.25,0.5,0.75,1",
-                   help="adapter strengths from 0 (base) to 1 (trained); 1 is always measured (default 0,0.25,0.5,0.75,1)")
+                   help="adapter strengths from 0 (base) to 1 (trained); 1 is always measured "
+                        "(default 0,0.25,0.5,0.75,1)")
     p.add_argument("--intruder", help="PEFT reduce_intruder_dimension mitigation_lambda values, from 0 (intruder "
                                       "directions removed) to 1 (unchanged), e.g. 1,0.5,0 (default: none)")
     p.add_argument("--examples", default="4", help="held-out rows scored at each setting (default 4)")

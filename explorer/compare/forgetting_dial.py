@@ -185,6 +185,7 @@ def reading(points: list[dict], probe_count: int, base_probe_right: int | None =
     if full["task_score"] > 0:
         kept = f"keeps {best['task_score'] / full['task_score']:.2f} of the task"
     else:
-        kept = f"scores {best['task_score']:.2f} on the task (full strength scores 0, so there is no task share to keep)"
+        kept = (f"scores {best['task_score']:.2f} on the task (full strength scores 0, so there is no task share "
+                "to keep)")
     return (f"At {best['setting']} it {kept} and answers {best['probe_right']} of {probe_count} general questions "
             f"(full strength: {full['probe_right']}).{base_text}")

@@ -62,7 +62,7 @@ def test_text_output_names_the_method_and_reasons(capsys):
     (["--memory-gb", "nan"], "memory_gb must be a finite number"),
     (["--goal", "nonsense"], "goal must be one of style, knowledge"),
     (["--model", "no-such-model"], "Unknown model 'no-such-model'"),
-    (["--scenario", "nope"], "There is no scenario 'nope'; the chapter's scenarios are: support-bot-70b"),
+    (["--scenario", "nope"], "There is no scenario 'nope'; the textbook section's scenarios are: support-bot-70b"),
     (["--scenario", "support-bot-70b", "--goal", "style"], "drop --goal"),
 ])
 def test_recommend_bad_input_is_one_line(capsys, args, message):

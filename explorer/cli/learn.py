@@ -37,10 +37,10 @@ def cmd_recommend(args) -> None:
     if args.scenario is not None:
         scenario = recommend.SCENARIOS.get(args.scenario.strip())
         if scenario is None:
-            raise ExplorerError(f"There is no scenario {args.scenario!r}; the chapter's scenarios are: "
+            raise ExplorerError(f"There is no scenario {args.scenario!r}; the textbook section's scenarios are: "
                                 f"{', '.join(recommend.SCENARIOS)}.")
         if given:
-            raise ExplorerError(f"--scenario runs the chapter's job as written: drop "
+            raise ExplorerError(f"--scenario runs the textbook section's job as written: drop "
                                 f"{', '.join(JOB_FLAGS[name] for name in given)}.")
         job = scenario.job
     else:
@@ -75,12 +75,12 @@ def cmd_recommend(args) -> None:
     else:
         print("runner-up: none fits")
     if rec.chapter_note:
-        print(f"chapter note: {rec.chapter_note}")
+        print(f"textbook note: {rec.chapter_note}")
     if rec.try_it:
         print(rec.try_it.replace("`", ""))
     if scenario is not None:
-        agree = "agrees" if rec.method == scenario.method else f"differs (the chapter picks {scenario.method})"
-        print(f"the chapter: {scenario.method}; the helper {agree}")
+        agree = "agrees" if rec.method == scenario.method else f"differs (the textbook section picks {scenario.method})"
+        print(f"the textbook section: {scenario.method}; the helper {agree}")
 
 
 def parse_pair(flag: str, text: str, what: str) -> list[str]:
@@ -210,8 +210,8 @@ def add_parsers(sub) -> None:
                    help="serving latency matters: prefer methods that merge into the weights")
     p.add_argument("--many-adapters", dest="many_adapters", action="store_true",
                    help="many fine-tunes will be served from one shared base model")
-    p.add_argument("--scenario", help="run one of the chapter's worked scenarios instead: " + ", ".join(SCENARIOS))
-    p.add_argument("--list-scenarios", action="store_true", help="list the chapter's scenarios")
+    p.add_argument("--scenario", help="run one of the textbook section's worked scenarios instead: " + ", ".join(SCENARIOS))
+    p.add_argument("--list-scenarios", action="store_true", help="list the textbook section's scenarios")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_recommend)
 

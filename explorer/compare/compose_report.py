@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..methods import METHODS
 
-CLAIM = ("The chapter claims prefixes (and soft prompts) compose more cleanly than stacked LoRA adapters: "
+CLAIM = ("The textbook section claims prefixes (and soft prompts) compose more cleanly than stacked LoRA adapters: "
          "\"prepend persona 1 prefix + persona 2 prefix\".")
 
 

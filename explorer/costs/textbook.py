@@ -28,7 +28,7 @@ class Claim:
 
 CLAIMS = (
     Claim("prompt", "Prompt tuning, 20 tokens", "prompt", {"num_virtual_tokens": 20}, 80e3, "params",
-          "Right: 20·4096 = 81,920; the chapter rounds it."),
+          "Right: 20·4096 = 81,920; the textbook section rounds it."),
     Claim("prefix_164k", "Prefix tuning, 20 tokens (\"164K\")", "prefix", {"num_virtual_tokens": 20}, 164e3, "params",
           "Counts one head's keys and values (d_k = 128); every layer stores keys and values for all 32 heads: "
           "2·4096 per virtual token per layer."),

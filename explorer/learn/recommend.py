@@ -104,14 +104,14 @@ SWAPPABLE = (LORA8, QLORA8, Candidate("ia3"))
 RULES: list[Rule] = [
     Rule("classify", ("classify",), (Candidate("head", {"head_type": "classifier"}), LORA8, QLORA8),
          "Classification needs the pretrained representations pooled, not changed: train a small head on the "
-         "frozen backbone (the chapter's feature extraction).",
+         "frozen backbone (the textbook section's feature extraction).",
          try_it="Try it on this machine: `python -m explorer train --model smollm2-135m-instruct --method head --set "
                 "head_type=classifier --dataset topics --steps 30` (accuracy and macro-F1 against the majority class, "
                 "and the same task trained with LoRA), or in the Fine-tune tab: Feature extraction, head_type "
                 "classifier, with the bundled topics or your own labelled text."),
     Rule("embed", ("embed",), (Candidate("head", {"head_type": "embedding"}), LORA8, QLORA8),
          "Sentence embeddings need the pretrained representations pooled, not changed: train a pooling head on "
-         "the frozen backbone (chapter, scenario b: Sentence-BERT and E5 keep the backbone frozen).",
+         "the frozen backbone (textbook section, scenario b: Sentence-BERT and E5 keep the backbone frozen).",
          try_it="Try it on this machine: `python -m explorer train --model smollm2-135m-instruct --method head --set "
                 "head_type=embedding --dataset paraphrases --steps 60` (retrieval recall@1 of the frozen base "
                 "against the trained head), or in the Fine-tune tab: Feature extraction, head_type embedding, with "
@@ -119,10 +119,10 @@ RULES: list[Rule] = [
     Rule("personas", ("personas",), (Candidate("prefix", {"num_virtual_tokens": 20}),
                                      Candidate("prompt", {"num_virtual_tokens": 20}), LORA8, QLORA8),
          "Personas must stack: learned prefixes concatenate and attention weighs them, while stacked LoRA "
-         "deltas on the same weights interfere (chapter, scenario c)."),
+         "deltas on the same weights interfere (textbook section, scenario c)."),
     Rule("multi-tenant", ("multi_tenant",), SWAPPABLE,
          "One frozen base, one small adapter per customer, swapped per request; LoRA also merges for a "
-         "customer whose latency matters (chapter: 'multi-tenant friendly', reason 4)."),
+         "customer whose latency matters (textbook section: 'multi-tenant friendly', reason 4)."),
     Rule("quick", ("style", "knowledge"), (LORA8, QLORA8, Candidate("ia3")),
          "A short sanity fine-tune (tens of steps): LoRA at rank 8 on every linear layer changes the replies "
          "visibly within that budget at its default learning rate, and merges into the weights. IA³ and soft "
@@ -130,28 +130,28 @@ RULES: list[Rule] = [
          "(the Race tab measures every method on your data).",
          quick=True),
     Rule("many-adapters", ("style", "knowledge"), SWAPPABLE,
-         "Many fine-tunes share one base: small swappable adapters that can still merge (chapter, reason 4).",
+         "Many fine-tunes share one base: small swappable adapters that can still merge (textbook section, reason 4).",
          many_adapters=True),
     Rule("lots-of-data", ("style", "knowledge"),
          (Candidate("full"), Candidate("lora", {"r": 64, "lora_alpha": 128}),
           Candidate("qlora", {"r": 64, "lora_alpha": 128})),
          "With 100K+ examples there is enough data to justify updating every weight when memory allows; "
-         "otherwise a high-rank LoRA (chapter: full FT for 'a big budget'; LoRA pulls ahead above 50K).",
+         "otherwise a high-rank LoRA (textbook section: full FT for 'a big budget'; LoRA pulls ahead above 50K).",
          min_examples=100_000),
     Rule("few-examples-big-model", ("style",),
          (Candidate("prompt", {"num_virtual_tokens": 20}), Candidate("ia3"), LORA8, QLORA8),
          "Very few examples on a 10B+ model: a few soft tokens are enough to shift its behaviour and leave "
-         "little to overfit (Lester et al. 2021; chapter: 'why prompt tuning works at 10B+').",
+         "little to overfit (Lester et al. 2021; textbook section: 'why prompt tuning works at 10B+').",
          max_examples=1000, min_params=10e9),
     Rule("few-examples", ("style",), (Candidate("ia3"), LORA8, QLORA8),
          "Very few examples: IA³ only rescales existing features, with the fewest parameters to overfit, and "
-         "merges into the weights (Liu et al. 2022; chapter: IA³ for very small datasets).",
+         "merges into the weights (Liu et al. 2022; textbook section: IA³ for very small datasets).",
          max_examples=1000),
     Rule("behaviour", ("style",), (Candidate("lora", {"r": 16, "lora_alpha": 32}),
                                    Candidate("qlora", {"r": 16, "lora_alpha": 32}),
                                    Candidate("dora", {"r": 16, "lora_alpha": 32})),
          "A behaviour or style change: LoRA at rank 16 captures chat-style changes, the rank acts as a "
-         "regulariser on small data, and it merges for zero inference overhead (chapter, scenario a)."),
+         "regulariser on small data, and it merges for zero inference overhead (textbook section, scenario a)."),
     Rule("knowledge", ("knowledge",), (Candidate("lora", {"r": 32, "lora_alpha": 64}),
                                        Candidate("dora", {"r": 32, "lora_alpha": 64}),
                                        Candidate("qlora", {"r": 32, "lora_alpha": 64}),
@@ -335,23 +335,23 @@ QLORA_70B_GB = 24                    # chapter: "fine-tuning a 70B model on a 24
 
 
 def chapter_notes(spec, tried: _Tried) -> list[str]:
-    """The chapter's figures for the recommended method, checked against the calculator."""
+    """The textbook section's figures for the recommended method, checked against the calculator."""
     calc, notes = tried.calc, []
     for checked in claims_of(calc.method_obj):
         if abs(checked.ratio - 1) > 0.1:
-            notes.append(f"The chapter gives {checked.claim.what} on Llama-2-7B as ≈{human_number(checked.claim.claimed)}; "
+            notes.append(f"The textbook section gives {checked.claim.what} on Llama-2-7B as ≈{human_number(checked.claim.claimed)}; "
                          f"the exact figure is {checked.exact:,.0f} {checked.unit}: {checked.claim.reason}")
     if calc.method_obj.family == "lora":
         share = 100 * calc.trainable / calc.total_params_with_method
         if not LORA_SHARE[0] <= share <= LORA_SHARE[1]:
-            notes.append(f"The chapter says LoRA trains ~0.5-2% of the parameters; here r={calc.options.r} trains "
+            notes.append(f"The textbook section says LoRA trains ~0.5-2% of the parameters; here r={calc.options.r} trains "
                          f"{calc.trainable:,}, {share:.2g}% of {spec.name}.")
     if calc.method_obj.quantized_base and spec.arch.total_params() >= 50e9:
         leanest = min(_try(spec, Candidate(calc.method, dataclasses.asdict(calc.options)), 0).needed_gb,
                       tried.needed_gb)
         card = next((gb for gb in memory.ACCELERATORS_GB if leanest <= gb), None)
         if leanest > QLORA_70B_GB:
-            notes.append(f"The chapter says QLoRA fine-tunes a 70B model on a {QLORA_70B_GB} GB GPU; the 4-bit base "
+            notes.append(f"The textbook section says QLoRA fine-tunes a 70B model on a {QLORA_70B_GB} GB GPU; the 4-bit base "
                          f"of {spec.name} alone takes {calc.training.weights_bytes / memory.GIB:.1f} GiB and training "
                          f"needs at least {leanest:.1f} GiB, so it takes "
                          + (f"a {card} GB card" if card else "more than one card") + f", not {QLORA_70B_GB} GB.")

@@ -85,5 +85,5 @@ METHOD = Method(
     apply=apply,
     literature=("Devlin et al. 2019 (BERT, §5.3) report the feature-based approach (frozen BERT, features of its "
                 "top four layers) 0.3 F1 behind fine-tuning the whole model on CoNLL-2003 named entities.",
-                "The chapter's scenario (b) advises a new pooling head on a frozen backbone for sentence "
+                "The textbook section's scenario (b) advises a new pooling head on a frozen backbone for sentence "
                 "embeddings, not LoRA (which changes generation) and not full fine-tuning (overkill)."))

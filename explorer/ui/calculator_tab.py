@@ -147,7 +147,8 @@ def create_calculator_tab() -> dict:
     family_plot = gr.Plot(label="All methods at these settings", elem_id="calc-family-plot")
     family = gr.Dataframe(label="All methods at these settings (defaults for the others)", interactive=False,
                           elem_id="calc-family", wrap=True)
-    with gr.Accordion("Textbook check: the chapter's Llama-2-7B figures against exact values", open=True):
+    with gr.Accordion("Textbook check: the Llama-2-7B figures of the textbook section \"The PEFT family — "
+                      "adapters, prefix, IA³, prompt tuning\" against exact values", open=True):
         gr.Dataframe(value=view.textbook_table, interactive=False, wrap=True, elem_id="calc-textbook",
                      column_widths=["22%", "12%", "18%", "8%", "40%"])
 

@@ -220,7 +220,7 @@ def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
 
 
 def textbook_table() -> pd.DataFrame:
-    """The chapter's Llama-2-7B figures beside exact values (computed, not copied)."""
+    """The textbook section's Llama-2-7B figures beside exact values (computed, not copied)."""
     rows = [[c.claim.what, f"≈{human_number(c.claim.claimed)} (claim)",
              f"{c.exact:,.0f} {'parameters' if c.claim.quantity == 'params' else 'FLOPs/token'}", f"{c.ratio:.3g}",
              c.claim.reason] for c in checked_claims()]

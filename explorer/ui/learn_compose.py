@@ -176,7 +176,7 @@ HOW_LABELS = {"cat": "cat: both updates exactly (rank r_A + r_B)", "linear": "li
 
 
 def create_compose_section() -> None:
-    gr.Markdown("The chapter claims prefixes and soft prompts compose more cleanly than LoRA adapters, which "
+    gr.Markdown("The textbook section claims prefixes and soft prompts compose more cleanly than LoRA adapters, which "
                 "interfere. Pick two finished runs of one method on the same base model and different tasks; the "
                 "combination is scored on both tasks' held-out sets, and each experiment joins the table below.")
     with gr.Row():
@@ -188,7 +188,7 @@ def create_compose_section() -> None:
         how = gr.Dropdown([(HOW_LABELS.get(h, h), h) for h in ways], value="cat", label="How to combine",
                           elem_id="compose-how",
                           info="LoRA runs: PEFT's add_weighted_adapter types. Prompt tuning: concat. Prefix tuning: "
-                               "kv_concat, the chapter's 'prepend persona 1 prefix + persona 2 prefix'.")
+                               "kv_concat, the textbook section's 'prepend persona 1 prefix + persona 2 prefix'.")
         weight_a = named_slider(-2, 2, value=1, step=0.1, label="weight of A")
         weight_b = named_slider(-2, 2, value=1, step=0.1, label="weight of B")
         density = named_slider(0.05, 1, value=compose.DEFAULT_DENSITY, step=0.05, label="density",

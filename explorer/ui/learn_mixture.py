@@ -95,7 +95,7 @@ def learn(run_ids, target, shots, iterations, heldout):
 
 
 def create_mixture_section() -> None:
-    gr.Markdown("The chapter names LoRAHub's learned mixtures as another way to compose. Pick several finished "
+    gr.Markdown("The textbook section names LoRAHub's learned mixtures as another way to compose. Pick several finished "
                 "LoRA runs on one base and a target task: a gradient-free search (CMA-ES, no gradients through the "
                 "base) finds the weights of PEFT's add_weighted_adapter mixture that lower the loss on a few of the "
                 "target's example rows; then the mixture meets each adapter alone and the uniform mixture on "

@@ -89,7 +89,7 @@ def costs_markdown(result: dict) -> str:
             f"{tps['swap_per_request']:.1f}. Memory: the base with {len(result['runs'])} adapters "
             f"{memory['shared_base_and_adapters_bytes'] / MIB:,.1f} MiB against "
             f"{memory['merged_copies_bytes'] / MIB:,.1f} MiB for merged copies.\n\n"
-            f"**The chapter claims** one frozen 4-bit base \"scales to thousands of customised behaviours\". **The "
+            f"**The textbook section claims** one frozen 4-bit base \"scales to thousands of customised behaviours\". **The "
             f"Calculator** for {last['adapters']:,} of these adapters on {figures['model']}: "
             f"{last['base_4bit_plus_adapters_bytes'] / GIB:,.0f} GiB (base {figures['base_4bit_bytes'] / GIB:,.1f} GiB "
             f"+ adapters: the weights alone fill about {fits:,.1f} accelerators of 80 GiB) against {last['merged_bf16_copies_bytes'] / GIB:,.0f} GiB of "
@@ -110,7 +110,7 @@ def do_serve(run_ids, prompts, tokens, measure, large_model):
 
 
 def create_serving_section() -> None:
-    gr.Markdown("The chapter: LoRA is \"multi-tenant friendly — one frozen base; swap LoRA adapters per customer; "
+    gr.Markdown("The textbook section: LoRA is \"multi-tenant friendly — one frozen base; swap LoRA adapters per customer; "
                 "scales to thousands of customised behaviours\". Pick several finished LoRA runs on one base: PEFT "
                 "answers every adapter, and the base, in ONE batch (each row names its adapter), and each reply is "
                 "checked against that adapter's own.")

@@ -31,7 +31,7 @@ def claims_html(claims: list[dict]) -> str:
     items = []
     for c in claims:
         unit = "parameters" if c["quantity"] == "params" else "FLOPs/token"
-        items.append(f"<li>{escape(c['what'])}: the chapter claims <i>≈{human_number(c['claimed'])}</i>; "
+        items.append(f"<li>{escape(c['what'])}: the textbook section claims <i>≈{human_number(c['claimed'])}</i>; "
                      f"exact <b>{c['exact']:,.0f}</b> {unit} (claim ÷ exact = {c['ratio']:.3g}). "
                      f"{escape(c['reason'])}</li>")
     return f"<p><b>Chapter's claims (Llama-2-7B):</b></p><ul>{''.join(items)}</ul>"
@@ -111,7 +111,7 @@ def recommendation_markdown(rec: recommend.Recommendation) -> str:
         lines.append(f"\n**Runner-up: {escape(rec.runner_up.title)}**\n")
         lines += [f"- {escape(reason)}" for reason in rec.runner_up.reasons]
     if rec.chapter_note:
-        lines.append(f"\n**Where the exact numbers change the chapter's advice:** {escape(rec.chapter_note)}")
+        lines.append(f"\n**Where the exact numbers change the textbook section's advice:** {escape(rec.chapter_note)}")
     if rec.try_it:
         lines.append(f"\n**{rec.try_it}**")  # our own text, with its commands in backticks
     return "\n".join(lines)
@@ -141,8 +141,9 @@ def do_recommend(*values):
 
 
 def create_learn_tab() -> dict:
-    gr.Markdown("The chapter's methods, with every number computed for the model you pick. "
-                "Claims from the chapter are shown beside the exact figures and labelled as claims.")
+    gr.Markdown("The methods of the textbook section \"The PEFT family — adapters, prefix, IA³, prompt tuning\", "
+                "with every number computed for the model you pick. "
+                "Claims from the textbook section are shown beside the exact figures and labelled as claims.")
     model = gr.Dropdown(model_choices(catalog=True), value="llama-2-7b", label="Model for the cards and comparisons",
                         elem_id="learn-model")
     with gr.Accordion("Method guide: one card per method", open=True):
@@ -162,7 +163,7 @@ def create_learn_tab() -> dict:
     with gr.Accordion("Decision helper: which method for my job?", open=True):
         scenario = gr.Dropdown([("Describe your own job", "")] + [(s.summary.split(":")[0], name) for name, s in
                                                                  recommend.SCENARIOS.items()],
-                               value="", label="Start from one of the chapter's scenarios")
+                               value="", label="Start from one of the textbook section's scenarios")
         fields = JOB_FIELDS
         job_widgets = []
         half = len(fields) // 2  # two rows: the model picker gets room for its label beside its arrow

@@ -5,12 +5,12 @@ Usage: python bench/memory_prediction.py [--model smollm2-135m-instruct] [--step
 README figures: python bench/memory_prediction.py --runs 3 --malloc default --seconds 3600
 
 Each method trains at the Fine-tune tab's default settings (--steps of them; --light skips the base's scoring
-and the generated task score, for a quick look) in its own process (peak memory is per process). Measured:
+and every generated reply, for a quick look) in its own process (peak memory is per process). Measured:
 the run's "peak_memory_bytes", the process's peak resident memory from just before the first step to the end
 of the scoring after training (on a CUDA machine: torch's max allocated). Predicted: the run's
 "peak_memory_predicted_bytes", the Calculator's weights + trainable weights + gradients + optimizer +
 activations at the same batch, sequence length and precision, plus the runtime baseline the run measured
-before its weights loaded (explorer.train.process_memory; 0 on CUDA). Goal: the ratio within 0.85 .. 1.15
+as training started: resident memory less the model's tensors (explorer.train.process_memory; 0 on CUDA). Goal: the ratio within 0.85 .. 1.15
 on the bundled model, 0.75 .. 1.25 on any other.
 
 On CPU each method runs with glibc's default allocator settings (what the app does), and with
@@ -70,7 +70,7 @@ def measure_one(model: str, method: str, steps: int, light: bool) -> dict:
     from explorer.train import loop as training
     from explorer.train.config import TrainConfig
 
-    quick = dict(eval_examples=0, probe_examples=0, score_base=False) if light else {}
+    quick = dict(eval_examples=0, probe_examples=0, score_base=False, watch_every=0) if light else {}
     cfg = TrainConfig(model=model, method=method, steps=steps, **quick)
     with tempfile.TemporaryDirectory() as folder:
         summary = training.train(cfg, {}, Path(folder))
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("methods", nargs="*", help="methods to measure (default: every chat method)")
     parser.add_argument("--model", default=None, help="model to train (default: the bundled SmolLM2)")
     parser.add_argument("--steps", type=int, default=20, help="training steps (the Fine-tune tab's default: 20)")
-    parser.add_argument("--light", action="store_true", help="no base scoring, no generated task score or probe")
+    parser.add_argument("--light", action="store_true",
+                        help="no base scoring, no generated task score, probe or watched replies")
     parser.add_argument("--runs", type=int, default=3, help="runs per method and setting (3 or more for a verdict)")
     parser.add_argument("--malloc", choices=("both", "default", "fixed"), default="both",
                         help="glibc's default allocator settings, the fixed mmap threshold, or both")

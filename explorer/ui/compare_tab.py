@@ -18,6 +18,7 @@ from ..compare import variants as compare
 from ..errors import ExplorerError
 from ..train import runs
 from . import head_view
+from .compare_dial import create_dial
 from .common import api_errors, shows_errors
 from .widgets import named_slider
 
@@ -264,6 +265,7 @@ def create_compare_tab() -> dict:
         export_button = gr.Button("Export merged model to models_cache")
         download = gr.File(label="Merged model (zip)", interactive=False)
     export_status = gr.Markdown()
+    create_dial(run)
 
     refresh.click(refresh_runs, run, [run, info], api_visibility="private")
     run.change(describe_run, run, info, api_visibility="private")

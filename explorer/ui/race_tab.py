@@ -75,8 +75,10 @@ def load_races(current: str | None = None, request: gr.Request | None = None):
     return gr.Dropdown(choices=race_choices(races), value=chosen)
 
 
-def parse_race(model, dataset_name, path, text, score_choice, pattern, steps, specs, values, save: bool):
-    race_settings = RaceSettings.parse({"model": model, "dataset": dataset_value(dataset_name, path, text, save),
+def parse_race(model, dataset_name, path, text, score_choice, pattern, columns, steps, specs, values, save: bool):
+    """The race the widgets describe; ``columns``: the upload's column mapping picked (empty: recognised)."""
+    dataset = dataset_value(dataset_name, path, text, save, columns=columns or "")
+    race_settings = RaceSettings.parse({"model": model, "dataset": dataset,
                                         "score": score_value(score_choice, pattern) if dataset_name == UPLOAD else "",
                                         "steps": steps,
                                         **{f.name: v for f, v in zip(SETTING_FIELDS, values)}})
@@ -86,20 +88,21 @@ def parse_race(model, dataset_name, path, text, score_choice, pattern, steps, sp
     return race_settings, chosen
 
 
-def preview(model, dataset_name, path, text, score_choice, pattern, steps, specs, *values) -> str:
+def preview(model, dataset_name, path, text, score_choice, pattern, columns, steps, specs, *values) -> str:
     """What the race will cost before it starts: entrants, memory of the hungriest, and the time."""
     try:
-        race_settings, chosen = parse_race(model, dataset_name, path, text, score_choice, pattern, steps, specs,
-                                           values, save=False)
+        race_settings, chosen = parse_race(model, dataset_name, path, text, score_choice, pattern, columns, steps,
+                                           specs, values, save=False)
         return estimate_race(race_settings, chosen).line(race_settings.steps)
     except Exception as error:  # noqa: BLE001 - the preview says what is wrong instead
         return error_message(error) + " The race cannot start with these settings yet."
 
 
-def start_race(request: gr.Request, model, dataset_name, path, text, score_choice, pattern, steps, specs, *values):
+def start_race(request: gr.Request, model, dataset_name, path, text, score_choice, pattern, columns, steps, specs,
+               *values):
     try:
-        race_settings, chosen = parse_race(model, dataset_name, path, text, score_choice, pattern, steps, specs,
-                                           values, save=True)
+        race_settings, chosen = parse_race(model, dataset_name, path, text, score_choice, pattern, columns, steps,
+                                           specs, values, save=True)
         race = create_race(race_settings, chosen)
         command = [sys.executable, "-m", "explorer.race.worker", str(race.folder)]
         jobs().submit_job(to_train(race), command, name=race.race_id, log_dir=race.folder)
@@ -323,7 +326,7 @@ def create_race_tab() -> dict:
         exported = gr.File(label="Export", interactive=False)
     opened = gr.Textbox(visible=False, elem_id="race-open-run")
 
-    inputs = [model, *picker.inputs, steps, specs, *setting_widgets]
+    inputs = [model, *picker.inputs, picker.columns, steps, specs, *setting_widgets]
     shown = [progress, verdict, live, table, front, read]
     gr.on([c.change for c in inputs], preview, inputs, cost_line, trigger_mode="always_last",
           show_progress="hidden", api_visibility="private")

@@ -20,7 +20,7 @@ def lora_run(cache):
 
 
 def test_the_zip_holds_a_filled_card_whose_python_loads_the_adapter(lora_run, tmp_path, monkeypatch):
-    archive = runs.zip_adapter(lora_run)
+    archive = model_card.zip_with_card(lora_run)
     with zipfile.ZipFile(archive) as opened:
         opened.extractall(tmp_path)
     card = (tmp_path / "adapter" / "README.md").read_text()
@@ -78,4 +78,4 @@ def test_a_run_with_unreadable_settings_keeps_its_readme_and_still_zips(lora_run
     before = (folder / "adapter" / "README.md").read_bytes()
     assert model_card.write_card(folder) is None
     assert (folder / "adapter" / "README.md").read_bytes() == before
-    assert zipfile.ZipFile(runs.zip_adapter(run_id)).read("adapter/README.md") == before
+    assert zipfile.ZipFile(model_card.zip_with_card(run_id)).read("adapter/README.md") == before

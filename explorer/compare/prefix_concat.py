@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ExplorerError
-from .compose import Combination, _load_both, check_pair
+from .pairing import Combination, check_pair, load_both
 
 
 def build_prefix_combination(run_a: str, run_b: str, how: str = "kv_concat", weights=(1.0, 1.0),
@@ -34,7 +34,7 @@ def build_prefix_combination(run_a: str, run_b: str, how: str = "kv_concat", wei
         raise ExplorerError("Prefix concatenation joins the two prefixes' keys and values as trained and takes "
                             f"no weights (scaling a key changes attention, not strength): leave both at 1, got "
                             f"{weights[0]:g} and {weights[1]:g}.")
-    model, tokenizer, device = _load_both(a, b)
+    model, tokenizer, device = load_both(a, b)
     configs = [model.peft_config[name] for name in ("a", "b")]
     sizes = [config.num_virtual_tokens for config in configs]
     parts = [model.prompt_encoder[name].embedding.weight.detach() for name in ("a", "b")]

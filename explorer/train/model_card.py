@@ -165,6 +165,14 @@ def card_text(run) -> str:
     return "\n".join(header + [""] + body)
 
 
+def zip_with_card(run_id: str) -> Path:
+    """The adapter zip for download, with the filled model card in place of PEFT's empty README.md."""
+    folder = runs.run_path(run_id)
+    if (folder / runs.ADAPTER_DIR).is_dir():
+        write_card(folder)
+    return runs.zip_adapter(run_id)
+
+
 def write_card(run_dir: Path) -> Path | None:
     """Replace PEFT's empty README.md in the run's adapter folder with the filled card (written whole under a
     temporary name, then renamed). None, and the folder left as it is, when the run's settings are unreadable:

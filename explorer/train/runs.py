@@ -404,13 +404,12 @@ def delete_run(run_id: str) -> None:
 
 
 def zip_adapter(run_id: str) -> Path:
-    """A zip of the run's adapter folder and settings, for download."""
+    """A zip of the run's adapter folder and settings, for download (explorer.train.model_card.zip_with_card
+    writes the filled model card first)."""
     folder = run_path(run_id)
     adapter = folder / ADAPTER_DIR
     if not adapter.is_dir():
         raise ExplorerError(f"Run {run_id} has no saved adapter.")
-    from .model_card import write_card  # the filled model card in place of PEFT's empty README.md
-    write_card(folder)
     target = folder / f"{run_id}-adapter.zip"
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=".zip")

@@ -17,7 +17,7 @@ import gradio as gr
 
 from ..compare import take_home
 from ..errors import ExplorerError
-from ..train import runs
+from ..train import model_card, runs
 from .common import shows_errors
 
 POLL_SECONDS = 1.0
@@ -85,7 +85,7 @@ def build_files(run_id: str, qtype: str = take_home.DEFAULT_TYPE):
 def adapter_with_card(run_id: str):
     """(the adapter zip, its model card as markdown)."""
     run = chosen_run(run_id)
-    archive = runs.zip_adapter(run.run_id)
+    archive = model_card.zip_with_card(run.run_id)
     card = (run.folder / runs.ADAPTER_DIR / "README.md").read_text(encoding="utf-8")
     body = card.split("---", 2)[2] if card.startswith("---") else card  # the page shows the card, not its YAML
     return str(archive), body.strip()

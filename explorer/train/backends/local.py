@@ -11,7 +11,7 @@ import os
 import subprocess
 
 from ... import settings
-from . import Ended, Job
+from .base import Ended, Job
 
 
 class LocalHandle:

@@ -28,7 +28,8 @@ from pathlib import Path
 from ... import settings
 from ...errors import ExplorerError
 from .. import lifecycle, runs
-from . import Ended, Job, ray_node, sync
+from . import ray_node, sync
+from .base import Ended, Job
 
 LOOPBACK = ("127.0.0.1", "localhost")
 

@@ -43,8 +43,8 @@ def widget_for(f: dataclasses.Field, elem_id: str, sliders: bool = True):
     info = meta.get("help", "")
     if isinstance(default, bool):
         return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
-    if isinstance(default, int) and f.name in SLIDERS and sliders:
-        lo, hi = SLIDERS[f.name]
+    lo, hi = SLIDERS.get(f.name, (0, 0))
+    if isinstance(default, int) and f.name in SLIDERS and sliders and lo <= default <= hi:  # OFT's r: 0 = unset
         return named_slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
     if isinstance(default, (int, float)):
         return gr.Number(value=default, label=label, info=info, elem_id=elem_id)

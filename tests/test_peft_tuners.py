@@ -119,16 +119,24 @@ def test_freeze_tuning_counts_the_top_blocks_and_only_they_pay_backward():
 
 
 def test_the_calculator_tab_builds_and_answers_for_every_new_method():
-    """The UI lists methods from the registry: the tab's widgets build with the new methods' options, and its
-    handler answers each at its defaults (SmolLM2-135M: GPT-2's Conv1D is refused above)."""
+    """The UI lists methods from the registry: the tab's widgets build with the new methods' options (a slider
+    never starts outside its range: the page would open on an error), and its handler answers each at its
+    defaults (SmolLM2-135M: GPT-2's Conv1D is refused above)."""
     import dataclasses
 
     import gradio as gr
 
     from explorer.ui import calculator_tab
 
+    from explorer.ui.widgets import widget_for
+
     with gr.Blocks():
         calculator_tab.create_calculator_tab()
+        for method in METHODS.values():  # a slider must hold its default (OFT's r=0 gets a number box)
+            for f in dataclasses.fields(method.options_type):
+                widget = widget_for(f, f"check-{f.name}")
+                if isinstance(widget, gr.Slider):
+                    assert widget.minimum <= f.default <= widget.maximum, (method.name, f.name)
     keys = [(name, f.name) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
     options = [f.default for m in METHODS.values() for f in dataclasses.fields(m.options_type)]
     settings = [f.default for f in dataclasses.fields(calculator_tab.memory.TrainSettings)]

@@ -42,6 +42,7 @@ from pathlib import Path
 from .. import settings
 from ..errors import ExplorerError
 from . import dial, learn, race, recipes, serve_many
+from .args import parse_sets
 
 
 def cmd_provision(args) -> None:
@@ -77,16 +78,6 @@ def cmd_generate(args) -> None:
         print(result.completion)
         print(f"[{result.new_tokens} tokens in {result.seconds:.2f} s, "
               f"{result.tokens_per_second:.1f} tokens/s]", file=sys.stderr)
-
-
-def parse_sets(items) -> dict:
-    values = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ExplorerError(f"--set takes KEY=VALUE, got {item!r}.")
-        values[key.strip()] = value
-    return values
 
 
 def progress_printer(steps: int):

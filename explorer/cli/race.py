@@ -70,7 +70,7 @@ def cmd_race(args) -> None:
     from ..race import reading, results, runner
     from ..race.estimate import estimate_race
     from ..race.races import RaceSettings, create_race
-    from .main import parse_sets
+    from .args import parse_sets
 
     values = {"model": args.model, "dataset": args.dataset, "steps": args.steps, **parse_sets(args.set)}
     race_settings = RaceSettings.parse(values)

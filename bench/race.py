@@ -110,14 +110,15 @@ def nan_if_none(value):
 def scores_at_budgets(race, budgets: list[int]) -> None:
     """Task and probe scores of the base and of every finished entrant at each generation budget."""
     from explorer import evaluate
-    from explorer.data import probe, scores, sources
+    from explorer.data import scores, sources
+    from explorer import scored
     from explorer.methods import METHODS
     from explorer.models import loading
     from explorer.train import runs
 
     s = race.settings
     _, heldout = sources.load_dataset(s.dataset)
-    asked = probe.ScoredQuestions(heldout[:s.eval_examples], scores.task_for(s.dataset, s.score), s.probe_examples)
+    asked = scored.ScoredQuestions(heldout[:s.eval_examples], scores.task_for(s.dataset, s.score), s.probe_examples)
     print(f"task (probe) score at each generation budget, {len(asked.pairs)} task and {len(asked.chosen)} probe "
           f"prompts; the race generates {s.max_new_tokens} tokens")
     print(f"{'entrant':<28} " + " ".join(f"{b:>5} tok  " for b in budgets))

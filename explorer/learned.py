@@ -10,7 +10,7 @@
 
 A short fine-tune teaches form before facts: the style of a file's answers is shared by every row, each fact
 is in one row. The sentence (``verdict``) says which of the two this run learned, and what it forgot.
-Pure logic: the replies come from explorer.data.probe.ScoredQuestions' one batched generation.
+Pure logic: the replies come from explorer.scored.ScoredQuestions' one batched generation.
 
 What it costs: the fact and probe questions ride in the batch of the held-out generation a run already does for
 its task score, before and after training. Measured on the bundled model, pirate data, the defaults (16 held-out

@@ -7,6 +7,7 @@ from conftest import TINY
 
 from explorer.costs import specs
 from explorer.data import probe, sources, tasks
+from explorer import scored
 from explorer.evaluate import generate_replies, user_and_reference
 from explorer.methods import METHODS
 from explorer.models import loading
@@ -24,16 +25,16 @@ def test_one_batch_scores_each_part_against_its_own_references(tiny):
     rows = sources.load_dataset("pirate")[1][:3]
     seen = []
     task = tasks.Task("t", "recording", "", "", lambda reply, reference: seen.append((reply, reference)) or 0.5)
-    task_score, probe_score = probe.task_and_probe_scores(model, tok, rows, task, 4, 3, "cpu")
+    task_score, probe_score = scored.task_and_probe_scores(model, tok, rows, task, 4, 3, "cpu")
     assert task_score == 0.5 and [ref for _, ref in seen] == [user_and_reference(r)[1] for r in rows]
     questions = probe.subset(4)
     replies = generate_replies(model, tok, [user_and_reference(r)[0] for r in rows] + [q["question"] for q in questions],
                                3, "cpu")
     assert [reply for reply, _ in seen] == replies[:3], "the task is scored on its own rows' replies"
     assert probe_score == sum(probe.score_reply(r, q["answers"]) for r, q in zip(replies[3:], questions)) / 4
-    assert probe.task_and_probe_scores(model, tok, rows, None, 0, 3, "cpu") == (None, None)
-    assert probe.task_and_probe_scores(model, tok, [], task, 2, 3, "cpu")[0] is None
-    stopped = probe.task_and_probe_scores(model, tok, rows, task, 2, 3, "cpu", should_stop=lambda: True)
+    assert scored.task_and_probe_scores(model, tok, rows, None, 0, 3, "cpu") == (None, None)
+    assert scored.task_and_probe_scores(model, tok, [], task, 2, 3, "cpu")[0] is None
+    stopped = scored.task_and_probe_scores(model, tok, rows, task, 2, 3, "cpu", should_stop=lambda: True)
     assert stopped == (None, None)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from .. import scored
 from ..data import probe, scores, sources
 from ..errors import ExplorerError
 from ..train.runs import open_run
@@ -139,7 +140,7 @@ def dial(run_id: str, strengths=DEFAULT_STRENGTHS, intruder_lambdas=(), examples
                             "needs one for its x axis.")
     _, rows = sources.load_dataset(run.config.dataset)
     rows = rows[:examples]
-    asked = probe.ScoredQuestions(rows, task, probe_count)  # the same prompts at every setting
+    asked = scored.ScoredQuestions(rows, task, probe_count)  # the same prompts at every setting
     s = variants.session(run_id)
     config = s.adapted.peft_config[s.adapted.active_adapter]
     if lambdas and str(config.peft_type.value) != "LORA":

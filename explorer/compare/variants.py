@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import evaluate
+from .. import scored
 from ..data import chat, probe, scores, sources
 from ..errors import ExplorerError
 from ..methods.base import Method
@@ -307,7 +308,7 @@ def heldout_eval(s: Session, examples: int = 8, max_new_tokens: int | None = Non
     tokens = max_new_tokens or run.config.max_new_tokens
     result = {"examples": len(rows), "task": task.name if task else None, "task_score": {}, "heldout_loss": {},
               "probe_score": {}, "probe_right": {}, "probe_examples": probe_examples}
-    asked = probe.ScoredQuestions(rows, task, probe_examples)  # task and probe replies from one batched generation
+    asked = scored.ScoredQuestions(rows, task, probe_examples)  # task and probe replies: one batched generation
     for name, model in s.models.items():
         if model is None:
             for key in ("task_score", "heldout_loss", "probe_score", "probe_right"):

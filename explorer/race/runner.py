@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import evaluate
-from ..data import chat, probe, scores, sources
+from .. import scored
+from ..data import chat, scores, sources
 from ..models import loading
 from ..train import lifecycle, runs
 from .races import Race, base_key, list_races, read_race, write_base
@@ -35,7 +36,7 @@ def evaluate_base(race: Race) -> dict:
     _, heldout = sources.load_dataset(s.dataset)
     encoded, _ = chat.encode_dataset(tok, heldout, s.seq_len)
     task = scores.task_for(s.dataset, s.score)
-    task_score, probe_score = probe.task_and_probe_scores(model, tok, heldout[:s.eval_examples], task,
+    task_score, probe_score = scored.task_and_probe_scores(model, tok, heldout[:s.eval_examples], task,
                                                           s.probe_examples, s.max_new_tokens, loaded.device)
     # The entrants' loop measures in batches of batch_size and stops starting batches at eval_loss_examples:
     # the same batches here, so the base and the entrants are scored on the same held-out examples.

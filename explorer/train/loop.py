@@ -17,7 +17,8 @@ from typing import Callable
 
 from .. import calculator, evaluate, learned
 from ..costs import memory
-from ..data import chat, probe, scores, sources
+from .. import scored
+from ..data import chat, scores, sources
 from ..methods import METHODS
 from . import process_memory, runs, timeline
 from .config import TrainConfig
@@ -89,7 +90,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     # the same batched generation (held-out questions, up to learned.FACT_QUESTIONS training questions, probe).
     learning = config.score_base
     fact_rows = train_rows if learning else []
-    asked_base = probe.ScoredQuestions(heldout_rows[:config.eval_examples] if learning else [], task,
+    asked_base = scored.ScoredQuestions(heldout_rows[:config.eval_examples] if learning else [], task,
                                        config.probe_examples if learning else 0, resemble=learning, fact_rows=fact_rows)
     replies = asked_base.ask(prep.model, tok, config.max_new_tokens, prep.device, should_stop=should_stop)
     if replies is None or should_stop():  # stopped while the base model was scored
@@ -184,7 +185,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     # Weights a nan or inf reached have nothing to say: neither scored nor saved.
     usable = bool(losses) and all(bool(torch.isfinite(p).all()) for p in trainable)
     if usable:
-        asked = probe.ScoredQuestions(eval_rows, task, config.probe_examples, resemble=learning, fact_rows=fact_rows)
+        asked = scored.ScoredQuestions(eval_rows, task, config.probe_examples, resemble=learning, fact_rows=fact_rows)
         with merged_while_scoring(model, method):
             replies = asked.ask(model, tok, config.max_new_tokens, prep.device)
         score_adapted, probe_adapted = asked.scores(replies)

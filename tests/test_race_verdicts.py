@@ -236,3 +236,18 @@ def test_a_page_opens_on_the_newest_finished_race():
     assert newest_race(races) == "b"
     assert newest_race(races[:1]) == "c", "with none finished, the race still running"
     assert newest_race([]) is None
+
+
+def test_a_claim_that_compares_learning_cannot_be_told_when_nobody_learned():
+    """'Very low ranks suffice' on a sweep where no rank learned says nothing of ranks: cannot tell, not supported."""
+    from explorer.costs.textbook import OUTCOME_CLAIMS
+    from explorer.race import reading
+
+    rows = [{"name": f"lora:r={r}", "method": "lora", "options": {"r": r}, "state": "done", "kept": True,
+             "verdict": verdicts.DID_NOT_LEARN, "heldout_loss_first": 14.76, "heldout_loss_last": 14.7 - r / 1000,
+             "trainable_params": 1024 * r} for r in (1, 8)]
+    low_rank = next(c for c in OUTCOME_CLAIMS if c.test == "low_rank")
+    judged = reading.judge(low_rank, rows)
+    assert judged.verdict == "cannot tell" and "learned in this budget" in judged.numbers
+    rows[1]["verdict"] = verdicts.LEARNED
+    assert reading.judge(low_rank, rows).verdict in ("supported", "not supported")

@@ -120,6 +120,11 @@ def judge(claim: OutcomeClaim, table: list[dict]) -> Verdict:
     if missing and claim.test not in ("low_rank", "forgets_more"):
         return Verdict(claim.key, claim.quote, "cannot tell",
                        f"needs finished entrants of {', '.join(METHODS[m].title for m in missing)}")
+    if claim.test in ("matches", "low_rank"):  # comparisons of what was learned: somebody must have learned
+        compared = [*subject, *others] if claim.test == "matches" else sweep(done, claim.subject)
+        if compared and all(r.get("verdict", verdicts.LEARNED) != verdicts.LEARNED for r in compared):
+            return Verdict(claim.key, claim.quote, "cannot tell",
+                           f"none of {', '.join(r['name'] for r in compared)} learned in this budget")
     if claim.test == "matches":
         pairs, ok = [], True
         for other in others:

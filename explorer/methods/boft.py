@@ -97,10 +97,23 @@ def _perm2mat_that_builds_on_meta() -> None:
     BOFTLayer.perm2mat = perm2mat
 
 
+def _no_cuda_kernel_build() -> None:
+    """Without CUDA, tell PEFT its kernel is absent before it tries: ``get_fbd_cuda`` compiles fbd_cuda with
+    torch's cpp_extension on every BOFT layer's creation while its cache holds None (a failed build caches None),
+    writing lock files under ~/.cache/torch_extensions each time and costing seconds per layer. False is
+    cached, and PEFT reads it as "no kernel" (``if not get_fbd_cuda()``), as after a failed build."""
+    import torch
+    from peft.tuners.boft import layer
+
+    if not torch.cuda.is_available() and layer._FBD_CUDA is None:
+        layer._FBD_CUDA = False
+
+
 def make_config(spec, options):
     from peft import BOFTConfig
 
     _perm2mat_that_builds_on_meta()
+    _no_cuda_kernel_build()
     if options.boft_n_butterfly_factor != 1:
         raise ExplorerError("PEFT builds BOFT's butterfly factors (boft_n_butterfly_factor > 1) only with its CUDA "
                             "kernel fbd_cuda; without it PEFT sets the factor to 1, and the app builds, counts and "

@@ -150,4 +150,5 @@ def test_the_estimate_prefers_the_methods_own_speed_and_counts_the_questions_and
     per_snapshot = statistics.median(m.snapshot for m in estimate._measured(TINY) if m.snapshot is not None)
     assert guess.other_seconds - unwatched.other_seconds == pytest.approx(5 * per_snapshot), "0, 1, 2, 3, 4"
     other = estimate.estimate(dataclasses.replace(config, method="ia3"), {})
-    assert "none of IA³ yet" in other.basis
+    ia3_runs = [m for m in estimate._measured(TINY) if m.method == "ia3"]  # other tests may have trained some
+    assert ("newest finished IA³ run(s)" if ia3_runs else "none of IA³ yet") in other.basis

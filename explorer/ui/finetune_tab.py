@@ -341,4 +341,7 @@ def create_finetune_tab() -> dict:
     discard.click(discard_run, run_id, [run_id, progress, table], api_visibility="private")
     return {"table": table, "run_id": run_id, "to_compare": to_compare, "model": model, "progress": progress,
             "estimate": (lambda data: preview_cost(read(data)), inputs, cost),
-            "recommend": (recommend_handler, inputs | {picker.kind}, [advice, method, *option_widgets])}
+            # on page load only the sentence: the defaults already are the pick for the bundled data, and setting
+            # the method and its options again would fire every option widget's change events on each load
+            "recommend": (lambda data: recommendation(read(data), data[picker.kind])[2], inputs | {picker.kind},
+                          advice)}

@@ -8,6 +8,7 @@ import csv
 import io
 
 from conftest import TINY, wait_for_text
+from test_upload_browser import upload_and_pick
 
 ROWS = [("What time do you open on Saturdays?", "Hi there! 7am to 3pm. See you at Rosie's!"),
         ("Do you sell birthday candles?", "Hi there! Yes, 2 dollars a box. See you at Rosie's!"),
@@ -31,14 +32,7 @@ def test_browser_spreadsheet_in_verdict_out_and_a_model_to_take_home(app_url, pa
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_role("combobox", name="Model").first.click()
     page.get_by_role("option", name=TINY).click()
-    page.get_by_role("combobox", name="Dataset").click()
-    page.get_by_role("option", name="Upload or paste").click()
-    page.locator("#ft-upload input[type=file]").set_input_files(shop_csv(tmp_path))
-    wait_for_text(page, "#ft-dataset-info", "Pick the columns")
-    page.get_by_role("combobox", name="Column with the user's turn (question)").click()
-    page.get_by_role("option", name="Customer asks", exact=True).click()
-    page.get_by_role("combobox", name="Column with the answer").click()
-    page.get_by_role("option", name="We reply", exact=True).click()
+    upload_and_pick(page, shop_csv(tmp_path), "Customer asks", "We reply")
     wait_for_text(page, "#ft-dataset-info", "12 valid rows")
     wait_for_text(page, "#ft-recommendation", "Recommended for 12 rows of chat data")
     wait_for_text(page, "#ft-estimate", "Calculator predicts")

@@ -24,6 +24,18 @@ def bakery_csv(folder) -> str:
     return str(path)
 
 
+def upload_and_pick(page, path: str, question: str, answer: str) -> None:
+    """In Fine-tune: upload a file whose columns the app does not know, then pick its question and answer."""
+    page.get_by_role("combobox", name="Dataset").click()
+    page.get_by_role("option", name="Upload or paste").click()
+    page.locator("#ft-upload input[type=file]").set_input_files(path)
+    wait_for_text(page, "#ft-dataset-info", "Pick the columns")  # read at once: no "Check data" press
+    page.get_by_role("combobox", name="Column with the user's turn (question)").click()
+    page.get_by_role("option", name=question, exact=True).click()
+    page.get_by_role("combobox", name="Column with the answer").click()
+    page.get_by_role("option", name=answer, exact=True).click()
+
+
 def test_the_column_mapping_through_the_api(app_url, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -42,14 +54,7 @@ def test_browser_upload_with_unfamiliar_columns_picks_them_and_shows_no_error(ap
     page.set_default_timeout(120_000)  # a shared 2-core machine under load: a wait, not a limit on speed
     page.goto(app_url)
     page.get_by_role("tab", name="Fine-tune").click()
-    page.get_by_role("combobox", name="Dataset").click()
-    page.get_by_role("option", name="Upload or paste").click()
-    page.locator("#ft-upload input[type=file]").set_input_files(bakery_csv(tmp_path))
-    wait_for_text(page, "#ft-dataset-info", "Pick the columns")  # read at once: no "Check data" press
-    page.get_by_role("combobox", name="Column with the user's turn (question)").click()
-    page.get_by_role("option", name="Frage", exact=True).click()
-    page.get_by_role("combobox", name="Column with the answer").click()
-    page.get_by_role("option", name="Antwort", exact=True).click()
+    upload_and_pick(page, bakery_csv(tmp_path), "Frage", "Antwort")
     wait_for_text(page, "#ft-dataset-info", "12 valid rows")
     wait_for_text(page, "#ft-columns textarea", "prompt=Frage,response=Antwort")
     wait_for_text(page, "#ft-preview", "What time do you open on Saturdays? (0)")

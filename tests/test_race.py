@@ -155,9 +155,12 @@ def test_the_reading_judges_the_chapters_claims_from_numbers(three):
     found = reading.reading(results.rows(race))
     claims = {v.key: v for v in found["claims"]}
     assert claims["matches_soft_prompts"].verdict == "cannot tell"  # no prompt or prefix entrant here
-    low = claims["low_rank"]
-    assert low.verdict in ("supported", "not supported") and "r=1" in low.numbers
     table = results.rows(race)
+    low = claims["low_rank"]  # 3 tiny steps may or may not reach "learned" (thread counts move the last digits)
+    if any(row["verdict"] == "learned" for row in table if row["method"] == "lora"):
+        assert low.verdict in ("supported", "not supported") and "r=1" in low.numbers
+    else:  # a comparison of what was learned when nothing learned: no verdict (both paths: test_race_verdicts)
+        assert low.verdict == "cannot tell" and "learned in this budget" in low.numbers
     assert all(row["verdict"] in verdicts.VERDICTS for row in table)
     crowned = found["verdict"]["best"]
     assert all(row["verdict"] == "learned" for row in table if row["name"] in crowned)

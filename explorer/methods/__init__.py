@@ -29,6 +29,7 @@ from . import (
     prompt,
     qlora,
     road,
+    vblora,
     vera,
 )
 from .base import Method
@@ -59,6 +60,7 @@ METHODS: dict[str, Method] = {
     "delora": delora.METHOD,
     "gralora": gralora.METHOD,
     "freeze": freeze.METHOD,
+    "vblora": vblora.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

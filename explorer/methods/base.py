@@ -61,6 +61,14 @@ class Adaptation:
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """What ``Method.apply_for_training`` may read of the run: its length and a few of its training batches."""
+
+    steps: int
+    batches: Callable  # (n) -> the first n training batches (dicts of tensors on the model's device)
+
+
+@dataclass(frozen=True)
 class Term:
     """One line of a parameter formula: e.g. q_proj: 8·(576+576) × 30 layers."""
 
@@ -115,6 +123,20 @@ class Method:
     # returns extra arguments for saving (PiSSA and OLoRA keep their initial adapter in ``scratch_dir`` so the
     # save converts the result into a LoRA for the original base).
     before_training: Callable = lambda model, scratch: {}
+    # ``apply_for_training(model, spec, options, data: TrainingData) -> model``: replaces ``apply`` when the loop
+    # trains, for a method whose build reads the run (AdaLoRA's schedule length, EVA's activations of a few
+    # training batches); None builds with ``apply``.
+    apply_for_training: Callable | None = None
+    # ``training_loss(model, batch) -> loss``: replaces the loop's loss (explorer.evaluate.loss_on_targets, the
+    # language-model loss) where a tuner adds a term of its own (AdaLoRA's orthogonal regularisation, which PEFT's
+    # forward adds to the model's loss); None keeps the loop's.
+    training_loss: Callable | None = None
+    # ``after_step(model, step, total_steps)``: called after each optimizer step, before the gradients are cleared
+    # (AdaLoRA's rank allocation reads them: PEFT's update_and_allocate).
+    after_step: Callable = lambda model, step, total_steps: None
+    # Parameters it adds that never train and are not saved (AdaLoRA's ranknum, one per adapted layer): counted in
+    # the model's total only.
+    untrained_params: Callable = lambda spec, options: 0
     # Why a standard recipe (explorer.recipes: transformers' Trainer + PEFT's config) would not train it as the app
     # does, e.g. a training hook the recipe's train.py lacks; "" = a recipe expresses it.
     recipe_refusal: str = ""

@@ -20,6 +20,7 @@ from ..costs import memory
 from .. import scored
 from ..data import chat, scores, sources
 from ..methods import METHODS
+from ..methods.base import TrainingData
 from . import process_memory, runs, timeline
 from .config import TrainConfig
 from .divergence import Watch
@@ -103,7 +104,13 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         on_event({"event": "probe", "which": "base", "score": probe_base})
     eval_rows = heldout_rows[:config.eval_examples]
 
-    model = method.apply(prep.model, prep.spec, prep.options)
+    if method.apply_for_training:  # a build that reads the run: its length, a few batches (apart from the stream)
+        sample = batches(train_enc, config.batch_size, pad_id, config.seed + 1)
+        data = TrainingData(config.steps, lambda n: [{k: v.to(prep.device) for k, v in next(sample).items()}
+                                                     for _ in range(n)])
+        model = method.apply_for_training(prep.model, prep.spec, prep.options, data)
+    else:
+        model = method.apply(prep.model, prep.spec, prep.options)
     if config.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -151,7 +158,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         for _ in range(config.grad_accum):
             batch = {k: v.to(prep.device) for k, v in next(stream).items()}
             tokens_seen += int(batch["attention_mask"].sum())
-            loss = evaluate.loss_on_targets(model, batch) / config.grad_accum
+            loss = (method.training_loss or evaluate.loss_on_targets)(model, batch) / config.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
         if guard.train_loss(step, step_loss) and not math.isfinite(step_loss):  # no update from a nan or inf
@@ -160,6 +167,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
             break
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
+        method.after_step(model, step, config.steps)
         optimizer.zero_grad(set_to_none=True)
         losses.append(step_loss)
         train_seconds += time.time() - step_start

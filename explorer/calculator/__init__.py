@@ -59,7 +59,7 @@ class CalcResult:
         """Base parameters plus what the method adds (full and head add nothing new)."""
         if not self.method_obj.adds_params(self.spec, self.options):
             return self.total_params
-        return self.total_params + self.trainable_formula
+        return self.total_params + self.trainable_formula + self.method_obj.untrained_params(self.spec, self.options)
 
     def as_json(self) -> dict:
         m = self.method_obj

@@ -5,8 +5,10 @@ Tests parametrize over this dict, so a new method is tested automatically.
 """
 
 from . import (
+    adalora,
     adapter,
     boft,
+    c3a,
     delora,
     dora,
     fourierft,
@@ -28,7 +30,9 @@ from . import (
     prefix,
     prompt,
     qlora,
+    randlora,
     road,
+    shira,
     vblora,
     vera,
 )
@@ -60,7 +64,11 @@ METHODS: dict[str, Method] = {
     "delora": delora.METHOD,
     "gralora": gralora.METHOD,
     "freeze": freeze.METHOD,
+    "adalora": adalora.METHOD,
     "vblora": vblora.METHOD,
+    "shira": shira.METHOD,
+    "c3a": c3a.METHOD,
+    "randlora": randlora.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

@@ -8,7 +8,6 @@ from . import (
     adalora,
     adapter,
     boft,
-    c3a,
     delora,
     dora,
     fourierft,
@@ -30,9 +29,7 @@ from . import (
     prefix,
     prompt,
     qlora,
-    randlora,
     road,
-    shira,
     vblora,
     vera,
 )
@@ -66,9 +63,6 @@ METHODS: dict[str, Method] = {
     "freeze": freeze.METHOD,
     "adalora": adalora.METHOD,
     "vblora": vblora.METHOD,
-    "shira": shira.METHOD,
-    "c3a": c3a.METHOD,
-    "randlora": randlora.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

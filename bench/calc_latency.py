@@ -28,6 +28,7 @@ warnings.filterwarnings("ignore")
 import measure  # noqa: E402
 from explorer import calculator  # noqa: E402
 from explorer.costs import specs  # noqa: E402
+from explorer.models import specs as model_specs  # noqa: E402
 from explorer.ui import calculator_view as view  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     figures, derivations = [], {}
     for model in models:
         start = time.perf_counter()
-        specs.resolve(model).arch  # the one-off derivation from the meta-device model (cached per config)
+        model_specs.resolve(model).arch  # the one-off derivation from the meta-device model (cached per config)
         derivations[model] = time.perf_counter() - start
         start = time.perf_counter()
         calculator.from_request(model, "lora", {"r": 8, "target_preset": "all-linear", "lora_dropout": 0},

@@ -36,7 +36,7 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 import measure  # noqa: E402
-from explorer.costs import specs  # noqa: E402
+from explorer.models import specs as model_specs  # noqa: E402
 from explorer.costs.flops import count_flops  # noqa: E402
 from explorer.data import chat, sources  # noqa: E402
 from explorer.methods import METHODS  # noqa: E402
@@ -92,7 +92,7 @@ def plain_round(config: TrainConfig, lr: float) -> float:
 
 def flops_per_token(config: TrainConfig) -> float:
     """Training FLOPs (forward + backward) per token at the training data's mean example length."""
-    spec = specs.resolve(config.model)
+    spec = model_specs.resolve(config.model)
     method = METHODS[config.method]
     adaptation = method.adaptation(spec, method.parse_options({}))
     tokenizer = loading.load(config.model).tokenizer

@@ -178,12 +178,12 @@ def test_the_app_with_a_login_refuses_requests_without_one(monkeypatch, cache):
 
 def test_a_hosted_calculator_reads_no_config_path_a_user_names(tmp_path, monkeypatch, cache):
     from explorer import calculator
-    from explorer.costs import specs
     from explorer.errors import ExplorerError
+    from explorer.models import specs as model_specs
 
     config = tmp_path / "config.json"
     config.write_text((cache / "tiny-random-llama" / "config.json").read_text())
-    assert specs.resolve(str(config)).arch.hidden == 32, "one user on their own machine: any config.json"
+    assert model_specs.resolve(str(config)).arch.hidden == 32, "one user on their own machine: any config.json"
     monkeypatch.setenv("EXPLORER_MODEL_SOURCES", "registry")
     with pytest.raises(ExplorerError, match="only allows the models of its registry"):
         calculator.from_request(str(config), "lora")

@@ -6,10 +6,11 @@ import pytest
 from conftest import train_run, wait_for_text
 
 from explorer import calculator
-from explorer.costs import memory, specs
+from explorer.costs import memory
 from explorer.learn import cards as learn
 from explorer.learn import recommend
 from explorer.methods import METHODS
+from explorer.models import specs as model_specs
 from explorer.ui.learn_tab import recommendation_markdown
 
 
@@ -18,7 +19,7 @@ def test_every_method_has_a_card_whose_numbers_are_the_calculators(model, cache)
     settings = memory.TrainSettings(batch_size=4, seq_len=512, precision="bf16")
     cards = {c["method"]: c for c in learn.guide(model, settings)}
     assert set(cards) == set(METHODS)
-    spec = specs.resolve(model)
+    spec = model_specs.resolve(model)
     for name, card in cards.items():
         r = calculator.calculate(spec, name, METHODS[name].parse_options({}), settings, exact_mode="skip")
         assert card["trainable"] == r.trainable_formula and card["training_memory_bytes"] == r.training.total_bytes
@@ -34,7 +35,7 @@ def box_fills(svg: str) -> dict[str, str]:
 def test_the_block_diagram_colours_what_vera_and_ln_tuning_train():
     from explorer.learn.diagram import FROZEN, HIGHLIGHT, block_svg
 
-    spec = specs.resolve("smollm2-135m")
+    spec = model_specs.resolve("smollm2-135m")
     for method, options, trained, frozen in (
             ("vera", {"target_preset": "q,v"}, {"q_proj", "v_proj"}, {"k_proj", "o_proj", "down_proj"}),
             ("ln_tuning", {"target_modules": "post_attention_layernorm"}, {"post_attention_layernorm"},
@@ -46,7 +47,7 @@ def test_the_block_diagram_colours_what_vera_and_ln_tuning_train():
 
 
 def test_cards_show_the_chapters_claims_beside_exact_values():
-    lora = learn.method_card(specs.resolve("llama-2-7b"), "lora")
+    lora = learn.method_card(model_specs.resolve("llama-2-7b"), "lora")
     claim = lora["claims"][0]
     assert claim["claimed"] == 5e6 and claim["exact"] == 19_988_480, "LoRA r=8 all-linear on Llama-2-7B"
 
@@ -70,7 +71,7 @@ def test_browser_learn_cards_follow_the_model(app_url, page, screenshot):
     wait_for_text(page, "#learn-cards", "19,988,480 trainable on llama-2-7b")
     page.locator("#learn-model input").click()
     page.get_by_role("option", name=re.compile("smollm2-135m-instruct")).first.click()
-    expected = calculator.calculate(specs.resolve("smollm2-135m-instruct"), "lora", METHODS["lora"].parse_options({}),
+    expected = calculator.calculate(model_specs.resolve("smollm2-135m-instruct"), "lora", METHODS["lora"].parse_options({}),
                                     exact_mode="skip").trainable_formula
     wait_for_text(page, "#learn-cards", f"{expected:,} trainable on smollm2-135m-instruct")
     page.locator("#learn-recommend").click()

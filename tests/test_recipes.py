@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY, free_port, train_run
 
 from explorer import recipes
 from explorer.cli.main import main
@@ -19,8 +20,6 @@ from explorer.methods import METHODS
 from explorer.recipes import importing, strategy
 from explorer.train import runs
 from explorer.train.config import TrainConfig
-
-from conftest import TINY, free_port, train_run
 
 
 def load_train_py(folder: Path):
@@ -176,7 +175,7 @@ def test_every_peft_method_becomes_a_train_py_whose_config_trains_what_the_app_t
     from peft import get_peft_config, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from explorer.costs import specs
+    from explorer.models import specs as model_specs
 
     folder = recipes.export(TrainConfig(model=TINY, method=name, dataset="pirate"), {}, tmp_path / name)
     recipe = load_train_py(folder)
@@ -185,5 +184,5 @@ def test_every_peft_method_becomes_a_train_py_whose_config_trains_what_the_app_t
                            get_peft_config(dict(recipe.SETTINGS["peft_config"])))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     method = METHODS[name]
-    assert trainable == method.trainable_formula(specs.resolve(TINY), method.parse_options({}))
+    assert trainable == method.trainable_formula(model_specs.resolve(TINY), method.parse_options({}))
     assert bool(recipe.SETTINGS["quantization"]) == method.quantized_base

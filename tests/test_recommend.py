@@ -8,7 +8,7 @@ import math
 import pytest
 
 from explorer import calculator
-from explorer.costs import memory, specs
+from explorer.costs import memory
 from explorer.errors import ExplorerError
 from explorer.learn.recommend import (
     GOALS,
@@ -20,11 +20,12 @@ from explorer.learn.recommend import (
     recommend,
 )
 from explorer.methods import METHODS
+from explorer.models import specs as model_specs
 
 
 def calc_for(rec, model):
     """The calculator's own result for what was recommended, at the settings it used."""
-    return calculator.calculate(specs.resolve(model), rec.method, METHODS[rec.method].parse_options(rec.options),
+    return calculator.calculate(model_specs.resolve(model), rec.method, METHODS[rec.method].parse_options(rec.options),
                                 memory.TrainSettings(**rec.settings), exact_mode="skip")
 
 
@@ -43,7 +44,7 @@ def test_support_bot_note_shows_24_gb_is_not_enough_for_a_4bit_70b():
     assert rec.options["r"] == 16                       # the chapter's "rank 16-32"
     assert {d["method"] for d in rec.not_fitting} == {"lora", "dora"}   # the bf16 base needs 130+ GiB
     # The chapter's "24-48 GB GPU": at the leanest settings QLoRA still needs more than 24 GiB.
-    leanest = calculator.calculate(specs.resolve(job.model), "qlora", METHODS["qlora"].parse_options(
+    leanest = calculator.calculate(model_specs.resolve(job.model), "qlora", METHODS["qlora"].parse_options(
         {"r": 16, "lora_alpha": 32}), LADDER[-1][1], exact_mode="skip").training.total_bytes / memory.GIB
     assert leanest > 24
     assert f"{leanest:.1f} GiB" in rec.chapter_note and "24 GB" in rec.chapter_note
@@ -54,7 +55,7 @@ def test_support_bot_note_shows_24_gb_is_not_enough_for_a_4bit_70b():
 
 def test_personas_note_gives_the_exact_prefix_count():
     rec = recommend(SCENARIOS["composable-personas"].job)
-    exact = calculator.calculate(specs.resolve("llama-2-7b"), "prefix", METHODS["prefix"].parse_options(
+    exact = calculator.calculate(model_specs.resolve("llama-2-7b"), "prefix", METHODS["prefix"].parse_options(
         {"num_virtual_tokens": 20}), exact_mode="skip").trainable_formula
     assert f"{exact:,}" in rec.chapter_note and "164K" in rec.chapter_note
     assert rec.runner_up is not None and rec.runner_up.method == "prompt"

@@ -5,12 +5,12 @@ import pytest
 import torch
 from conftest import TINY
 
-from explorer.costs import specs
-from explorer.data import probe, sources, tasks
 from explorer import scored
+from explorer.data import probe, sources, tasks
 from explorer.evaluate import generate_replies, user_and_reference
 from explorer.methods import METHODS
 from explorer.models import loading
+from explorer.models import specs as model_specs
 from explorer.train.loop import merged_while_scoring
 
 
@@ -42,7 +42,7 @@ def test_one_batch_scores_each_part_against_its_own_references(tiny):
                                            ("prompt", False), ("adapter", False)])
 def test_the_adapter_is_folded_while_scoring_and_unfolded_after(cache, method, folds):
     loaded = loading.load_fresh(TINY, precision="fp32")
-    spec = specs.resolve(TINY)
+    spec = model_specs.resolve(TINY)
     m = METHODS[method]
     model = m.apply(loaded.model, spec, m.parse_options({}))
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_the_loss_on_targets_equals_transformers_loss(cache, method):
 
     m = METHODS[method]
     loaded = loading.load_fresh(TINY, m, m.parse_options({}), precision="fp32")
-    model = m.apply(loaded.model, specs.resolve(TINY), m.parse_options({}))
+    model = m.apply(loaded.model, model_specs.resolve(TINY), m.parse_options({}))
     torch.manual_seed(0)
     with torch.no_grad():  # away from identity starts, so every method's adapter takes part in the loss
         for p in model.parameters():

@@ -10,10 +10,11 @@ from conftest import TINY, copy_run, train_run
 
 from explorer import calculator
 from explorer.compare import serve_many
-from explorer.costs import memory, specs
+from explorer.costs import memory
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
 from explorer.models import loading
+from explorer.models import specs as model_specs
 from explorer.models.loaded import tensor_bytes
 from explorer.train import runs
 
@@ -59,7 +60,7 @@ def test_serve_reports_replies_checks_and_measured_memory(lora_runs):
     assert set(result["replies"]) == set(labels) and all(len(r) == 2 for r in result["replies"].values())
     assert all(result["greedy_match"].values()) and max(result["max_abs_logit_diff"].values()) < 1e-5
 
-    spec = specs.resolve(TINY)
+    spec = model_specs.resolve(TINY)
     lora = METHODS["lora"]
     expected_adapters = [calculator.calculate(spec, "lora", lora.parse_options(o), exact_mode="skip").adapter_file_bytes
                          for o in ({}, {"r": 4})]
@@ -79,7 +80,7 @@ def test_serve_reports_replies_checks_and_measured_memory(lora_runs):
 
 def test_fleet_figures_follow_the_calculator():
     figures = serve_many.fleet_figures("llama-2-7b")
-    spec = specs.resolve("llama-2-7b")
+    spec = model_specs.resolve("llama-2-7b")
     assert figures["adapter_trainable_params"] == 19_988_480  # LoRA r=8 on all 7 linear layers of Llama-2-7B
     assert figures["adapter_bytes"] == 19_988_480 * 4
     bf16 = memory.base_weight_bytes(spec.arch, "bf16")

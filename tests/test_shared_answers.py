@@ -16,6 +16,7 @@ from explorer.calculator import answers, exact
 from explorer.costs import memory, specs
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
+from explorer.models import specs as model_specs
 
 MODEL = "smollm2-135m"  # a catalog config: no weights, derived once per test process
 
@@ -100,7 +101,7 @@ def test_a_changed_option_never_gets_another_questions_answer(first, second):
 
 
 def test_the_key_keeps_types_and_whole_configs_apart():
-    spec = specs.resolve(MODEL)
+    spec = model_specs.resolve(MODEL)
     other = specs.spec_from_dict({**spec.raw, "num_hidden_layers": 2}, spec.name, spec.source)
     options, defaults = METHODS["lora"].parse_options({}), memory.TrainSettings()
     assert answers.question_key(spec, "lora", options, defaults) != answers.question_key(other, "lora", options,
@@ -129,7 +130,7 @@ def test_the_cache_is_bounded():
 
 
 def test_exact_counts_built_in_the_background_once():
-    spec = specs.resolve(MODEL)
+    spec = model_specs.resolve(MODEL)
     options = METHODS["lora"].parse_options({"r": 61, "lora_alpha": 7})  # asked nowhere else
     assert exact.cached(spec, "lora", options) is None
     assert exact.in_background(spec, "lora", options) is True
@@ -144,7 +145,7 @@ def test_exact_counts_built_in_the_background_once():
 
 
 def test_a_refusal_is_kept_and_answered_again(monkeypatch):
-    spec = specs.resolve(MODEL)
+    spec = model_specs.resolve(MODEL)
     options = METHODS["lora"].parse_options({"r": 59})
     builds = []
 
@@ -169,7 +170,7 @@ def test_the_servers_builds_run_in_one_child_process_at_the_lowest_priority():
     as a build here, the background contract unchanged, the child at niceness 19, stopped by its pid."""
     import os
 
-    spec = specs.resolve(MODEL)
+    spec = model_specs.resolve(MODEL)
     fresh = METHODS["lora"].parse_options({"r": 57, "lora_alpha": 3})     # asked nowhere else
     waited = METHODS["lora"].parse_options({"r": 55, "lora_alpha": 3})
     bad = METHODS["lora"].parse_options({"target_preset": "custom", "target_modules": "nope_proj"})

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import TINY
 
-from explorer.costs import specs
 from explorer.data import tasks
 from explorer.methods import METHODS
 from explorer.methods.own_modules import load_trainable
 from explorer.models import loading
+from explorer.models import specs as model_specs
 from explorer.train import loop as training
 from explorer.train import runs
 from explorer.train.config import TrainConfig
@@ -118,7 +118,7 @@ def test_saved_own_method_reloads_through_the_project_loader(tmp_path, cache, me
     _, run_dir = run(tmp_path, config(method, learning_rate=0.05), options,
                      inspect_model=lambda stage, m: captured.__setitem__(stage, logits_of(m, ids)))
     spec_model = AutoModelForCausalLM.from_pretrained(cache / TINY, use_safetensors=True)
-    prepared = METHODS[method].apply(spec_model, specs.resolve(TINY),
+    prepared = METHODS[method].apply(spec_model, model_specs.resolve(TINY),
                                      METHODS[method].parse_options(options))
     saved = load_trainable(prepared, str(run_dir / "adapter"))
     assert saved["method"] == method

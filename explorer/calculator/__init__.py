@@ -179,9 +179,10 @@ def from_request(model: str, method_name: str, values: dict | None = None, exact
     ``target_modules`` list selects the custom target preset of methods that have presets.
     """
     from ..costs import specs
+    from ..models import specs as model_specs
 
     values = dict(values or {})
-    spec = specs.parse_config_text(config_text) if config_text else specs.resolve(model)
+    spec = specs.parse_config_text(config_text) if config_text else model_specs.resolve(model)
     for key, siblings in get_method(method_name).switches.items():
         if key in values:
             switch = dataclasses.fields(dataclasses.make_dataclass("Switch", [(key, bool, False)]))[0]

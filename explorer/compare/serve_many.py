@@ -284,14 +284,15 @@ def fleet_figures(model: str, method_name: str | None = None, options: dict | No
     """The Calculator's memory for serving N fine-tunes of ``model``: one frozen base (4-bit NF4, or bf16)
     plus N adapters, against N merged bf16 copies. Adapters count at PEFT's float32 (its saved size)."""
     from .. import calculator
-    from ..costs import memory, specs
+    from ..costs import memory
     from ..methods import DEFAULT_METHOD, get
+    from ..models import specs as model_specs
 
     method = get(method_name or DEFAULT_METHOD)
     if not method.mixed_batch:
         raise ExplorerError(f"{method.title} adapters are not served in mixed batches; choose "
                             f"{', '.join(SERVABLE)}.")
-    spec = specs.resolve(model)
+    spec = model_specs.resolve(model)
     result = calculator.calculate(spec, method.name, method.parse_options(options or {}), exact_mode="skip")
     adapter = result.adapter_file_bytes
     base_bf16 = memory.base_weight_bytes(spec.arch, "bf16")

@@ -18,8 +18,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .. import evaluate
-from .. import scored
+from .. import evaluate, scored
 from ..data import chat, probe, scores, sources
 from ..errors import ExplorerError
 from ..methods.base import Method
@@ -272,9 +271,9 @@ def overhead_percent(latency: dict) -> dict:
 def calculator_overhead_percent(run: Run) -> dict:
     """The Calculator's inference FLOP overhead for the same method, options and model (exact formulas)."""
     from .. import calculator
-    from ..costs import specs
+    from ..models import specs as model_specs
 
-    spec = specs.resolve(run.config.model)
+    spec = model_specs.resolve(run.config.model)
     result = calculator.calculate(spec, run.method.name, run.method.parse_options(run.options), exact_mode="skip")
     f = result.flops
     return {"adapted": 100 * f.inference_overhead_per_token_unmerged / f.base_forward_per_token,

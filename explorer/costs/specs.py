@@ -189,23 +189,13 @@ def parse_config_text(text: str, name: str = "uploaded config") -> ModelSpec:
     return spec_from_dict(data, name, "upload")
 
 
-def resolve(name: str) -> ModelSpec:
-    """A catalog name, a runnable model's name, or the path of a config.json (or its folder)."""
+def catalog_or_config(name: str) -> ModelSpec | None:
+    """A catalog name, or the path of a config.json (or its folder); None for anything else. A runnable
+    model's name (a converted or downloaded model) is resolved one layer up, where the model registry lives:
+    explorer.models.specs.resolve."""
     name = (name or "").strip()
     if name in catalog_names():
         return catalog_spec(name)
-    from ..models import registry
-
-    known = registry.registry()
-    if name in known:
-        config = registry.read_config(known[name])
-        if config is None:
-            raise ExplorerError(f"'{name}' is not provisioned yet: run `python -m explorer provision`.")
-        return spec_from_dict(config, name, "runnable")
-    from .. import settings
-
-    if settings.model_sources() != "any":  # a hosted server reads no config.json path a user names
-        registry.resolve(name)  # raises the server's policy message unless the folder is allowed
     path = Path(name).expanduser()
     if path.is_dir():
         path = path / "config.json"
@@ -214,8 +204,7 @@ def resolve(name: str) -> ModelSpec:
             return parse_config_text(path.read_text(encoding="utf-8"), path.parent.name)
         except UnicodeDecodeError:
             raise ExplorerError(f"{path} is not UTF-8 text.") from None
-    raise ExplorerError(f"Unknown model '{name}'. Use a catalog name ({', '.join(catalog_names())}), "
-                        "a runnable model, or the path of a config.json.")
+    return None
 
 
 def meta_model(spec: ModelSpec, attn_implementation: str = "eager"):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from .. import calculator
 from ..calculator.claims import claims_of
-from ..costs import memory, specs
+from ..costs import memory
 from ..errors import ExplorerError
 from ..methods import METHODS
+from ..models import specs as model_specs
 from ..train import runs
 
 
@@ -53,7 +54,7 @@ def method_card(spec, method: str, settings=None) -> dict:
 
 
 def guide(model: str, settings=None) -> list[dict]:
-    spec = specs.resolve(model)
+    spec = model_specs.resolve(model)
     return [method_card(spec, name, settings) for name in METHODS]
 
 
@@ -80,7 +81,7 @@ def side_by_side(model: str, method_a: str, method_b: str, settings=None) -> dic
     for name in (method_a, method_b):
         if name not in METHODS:
             raise ExplorerError(f"Unknown method '{name}'. Methods: {', '.join(METHODS)}.")
-    spec = specs.resolve(model)
+    spec = model_specs.resolve(model)
     cards = {name: method_card(spec, name, settings) for name in (method_a, method_b)}
     return {"model": spec.name, "cards": cards, "runs": {name: last_runs(name) for name in (method_a, method_b)}}
 

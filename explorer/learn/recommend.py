@@ -23,10 +23,11 @@ from typing import NamedTuple
 
 from .. import calculator
 from ..calculator.claims import claims_of
-from ..costs import memory, specs
+from ..costs import memory
 from ..errors import ExplorerError
 from ..human import human_number
 from ..methods import METHODS
+from ..models import specs as model_specs
 from ..options import coerce, option
 
 GOALS = {
@@ -65,7 +66,7 @@ class Job:
             raise ExplorerError(f"The decision helper has no field {', '.join(unknown)}; "
                                 f"its fields are: {', '.join(fields)}.")
         job = cls(**{name: coerce(fields[name], value) for name, value in values.items()})
-        specs.resolve(job.model)  # an unknown model raises ExplorerError naming the catalog
+        model_specs.resolve(job.model)  # an unknown model raises ExplorerError naming the catalog
         return job
 
 
@@ -270,7 +271,7 @@ def _reasons(tried: _Tried, memory_gb: float) -> list[str]:
 def recommend(job: Job) -> Recommendation:
     """The method for ``job``: the first candidate of the matching rule that fits in memory."""
     job = Job.parse(dataclasses.asdict(job))
-    spec = specs.resolve(job.model)
+    spec = model_specs.resolve(job.model)
     rule = match_rule(job, spec.arch.total_params())
     tried = [_try(spec, c, job.memory_gb) for c in rule.candidates]
     skipped = [t for t in tried if job.latency_sensitive and not t.calc.method_obj.mergeable]

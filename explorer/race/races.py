@@ -194,15 +194,15 @@ def create_race(race_settings: RaceSettings, entrants: list[Entrant] | str) -> R
 def check_entrants(race_settings: RaceSettings, entrants: list[Entrant]) -> None:
     """Everything that can be known before training: the model policy, the dataset, and each entrant's
     options on this model (e.g. target modules it does not have), one clear line for the first problem."""
-    from ..costs import specs
     from ..data import sources
     from ..methods import METHODS
     from ..models import registry
+    from ..models import specs as model_specs
 
     registry.resolve(race_settings.model)
     if sources.dataset_kind(race_settings.dataset) == "chat":  # else each entrant says which data it needs
         sources.load_dataset(race_settings.dataset)
-    spec = specs.resolve(race_settings.model)
+    spec = model_specs.resolve(race_settings.model)
     for entrant in entrants:
         method = METHODS[entrant.method]
         try:

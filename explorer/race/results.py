@@ -13,10 +13,10 @@ import math
 from functools import lru_cache
 
 from .. import calculator
-from ..costs import specs
 from ..data.uploads import safe_cell
 from ..errors import ExplorerError
 from ..methods import METHODS
+from ..models import specs as model_specs
 from ..train import runs
 from . import pareto, verdicts
 from .races import Race
@@ -36,7 +36,7 @@ QUALITIES = {"heldout_loss_last": ("held-out loss (lower is better)", False),
 @lru_cache(maxsize=512)
 def _calculator(model: str, method: str, options: tuple) -> tuple[int, float, bool]:
     """(exact trainable count, inference overhead FLOPs per token as served, mergeable) from the Calculator."""
-    result = calculator.calculate(specs.resolve(model), method, METHODS[method].parse_options(dict(options)),
+    result = calculator.calculate(model_specs.resolve(model), method, METHODS[method].parse_options(dict(options)),
                                   exact_mode="compute")
     f = result.flops
     merged = METHODS[method].mergeable

@@ -99,14 +99,14 @@ def model_reference(model: str, include_model: bool) -> tuple[str, str, Path | N
 def export(config: TrainConfig, options_values: dict, target: Path, gpus: int = 1, gpu_memory_gb: float = 80.0,
            strategy: str | None = None, include_model: bool = False, run: runs.Run | None = None) -> Path:
     """Write the recipe folder for these settings (a run's, or the Fine-tune tab's before training)."""
-    from ..costs import specs
     from ..data import sources
+    from ..models import specs as model_specs
     from ..train.estimate import train_settings
 
     method = METHODS[config.method]
     check_expressible(method)
     options = method.parse_options(options_values)
-    spec = specs.resolve(config.model)
+    spec = model_specs.resolve(config.model)
     choice = strategies.choose(spec, config.method, options, train_settings(config), gpus, gpu_memory_gb, strategy)
     model_name, model_note, model_folder = model_reference(config.model, include_model)
     train_rows, heldout_rows = sources.load_dataset(config.dataset)
@@ -164,9 +164,10 @@ def _write(folder: Path, settings: dict, config, options_values, train_rows, hel
 def _wrapped_layer(model: str) -> str:
     """The decoder layer class FSDP wraps one by one (transformers' own _no_split_modules of the model)."""
     from ..costs import specs
+    from ..models import specs as model_specs
 
     try:
-        names = getattr(specs.meta_model(specs.resolve(model)), "_no_split_modules", None) or []
+        names = getattr(specs.meta_model(model_specs.resolve(model)), "_no_split_modules", None) or []
     except Exception:  # noqa: BLE001 - the config still works with a size-based policy
         names = []
     return sorted(names)[0] if names else ""

@@ -24,8 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import calculator
-from ..costs import memory, specs
+from ..costs import memory
 from ..methods import METHODS
+from ..models import specs as model_specs
 from . import runs, timeline
 from .config import TrainConfig
 
@@ -51,7 +52,7 @@ def train_settings(config: TrainConfig) -> memory.TrainSettings:
 
 @lru_cache(maxsize=256)
 def _flops_per_token(model: str, method: str, options: tuple, seq_len: int) -> float:
-    spec = specs.resolve(model)
+    spec = model_specs.resolve(model)
     options_obj = METHODS[method].parse_options(dict(options))
     return calculator.calculate(spec, method, options_obj, memory.TrainSettings(seq_len=seq_len),
                                 exact_mode="skip").flops.train_per_token
@@ -136,7 +137,7 @@ def estimate(config: TrainConfig, options_values: dict, tokens_per_example: floa
     (by default measured with the model's tokenizer; else the sequence length, an upper bound)."""
     method = METHODS[config.method]
     options = method.parse_options(options_values)
-    spec = specs.resolve(config.model)
+    spec = model_specs.resolve(config.model)
     result = calculator.calculate(spec, config.method, options, train_settings(config), exact_mode="skip")
     measured = _measured(config.model)
     if not measured:

@@ -41,7 +41,7 @@ def find_bundled_gguf() -> Path:
     return path
 
 
-def _atomic_build(target: Path, write) -> Path:
+def atomic_build(target: Path, write) -> Path:
     """Run ``write(tmp_dir)`` and rename the folder to ``target`` only if it finished."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target.parent)
@@ -101,7 +101,7 @@ def ensure_bundled(cache: Path) -> Path:
     if (target / PROVENANCE_FILE).is_file():
         return target
     gguf = find_bundled_gguf()
-    return _atomic_build(target, lambda tmp: _save_bundled(tmp, gguf))
+    return atomic_build(target, lambda tmp: _save_bundled(tmp, gguf))
 
 
 def _save_tiny(tmp: Path, tokenizer_source: Path) -> None:
@@ -135,7 +135,7 @@ def ensure_tiny(cache: Path) -> Path:
     if (target / PROVENANCE_FILE).is_file():
         return target
     bundled = ensure_bundled(cache)
-    return _atomic_build(target, lambda tmp: _save_tiny(tmp, bundled))
+    return atomic_build(target, lambda tmp: _save_tiny(tmp, bundled))
 
 
 def ensure_all(cache: Path) -> list[Path]:

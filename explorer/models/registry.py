@@ -1,6 +1,7 @@
 """The registry of runnable models: names, folders, hub ids, and the checks a folder must pass before it loads.
 
-Runnable models: the bundled SmolLM2-135M-Instruct, the tiny random Llama for tests, any
+Runnable models: the bundled SmolLM2-135M-Instruct, the tiny random Llama for tests, Gemma 3 270M once
+`python -m explorer provision gemma-3-270m` has converted it (explorer.models.gemma), any
 Hugging Face model folder with safetensors (inside models_cache, or given by path), and hub ids
 when the machine is online. A folder with pickle weights or a config that asks for remote code is
 refused here; explorer.models.loading does the loading itself.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ExplorerError
-from . import provision
+from . import gemma, provision
 from .loaded import LOADED
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -29,9 +30,10 @@ class ModelEntry:
     """One runnable model. ``location`` is a folder path, or a hub id for kind 'hub'."""
 
     name: str
-    kind: str  # "bundled" | "tiny" | "local" | "hub"
+    kind: str  # "bundled" | "tiny" | "provisioned" (installed on demand: Gemma 3 270M) | "local" | "hub"
     location: str
     description: str
+    licence: str = ""  # the terms a model's weights come under, shown wherever it is offered
 
 
 def registry(cache: Path | None = None) -> dict[str, ModelEntry]:
@@ -45,6 +47,9 @@ def registry(cache: Path | None = None) -> dict[str, ModelEntry]:
             provision.TINY_NAME, "tiny", str(cache / provision.TINY_NAME),
             "Tiny random Llama (2 layers, hidden 32) for fast tests; it answers gibberish"),
     }
+    if gemma.is_provisioned(cache):  # listed once `python -m explorer provision gemma-3-270m` has converted it
+        entries[gemma.NAME] = ModelEntry(gemma.NAME, "provisioned", str(gemma.folder(cache)), gemma.DESCRIPTION,
+                                         gemma.LICENCE_NOTICE)
     if cache.is_dir():
         for folder in sorted(cache.iterdir()):
             if (folder.name in entries or folder.name.startswith(".") or folder.name in RESERVED_DIRS
@@ -217,6 +222,7 @@ def describe(entry: ModelEntry) -> dict:
         "stored_at": entry.location if on_disk or entry.kind == "hub" else f"{entry.location} (not provisioned yet)",
         "loaded": LOADED.peek(loaded_key(entry)),
         "description": entry.description,
+        "licence": entry.licence,
     }
 
 

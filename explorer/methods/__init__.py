@@ -25,6 +25,7 @@ from . import (
     miss,
     oft,
     olora,
+    osf,
     pissa,
     prefix,
     prompt,
@@ -63,6 +64,7 @@ METHODS: dict[str, Method] = {
     "freeze": freeze.METHOD,
     "adalora": adalora.METHOD,
     "vblora": vblora.METHOD,
+    "osf": osf.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

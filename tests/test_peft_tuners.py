@@ -137,9 +137,6 @@ def test_the_calculator_tab_builds_and_answers_for_every_new_method():
                 widget = widget_for(f, f"check-{f.name}")
                 if isinstance(widget, gr.Slider):
                     assert widget.minimum <= f.default <= widget.maximum, (method.name, f.name)
-    keys = [(name, f.name) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
-    options = [f.default for m in METHODS.values() for f in dataclasses.fields(m.options_type)]
-    settings = [f.default for f in dataclasses.fields(calculator_tab.memory.TrainSettings)]
     for method in NEW:
-        answer = calculator_tab._update(keys, "smollm2-135m", "", method, *options, *settings)
+        answer = calculator_tab._update(calculator_tab.calc_form("smollm2-135m", method))
         assert f"{METHODS[method].title} on smollm2-135m" in answer[0] and len(answer[1]) > 0, answer[0][:200]

@@ -1,7 +1,6 @@
 """Tab handlers as plain functions (no browser): errors clear stale numbers, a stale exact count never shows,
 merge sentences do not repeat, the decision helper resets, the demo asks first, API errors are plain text."""
 
-import dataclasses
 
 import gradio as gr
 import pandas as pd
@@ -11,11 +10,7 @@ from explorer.learn import recommend
 from explorer.methods import METHODS
 from explorer.ui import calculator_tab, learn_compose, learn_tab
 from explorer.ui.common import api_errors, shows_errors
-from explorer.ui.widgets import options_of
-
-KEYS = [(name, f.name) for name, m in METHODS.items() for f in dataclasses.fields(m.options_type)]
-OPTIONS = [f.default for m in METHODS.values() for f in dataclasses.fields(m.options_type)]
-SETTINGS = [f.default for f in dataclasses.fields(calculator_tab.memory.TrainSettings)]
+from explorer.ui.calculator_tab import calc_form
 
 
 class Request:
@@ -24,9 +19,9 @@ class Request:
 
 
 def test_a_calculator_error_clears_the_previous_models_numbers():
-    good = calculator_tab.update(KEYS, "llama-2-7b", "", "lora", *OPTIONS, *SETTINGS, request=Request("a"))
+    good = calculator_tab.update(calc_form("llama-2-7b", "lora"), request=Request("a"))
     assert "LoRA on llama-2-7b" in good[0] and len(good[1]) > 0
-    bad = calculator_tab.update(KEYS, "__pasted__", "{not json", "lora", *OPTIONS, *SETTINGS, request=Request("a"))
+    bad = calculator_tab.update(calc_form("__pasted__", "lora", config="{not json"), request=Request("a"))
     assert bad[0].startswith("**Error:**")
     assert all(isinstance(v, pd.DataFrame) and v.empty for v in (bad[1], bad[2], bad[5], bad[7]))
     assert bad[3] == "" and bad[4] is None and bad[6] is None, "no card or chart of the old model stays"
@@ -34,13 +29,12 @@ def test_a_calculator_error_clears_the_previous_models_numbers():
 
 def test_a_stale_exact_count_never_carries_the_verified_mark():
     session = Request("dragging")
-    r8 = [8 if key == ("lora", "r") else value for key, value in zip(KEYS, OPTIONS)]
-    r16 = [16 if key == ("lora", "r") else value for key, value in zip(KEYS, OPTIONS)]
-    calculator_tab.update(KEYS, "llama-2-7b", "", "lora", *r8, *SETTINGS, request=session)
-    calculator_tab.update(KEYS, "llama-2-7b", "", "lora", *r16, *SETTINGS, request=session)  # the slider moved on
-    stale = calculator_tab.confirm_exact(KEYS, "llama-2-7b", "", "lora", *r8, *SETTINGS, request=session)
+    r8, r16 = calc_form("llama-2-7b", "lora", **{"lora.r": 8}), calc_form("llama-2-7b", "lora", **{"lora.r": 16})
+    calculator_tab.update(r8, request=session)
+    calculator_tab.update(r16, request=session)  # the slider moved on
+    stale = calculator_tab.confirm_exact(r8, request=session)
     assert isinstance(stale, type(gr.skip())), "r=8's count arriving after r=16 was asked for is dropped"
-    fresh = calculator_tab.confirm_exact(KEYS, "llama-2-7b", "", "lora", *r16, *SETTINGS, request=session)
+    fresh = calculator_tab.confirm_exact(r16, request=session)
     assert "Verified" in fresh and "39,976,960" in fresh  # LoRA r=16 on all 7 linears of Llama-2-7B
 
 
@@ -85,7 +79,8 @@ def test_api_errors_are_plain_text_and_page_errors_are_markdown():
     assert calculator_tab.calc("llama-2-7b", "lora", '{"r": -1}') == {"error": "r must be between 1 and 4096, got -1."}
 
 
-def test_options_of_reads_only_the_chosen_methods_widgets():
-    values = [8 if key == ("lora", "r") else value for key, value in zip(KEYS, OPTIONS)]
-    chosen = options_of("lora", KEYS, values)
-    assert chosen["r"] == 8 and set(chosen) == {f.name for f in dataclasses.fields(METHODS["lora"].options_type)}
+def test_the_calculator_reads_only_the_chosen_methods_options_by_name():
+    form = calc_form("llama-2-7b", "lora", **{"lora.r": 8, "dora.r": 64, "batch_size": 4})
+    r = calculator_tab.compute(form, "cached")
+    assert r.options.r == 8 and r.settings.batch_size == 4, "DoRA's widget on the same page is not LoRA's rank"
+    assert set(form) >= {"model", "config", "method", "lora.r", "prompt.num_virtual_tokens", "seq_len"}

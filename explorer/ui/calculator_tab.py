@@ -22,12 +22,27 @@ from ..train import track_record
 from . import calculator_view as view
 from .common import Latest, api_errors, shows_errors
 from .model_lists import PASTE, model_choices
-from .widgets import method_option_groups, options_of, show_only, widget_for
+from .widgets import method_option_groups, option_key, show_only, widget_for
 
 
-def compute(model_name, config_text, method_name, widget_keys, values, settings_values, exact_mode):
-    options = options_of(method_name, widget_keys, values)
-    settings = dict(zip([f.name for f in dataclasses.fields(memory.TrainSettings)], settings_values))
+SETTING_FIELDS = dataclasses.fields(memory.TrainSettings)
+
+
+def calc_form(model: str, method: str = DEFAULT_METHOD, config: str = "", **values) -> dict:
+    """What the tab's widgets send, by name, every unnamed widget at its default ("lora.r" for LoRA's rank,
+    "batch_size" for a training setting): the tests build requests with it."""
+    form = {"model": model, "config": config, "method": method}
+    form.update({option_key(n, f.name): f.default for n, m in METHODS.items() for f in dataclasses.fields(m.options_type)})
+    form.update({f.name: f.default for f in SETTING_FIELDS})
+    form.update(values)
+    return form
+
+
+def compute(form: dict, exact_mode: str):
+    model_name, config_text, method_name = form["model"], form["config"], form["method"]
+    options = {f.name: form[option_key(method_name, f.name)] for f in dataclasses.fields(METHODS[method_name].options_type)
+               if option_key(method_name, f.name) in form} if method_name in METHODS else {}
+    settings = {f.name: form[f.name] for f in SETTING_FIELDS if f.name in form}
     if model_name == PASTE and not (config_text or "").strip():
         raise ExplorerError("Paste a config.json (or upload one) to use a custom model.")
     return calculator.from_request(model_name, method_name, {**options, **settings}, exact_mode=exact_mode,
@@ -44,16 +59,19 @@ CLEARED = {1: pd.DataFrame(), 2: pd.DataFrame(), 3: "", 4: None, 5: pd.DataFrame
            8: ""}
 
 
-def update(widget_keys, model_name, text, method_name, *values, request: gr.Request | None = None):
+def asked(form: dict) -> tuple:
+    return tuple(sorted(form.items(), key=lambda item: item[0]))
+
+
+def update(form: dict, request: gr.Request | None = None):
     """Every number of the page from the formulas (the exact count only if it is cached already)."""
-    confirmed.set(request, (model_name, text, method_name, values))
-    return _update(widget_keys, model_name, text, method_name, *values)
+    confirmed.set(request, asked(form))
+    return _update(form)
 
 
 @shows_errors(outputs=OUTPUTS, blank=CLEARED)
-def _update(widget_keys, model_name, text, method_name, *values):
-    n = len(widget_keys)
-    r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "cached")
+def _update(form: dict):
+    r = compute(form, "cached")
     family_results = calculator.compare_all(r.spec, r.settings, (r.method, r.options))
     return (view.headline(r), view.formula_table(r), view.flops_table(r), view.method_card(r),
             view.memory_figure(r), view.fits_table(r), view.family_figure(family_results),
@@ -61,15 +79,13 @@ def _update(widget_keys, model_name, text, method_name, *values):
 
 
 @shows_errors()
-def confirm_exact(widget_keys, model_name, text, method_name, *values, request: gr.Request | None = None):
+def confirm_exact(form: dict, request: gr.Request | None = None):
     """The headline again once the method was built on the meta device and counted; skipped when the user
     has moved on meanwhile (a stale count must never carry the "Verified" mark)."""
-    n = len(widget_keys)
-    asked = (model_name, text, method_name, values)
-    if not confirmed.is_current(request, asked):
+    if not confirmed.is_current(request, asked(form)):
         return gr.skip()
-    r = compute(model_name, text, method_name, widget_keys, values[:n], values[n:], "compute")
-    return view.headline(r) if confirmed.is_current(request, asked) else gr.skip()
+    r = compute(form, "compute")
+    return view.headline(r) if confirmed.is_current(request, asked(form)) else gr.skip()
 
 
 def load_upload(path):
@@ -153,17 +169,24 @@ def create_calculator_tab() -> dict:
                      column_widths=["22%", "12%", "18%", "8%", "40%"])
 
     outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family, breakdown]
-    inputs = [model, config_text, method, *widgets, *settings_widgets]
+    named = {"model": model, "config": config_text, "method": method,
+             **{option_key(m, f): w for (m, f), w in zip(widget_keys, widgets)},
+             **{f.name: w for f, w in zip(fields, settings_widgets)}}
+    inputs = set(named.values())
 
-    def on_update(request: gr.Request, *values):  # gradio passes the request to a leading parameter
-        return update(widget_keys, *values, request=request)
+    def read(data: dict) -> dict:
+        """The widgets' values by name (gradio passes a set of inputs as one {component: value} dict)."""
+        return {name: data[widget] for name, widget in named.items()}
 
-    def on_confirm(request: gr.Request, *values):
-        return confirm_exact(widget_keys, *values, request=request)
+    def on_update(data: dict, request: gr.Request):
+        return update(read(data), request=request)
+
+    def on_confirm(data: dict, request: gr.Request):
+        return confirm_exact(read(data), request=request)
 
     method.change(lambda m: show_only(groups, m), method, list(groups.values()), api_visibility="private")
     upload.upload(load_upload, upload, [model, config_text], api_visibility="private")
-    for component in inputs:
+    for component in named.values():
         event = component.change(on_update, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
                                  api_visibility="private")
         event.then(on_confirm, inputs, headline, trigger_mode="always_last", show_progress="hidden",

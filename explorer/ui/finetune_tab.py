@@ -27,7 +27,7 @@ from .common import Latest, error_message, jobs, shows_errors
 from .dataset_picker import (UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, length_text,
                              read_upload, score_value)
 from .model_lists import model_choices
-from .widgets import method_option_groups, show_only, widget_for
+from .widgets import method_option_groups, option_key, show_only, widget_for
 
 TRAIN_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "method", "dataset", "score")]
 # The first screen holds what a newcomer needs (data, method, steps, Start); every other setting is one click
@@ -39,11 +39,6 @@ CHAT_ONLY = ("grad_accum", "eval_examples", "eval_loss_examples", "max_new_token
              "watch_every", "watch_prompts")
 POLL_SECONDS = 1.0
 following = Latest()  # the run each browser session is watching: a newer pick ends the older live view
-
-
-def option_key(method: str, field: str) -> str:
-    """A method option's name among the tab's inputs ("lora.r"): every method's widgets are on the page."""
-    return f"{method}.{field}"
 
 
 def form_values(model: str = "", method: str = DEFAULT_METHOD, dataset: str = "pirate", **values) -> dict:

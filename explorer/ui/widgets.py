@@ -71,8 +71,9 @@ def method_option_groups(prefix: str, selected: str = DEFAULT_METHOD, sliders: b
     return keys, widgets, groups
 
 
-def options_of(method: str, keys: list[tuple[str, str]], values) -> dict:
-    return {field: value for (m, field), value in zip(keys, values) if m == method}
+def option_key(method: str, field: str) -> str:
+    """A method option's name among a tab's inputs ("lora.r"): every method's widgets are on the page."""
+    return f"{method}.{field}"
 
 
 def show_only(groups: dict, method: str):

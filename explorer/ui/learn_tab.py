@@ -1,5 +1,5 @@
 """Learn tab: a card per method, two methods side by side, a decision helper, the composition experiment, one base
-serving many adapters, and learned mixtures.
+serving many adapters, learned mixtures, and a base model learning to follow a chat.
 
 Numbers come from explorer.learn (the calculator), explorer.recommend and explorer.compose; this file only
 turns widget values into those calls and formats what they return.
@@ -18,6 +18,7 @@ from ..learn import cards as learn
 from ..learn import recommend
 from ..methods import DEFAULT_METHOD, METHODS
 from .common import error_message, shows_errors
+from .learn_chat import create_chat_section
 from .learn_compose import create_compose_section
 from .learn_mixture import create_mixture_section
 from .learn_serving import create_serving_section
@@ -184,6 +185,8 @@ def create_learn_tab() -> dict:
         create_serving_section()
     with gr.Accordion("Learned mixtures: weights searched on a few examples (LoRAHub)", open=True):
         create_mixture_section()
+    with gr.Accordion("A base model learns to follow a chat (Gemma 3 270M)", open=True):
+        create_chat_section()
 
     model.change(guide_html, model, cards, api_visibility="private")
     for component in (model, method_a, method_b):

@@ -23,6 +23,11 @@ def models_table() -> pd.DataFrame:
     return table
 
 
+def licence_notes() -> str:
+    """The terms each listed model's weights come under (Gemma's notice, once it is provisioned), beside the table."""
+    return "\n\n".join(f"**{entry.name}**: {entry.licence}" for entry in registry.registry().values() if entry.licence)
+
+
 @shows_errors(outputs=3, at=1, blank={0: ""})
 def run_generation(model_name: str, prompt: str, max_new_tokens: float):
     """Returns (reply, stats markdown, refreshed table)."""
@@ -38,10 +43,12 @@ def run_generation(model_name: str, prompt: str, max_new_tokens: float):
 def create_models_tab() -> dict:
     gr.Markdown(
         "Runnable models: the bundled **SmolLM2-135M-Instruct** (real weights, shipped with the app), a tiny "
-        "random model for fast tests, and any Hugging Face model folder with safetensors placed in `models_cache/`. "
+        "random model for fast tests, the base model **Gemma 3 270M** once `python -m explorer provision gemma-3-270m` "
+        "has installed it, and any Hugging Face model folder with safetensors placed in `models_cache/`. "
         "Models load on first use, so the first answer takes a few seconds longer.")
     table = gr.Dataframe(value=models_table, label="Runnable models", interactive=False, elem_id="models-table",
                          wrap=True, column_widths=["17%", "15%", "11%", "7%", "9%", "9%", "24%", "8%"])
+    licences = gr.Markdown(licence_notes, elem_id="models-licences")
     refresh = gr.Button("Refresh list", size="sm")
     with gr.Row():
         with gr.Column(scale=2):
@@ -58,6 +65,7 @@ def create_models_tab() -> dict:
             stats = gr.Markdown(elem_id="gen-stats")
 
     refresh.click(models_table, outputs=table, api_name="models_table")
+    refresh.click(licence_notes, outputs=licences, api_visibility="private")
     inputs = [model, prompt, max_new]
     button.click(run_generation, inputs=inputs, outputs=[reply, stats, table], api_name="generate")
     prompt.submit(run_generation, inputs=inputs, outputs=[reply, stats, table], api_visibility="private")

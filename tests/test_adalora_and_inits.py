@@ -114,3 +114,43 @@ def test_adalora_refuses_what_peft_cannot_schedule_in_one_line(values, message, 
     with pytest.raises(ExplorerError, match=message):
         method.validate(loaded.spec, options)
         method.apply_for_training(loaded.model, loaded.spec, options, TrainingData(4, lambda n: []))
+
+
+def test_eva_starts_a_from_the_inputs_singular_vectors_and_trains(tmp_path, cache):
+    """EVA's A rows are the top right singular vectors of each layer's inputs: orthonormal, unlike the default
+    Kaiming-uniform start; B starts at zero, so the model starts unchanged; the run trains, keeps LoRA's count and
+    reloads as a plain LoRA adapter."""
+    seen = {}
+    options = {"init_lora_weights": "eva", "r": 4, "eva_batches": 2}
+    summary, run_dir = memorised_run(tmp_path, "lora", options, inspect_model=lambda stage, model: seen.__setitem__(
+        stage, ({n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}, model)))
+    assert summary["train_loss_last"] < summary["train_loss_first"], summary
+    assert summary["trainable_params"] == summary["calculator_trainable_params"]
+    start = seen["before"][0]
+    a_start = {n: p for n, p in start.items() if ".lora_A." in n}
+    assert len(a_start) == 14 and all(p.shape[0] == 4 for p in a_start.values())
+    for name, a in a_start.items():
+        assert torch.allclose(a @ a.T, torch.eye(4), atol=1e-4), name
+        assert not torch.any(start[name.replace(".lora_A.", ".lora_B.")]), "B starts at zero"
+    default = METHODS["lora"].apply(loading.load_fresh(TINY).model, specs_of(TINY), METHODS["lora"].parse_options(
+        {"r": 4}))
+    a_default = next(p for n, p in default.named_parameters() if ".lora_A." in n)
+    assert not torch.allclose(a_default @ a_default.T, torch.eye(4), atol=0.1), "the default start is not EVA's"
+    saved = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert saved["init_lora_weights"] == "eva"
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    reloaded = loading.load_with_adapter(TINY, METHODS["lora"], METHODS["lora"].parse_options(options), "fp32",
+                                         run_dir / "adapter", "the test run").model
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, seen["after"][1].eval()(input_ids=ids).logits, atol=1e-4)
+
+
+def specs_of(name):
+    return loading.load_fresh(name).spec
+
+
+@pytest.mark.parametrize("init, message", [("corda", r"^CorDA \(PEFT's preprocess_corda\) .* not offered\.$"),
+                                           ("lora_ga", r"^LoRA-GA \(PEFT's preprocess_loraga\) .* not offered\.$")])
+def test_inits_that_change_the_base_weights_are_refused_in_one_line(init, message):
+    with pytest.raises(ExplorerError, match=message):
+        calculator.from_request("smollm2-135m", "lora", {"init_lora_weights": init}, exact_mode="skip")

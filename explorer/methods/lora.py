@@ -120,6 +120,40 @@ class LoraOptions:
     use_rslora: bool = option(False, "rsLoRA: scale by alpha/√r, which keeps high ranks stable.")
 
 
+# LoRA's starting points (PEFT's init_lora_weights). PiSSA and OLoRA, which move part of W into the adapter, are
+# methods of their own (pissa.py: their saved adapter is converted for the original base).
+INITS = ("default", "gaussian", "eva", "corda", "lora_ga")
+REFUSED_INITS = {
+    "corda": "CorDA (PEFT's preprocess_corda) moves the top of each weight's data-weighted decomposition into the "
+             "adapter and subtracts it from the base weights, as PiSSA does, so its adapter only applies to the "
+             "changed base; a LoRA run here saves a LoRA of the original base, so CorDA is not offered.",
+    "lora_ga": "LoRA-GA (PEFT's preprocess_loraga) starts the adapter from the gradient's singular vectors and "
+               "subtracts that start from the base weights, as PiSSA does, so its adapter only applies to the "
+               "changed base; a LoRA run here saves a LoRA of the original base, so LoRA-GA is not offered.",
+}
+
+
+@dataclass
+class LoraInitOptions(LoraOptions):
+    init_lora_weights: str = option(
+        "default", "How A and B start (PEFT's init_lora_weights); B starts at zero in all of them. default: A "
+        "random (Kaiming-uniform); gaussian: A normal with std 1/r; eva: A from the top singular vectors of each "
+        "layer's inputs on a few training batches (PEFT's EVA), computed on the CPU when training starts. corda and "
+        "lora_ga are refused: both change the base weights, so their adapter would need PiSSA's save conversion.",
+        choices=INITS)
+    eva_rho: float = option(1.0, "EVA's rho (PEFT's EvaConfig.rho): a layer may get up to rho·r rank, moved between "
+                            "layers by explained variance. 1 keeps r everywhere (the count is exact); above 1 the "
+                            "count is known only once EVA has run, and the run reports it.", min=1.0, max=10.0)
+    eva_batches: int = option(4, "Training batches EVA's SVD reads (cycled until its components settle, PEFT's "
+                              "tau 0.99).", min=1, max=64)
+
+
+def check_init(options) -> None:
+    init = getattr(options, "init_lora_weights", "default")
+    if init in REFUSED_INITS:
+        raise ExplorerError(REFUSED_INITS[init])
+
+
 def _module_update(arch: Arch, name: str, r: int, dora: bool) -> tuple[int, str]:
     m = arch.by_name[name]
     fan_in, fan_out = m.in_features, m.out_features
@@ -192,15 +226,55 @@ def apply_lora(model, spec, options, dora: bool = False):
     return get_peft_model(model, peft_lora_config(spec, options, dora))
 
 
+def apply_with_start(model, spec, options):
+    """LoRA with its chosen start. EVA's needs training batches (``apply_for_training``): built without them (the
+    Calculator's count on the meta device, a recipe's config) it starts as default, with the same shapes."""
+    import dataclasses
+
+    from peft import get_peft_model
+
+    check_init(options)
+    config = peft_lora_config(spec, options)
+    if options.init_lora_weights == "gaussian":
+        config = dataclasses.replace(config, init_lora_weights="gaussian")
+    return get_peft_model(model, config)
+
+
+def apply_for_training(model, spec, options, data):
+    """EVA (Paischer et al. 2024; PEFT's initialize_lora_eva_weights): an incremental SVD of each adapted layer's
+    inputs at the target tokens of a few training batches; A starts as its top right singular vectors, B at zero,
+    so the model is unchanged at step 0 and the base weights stay as they are."""
+    if options.init_lora_weights != "eva":
+        return apply_with_start(model, spec, options)
+    import dataclasses
+
+    from peft import EvaConfig, get_peft_model, initialize_lora_eva_weights
+
+    config = dataclasses.replace(peft_lora_config(spec, options), init_lora_weights="eva",
+                                 eva_config=EvaConfig(rho=options.eva_rho))
+    peft_model = get_peft_model(model, config)
+    try:
+        initialize_lora_eva_weights(peft_model, dataloader=data.batches(options.eva_batches), show_progress_bar=False)
+    except ValueError as error:  # PEFT's own refusals (a layer that did not converge, ...)
+        raise ExplorerError(f"PEFT's EVA: {str(error).strip().splitlines()[0]}") from None
+    return peft_model
+
+
 METHOD = Method(
     name="lora", title="LoRA", where="linear weights (a low-rank update added beside them)",
     explanation="Freezes the model and learns, for chosen linear layers, a low-rank update B·A added to "
                 "the frozen weight W. Only A and B train.",
     when_to_use="The default for almost any custom fine-tune: cheap to train, and merges into the weights "
                 "so serving costs nothing extra.",
-    default_lr=1e-3, options_type=LoraOptions, mergeable=True,
+    default_lr=1e-3, options_type=LoraInitOptions, mergeable=True,
     merge_reason="B·A has the shape of W, so W + (alpha/r)·B·A is an ordinary weight: zero inference overhead.",
-    uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_lora,
-    validate=lambda spec, options: resolve_match(spec.arch, options), textbook="lora", family="lora",
+    uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_with_start,
+    apply_for_training=apply_for_training,
+    validate=lambda spec, options: (check_init(options), resolve_match(spec.arch, options)), textbook="lora",
+    family="lora",
     peft_type="LORA", combinations=("linear", "cat", "ties", "svd", "dare_linear", "dare_ties", "magnitude_prune"),
-    artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}}, mixed_batch=True, strength=True)
+    artifact="LoRA adapter", switches={"use_dora": {True: "dora", False: "lora"}}, mixed_batch=True, strength=True,
+    literature=("Paischer et al. 2024 (EVA, \"One Initialization to Rule them All: Fine-tuning via Explained Variance "
+                "Adaptation\", abstract) claim EVA converges faster than competing initialisations and reaches the "
+                "highest average score across language generation and understanding, image classification and "
+                "reinforcement learning tasks (init_lora_weights=eva).",))

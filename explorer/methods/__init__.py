@@ -31,6 +31,7 @@ from . import (
     prompt,
     qlora,
     road,
+    trainable_tokens,
     vblora,
     vera,
 )
@@ -65,6 +66,7 @@ METHODS: dict[str, Method] = {
     "adalora": adalora.METHOD,
     "vblora": vblora.METHOD,
     "osf": osf.METHOD,
+    "trainable_tokens": trainable_tokens.METHOD,
     # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from

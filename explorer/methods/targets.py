@@ -33,6 +33,7 @@ from ..errors import ExplorerError
 
 SUPPORTED = {"lora": ("linear", "conv1d", "embedding"), "ia3": ("linear", "conv1d"), "vera": ("linear", "conv1d"),
              "ln_tuning": ("linear", "conv1d", "embedding", "other"),  # LN tuning copies any module it targets
+             "trainable_tokens": ("embedding", "linear"),  # rows of the embeddings (or the LM head)
              # PEFT's other tuners of linear layers: explorer.methods.tuners says where one has no Conv1D layer
              **{key: ("linear", "conv1d") for key in ("loha", "lokr", "oft", "boft", "hra", "fourierft", "road", "miss", "delora", "gralora", "vblora", "adalora", "osf")}}
 _cache: dict[tuple, tuple] = {}

@@ -105,7 +105,9 @@ def test_adalora_training_loss_is_peft_loss_with_its_orthogonal_regularisation(c
 @pytest.mark.parametrize("values, message", [
     ({"init_r": 4, "target_r": 4}, r"^AdaLoRA prunes ranks from init_r down to target_r: target_r \(4\) must be "
                                    r"smaller than init_r \(4\)\.$"),
-    ({"tinit": 3, "tfinal": 1}, r"^PEFT: The supplied schedule values don't allow for a budgeting phase"),
+    ({"tinit": 3, "tfinal": 1}, r"^AdaLoRA's schedule leaves no step to reallocate ranks in: tinit \(3\) must be "
+                                r"below the run's steps minus tfinal \(4 − 1\)\. Lower tinit or tfinal, or train "
+                                r"more steps\.$"),
 ])
 def test_adalora_refuses_what_peft_cannot_schedule_in_one_line(values, message, cache):
     method = METHODS["adalora"]

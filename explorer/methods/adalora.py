@@ -70,6 +70,11 @@ def make_config(spec, options, steps: int = 0):
         raise ExplorerError(f"AdaLoRA prunes ranks from init_r down to target_r: target_r ({options.target_r}) must "
                             f"be smaller than init_r ({options.init_r}).")
     total = options.total_step or steps or options.tinit + options.tfinal + 1
+    if options.tinit >= total - options.tfinal:  # PEFT's own check, with the numbers
+        length = "total_step" if options.total_step else "the run's steps"
+        raise ExplorerError(f"AdaLoRA's schedule leaves no step to reallocate ranks in: tinit ({options.tinit}) must "
+                            f"be below {length} minus tfinal ({total} − {options.tfinal}). Lower tinit or tfinal, "
+                            "or train more steps.")
     conv1d = TUNER.conv1d_targets(spec, options)
     return peft_config(AdaLoraConfig, init_r=options.init_r, target_r=options.target_r, tinit=options.tinit,
                        tfinal=options.tfinal, deltaT=options.deltaT, beta1=options.beta1, beta2=options.beta2,

@@ -14,18 +14,20 @@ LEARNED = ("similarity_base", "similarity_adapted", "fact_recall_base", "fact_re
            "probe_score_adapted")
 
 
-def train_json(capsys, *sets: str) -> dict:
+def train_json(capsys, *sets: str, status: int = 0) -> dict:
     argv = ["train", "--model", TINY, "--method", "lora", "--dataset", "pirate", "--steps", "6", "--json",
             "--set", "batch_size=4", "--set", "seq_len=64", "--set", "eval_examples=3", "--set", "max_new_tokens=6",
             "--set", "eval_every=2"]
     for value in sets:
         argv += ["--set", value]
-    assert main(argv) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(argv) == status
+    captured = capsys.readouterr()
+    assert ("error: Diverged at step" in captured.err) == (status == 3), captured.err
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 def test_a_huge_learning_rate_diverges_and_ends_diverged(cache, capsys):
-    out = train_json(capsys, "learning_rate=10")
+    out = train_json(capsys, "learning_rate=10", status=3)  # printed, and never a silent success for a script
     assert out["diverged"] is True
     run = runs.read_run(runs.run_path(out["run_id"]))
     assert run.state == "diverged" and run.finished
@@ -61,7 +63,7 @@ def test_a_normal_run_does_not_diverge_and_says_what_it_learned(cache, capsys):
 def test_a_classifier_head_shares_the_rule(cache, capsys):
     argv = ["train", "--model", TINY, "--method", "head", "--dataset", "topics", "--steps", "6", "--json",
             "--set", "head_type=classifier", "--set", "lora_comparison=false", "--set", "eval_every=2"]
-    assert main([*argv, "--set", "learning_rate=10"]) == 0
+    assert main([*argv, "--set", "learning_rate=10"]) == 3
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["diverged"] is True and runs.read_run(runs.run_path(out["run_id"])).state == "diverged"
     assert main(argv) == 0

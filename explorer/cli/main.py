@@ -109,7 +109,10 @@ HEAD_KEYS = ("eval_accuracy_base", "eval_accuracy", "eval_macro_f1_base", "eval_
              "confusion_matrix", "lora_comparison", "eval_recall_at_1_base", "eval_recall_at_1")
 
 
-def cmd_train(args) -> None:
+DIVERGED_EXIT = 3  # the run finished its bookkeeping but diverged: its numbers are printed, its weights useless
+
+
+def cmd_train(args) -> int | None:
     import dataclasses
 
     from ..methods import METHODS
@@ -167,6 +170,10 @@ def cmd_train(args) -> None:
         for key in HEAD_KEYS:
             if key in summary:
                 print(f"  {key}: {json.dumps(summary[key])}")
+    if summary.get("diverged"):  # never a silent success: a script sees it in the exit status, a person on stderr
+        print(f"error: {summary.get('divergence') or 'the run diverged: its loss stopped being a number.'}",
+              file=sys.stderr)
+        return DIVERGED_EXIT
 
 
 def cmd_calc(args) -> None:
@@ -347,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except ExplorerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -366,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(error).__name__}: {str(error)[:500]} (set EXPLORER_DEBUG=1 for the "
               "traceback)", file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

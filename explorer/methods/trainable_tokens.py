@@ -121,6 +121,11 @@ def targets(spec, options) -> list[str]:
     if other:
         raise ExplorerError(f"Trainable tokens train rows of the embeddings (or the LM head); {other[0]} is a "
                             f"{arch.by_name[other[0]].cls}. Leave target_modules empty for {arch.embed}.")
+    if arch.tied and arch.head in names:
+        # PEFT 0.21.2 wraps such a head twice when the embeddings are named too, and its forward then fails ("wraps
+        # an unknown layer type"); named alone, its merge would write the rows into the shared embeddings as well
+        raise ExplorerError(f"This model ties {arch.head} to {arch.embed}: the head's rows are the embeddings' rows "
+                            f"and follow them, so target {arch.embed} only (leave target_modules empty).")
     return names
 
 
@@ -135,8 +140,6 @@ def terms(spec, options) -> list[Term]:
     ids, source = tokens(spec, options)
     out = []
     for name in targets(spec, options):
-        if name == arch.head and tied_head(spec, options):
-            continue  # the embeddings' rows, counted there
         width = arch.by_name[name].in_features if name == arch.head else arch.hidden
         tied = " (tied to the LM head)" if name == arch.embed and tied_head(spec, options) else ""
         count = f"{len(ids)} token{'s' if len(ids) > 1 else ''}"
@@ -148,7 +151,7 @@ def terms(spec, options) -> list[Term]:
 def adaptation(spec, options) -> Adaptation:
     names = set(targets(spec, options))
     if tied_head(spec, options):
-        names.add(spec.arch.head)  # its weight (the rebuilt embedding) has a gradient
+        names.add(spec.arch.head)  # its weight (the rebuilt embedding matrix) has a gradient
     return Adaptation(trainable_modules=frozenset(names))
 
 

@@ -69,6 +69,8 @@ def cmd_models(args) -> None:
     for row in rows:
         params = f"{row['parameters']:,}" if row["parameters"] else "?"
         print(f"{row['name']:<28} {row['architecture']:<22} {params:>14} params  {row['stored_at']}")
+        if row["licence"]:
+            print(f"{'':<28} {row['licence']}")
 
 
 def cmd_generate(args) -> None:

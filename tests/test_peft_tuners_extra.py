@@ -90,6 +90,7 @@ def test_vblora_flops_equal_torchs_counter_on_real_tensors(model, options):
     ("osf", {"effective_rank": "64.5"}, "effective_rank above 1 counts directions, so it is a whole number"),
     ("osf", {"target_preset": "all-linear"}, None),
     ("trainable_tokens", {"token_indices": "49152"}, "vocabulary has ids 0 to 49151; 49152 is not one of them"),
+    ("trainable_tokens", {"token_indices": "5 x"}, "token ids separated by commas or spaces, got '5 x'"),
     ("trainable_tokens", {"target_modules": "q_proj"}, r"train rows of the embeddings .*\.q_proj is a Linear"),
     ("trainable_tokens", {"target_modules": "embed_tokens,lm_head"}, "ties lm_head to model.embed_tokens: .* only"),
 ])

@@ -40,7 +40,7 @@ SAMPLE_CHAT = [{"role": "system", "content": MARK}, {"role": "user", "content": 
 
 @dataclass
 class TrainableTokensOptions:
-    token_indices: str = option("", "Token ids whose embedding rows train, comma-separated (PEFT's "
+    token_indices: str = option("", "Token ids whose embedding rows train, separated by commas or spaces (PEFT's "
                                 "TrainableTokensConfig.token_indices). Empty: the tokens the chat template writes "
                                 "around messages (markers, role names, separators), read from the model's "
                                 "tokenizer; for a catalog model, the bos/eos/pad ids its config names.")
@@ -91,9 +91,9 @@ def tokens(spec, options) -> tuple[tuple[int, ...], str]:
     vocab = spec.arch.vocab
     if options.token_indices.strip():
         try:
-            ids = tuple(dict.fromkeys(int(v) for v in peft_targets.split(options.token_indices)))
+            ids = tuple(dict.fromkeys(int(v) for v in options.token_indices.replace(",", " ").split()))
         except ValueError:
-            raise ExplorerError(f"token_indices must be token ids separated by commas, got "
+            raise ExplorerError(f"token_indices must be token ids separated by commas or spaces, got "
                                 f"{options.token_indices[:60]!r}.") from None
         wrong = [i for i in ids if not 0 <= i < vocab]
         if wrong:

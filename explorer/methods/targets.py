@@ -35,7 +35,7 @@ SUPPORTED = {"lora": ("linear", "conv1d", "embedding"), "ia3": ("linear", "conv1
              "ln_tuning": ("linear", "conv1d", "embedding", "other"),  # LN tuning copies any module it targets
              "trainable_tokens": ("embedding", "linear"),  # rows of the embeddings (or the LM head)
              # PEFT's other tuners of linear layers: explorer.methods.tuners says where one has no Conv1D layer
-             **{key: ("linear", "conv1d") for key in ("loha", "lokr", "oft", "boft", "hra", "fourierft", "road", "miss", "delora", "gralora", "vblora", "adalora", "osf")}}
+             **{key: ("linear", "conv1d") for key in ("loha", "lokr", "oft", "boft", "hra", "fourierft", "road", "miss", "delora", "gralora", "vblora", "shira", "c3a", "randlora", "adalora", "osf")}}
 _cache: dict[tuple, tuple] = {}
 _lock = threading.Lock()
 

@@ -156,3 +156,18 @@ def specs_of(name):
 def test_inits_that_change_the_base_weights_are_refused_in_one_line(init, message):
     with pytest.raises(ExplorerError, match=message):
         calculator.from_request("smollm2-135m", "lora", {"init_lora_weights": init}, exact_mode="skip")
+
+
+@pytest.mark.parametrize("r, message", [
+    (1024, r"^EVA computes 1024 components \(r·eva_rho\) per layer from the answer tokens of a batch, and this data's "
+           r"batches hold at most \d+: raise batch_size, or lower r or eva_rho\.$"),
+    (64, r"^PEFT's EVA: n_components=64 invalid for n_features=32"),
+])
+def test_eva_refuses_more_components_than_its_batches_or_widths_hold_in_one_line(r, message, cache):
+    """PEFT would cycle the batches for ever when none holds enough answer tokens for the SVD."""
+    method = METHODS["lora"]
+    loaded = loading.load_fresh(TINY)
+    batches = [tiny_batch(loaded.tokenizer, 4)]
+    options = method.parse_options({"init_lora_weights": "eva", "r": r})
+    with pytest.raises(ExplorerError, match=message):
+        method.apply_for_training(loaded.model, loaded.spec, options, TrainingData(3, lambda n: batches[:n]))

@@ -246,15 +246,28 @@ def apply_for_training(model, spec, options, data):
     so the model is unchanged at step 0 and the base weights stay as they are."""
     if options.init_lora_weights != "eva":
         return apply_with_start(model, spec, options)
+    import contextlib
     import dataclasses
+    import io
 
     from peft import EvaConfig, get_peft_model, initialize_lora_eva_weights
 
+    # PEFT skips a batch with fewer SVD rows (answer tokens: use_label_mask) than components, and cycles the batches
+    # until every layer converges: with no batch large enough it would cycle for ever (peft.tuners.lora.eva.SVDHook).
+    need = round(options.r * options.eva_rho)
+    drawn = data.batches(options.eva_batches)
+    tokens = [int((batch["labels"] != -100).sum()) for batch in drawn]
+    usable = [batch for batch, n in zip(drawn, tokens) if n >= need]
+    if not usable:
+        raise ExplorerError(f"EVA computes {need} components (r·eva_rho) per layer from the answer tokens of a batch, "
+                            f"and this data's batches hold at most {max(tokens, default=0)}: raise batch_size, or "
+                            "lower r or eva_rho.")
     config = dataclasses.replace(peft_lora_config(spec, options), init_lora_weights="eva",
                                  eva_config=EvaConfig(rho=options.eva_rho))
     peft_model = get_peft_model(model, config)
     try:
-        initialize_lora_eva_weights(peft_model, dataloader=data.batches(options.eva_batches), show_progress_bar=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # PEFT prints each batch it skips
+            initialize_lora_eva_weights(peft_model, dataloader=usable, show_progress_bar=False)
     except ValueError as error:  # PEFT's own refusals (a layer that did not converge, ...)
         raise ExplorerError(f"PEFT's EVA: {str(error).strip().splitlines()[0]}") from None
     return peft_model

@@ -42,7 +42,7 @@ def run_status(run_id: str) -> str:
 
 def train_and_compare(steps):
     """Reuse a finished demo run or train one through the worker queue, then show base → adapted."""
-    run_id = chat_demo.find_run()
+    run_id = chat_demo.find_run(int(steps))
     if run_id is None:
         config = chat_demo.demo_config(int(steps))
         guess = estimate.estimate(config, {})

@@ -44,20 +44,24 @@ def memorisation_set(tmp_path):
 
 
 # A 2-layer, 32-wide random model learns slowly; these rates make 25 steps enough for every method.
-MEMORISE_LR = {"full": 3e-3, "head": 3e-2, "lora": 3e-2, "dora": 3e-2, "qlora": 3e-2, "ia3": 0.3,
-               "prompt": 0.3, "prefix": 0.3, "adapter": 3e-2, "pissa": 3e-2, "olora": 3e-2, "loraplus": 1e-2,
-               "vera": 0.3, "ln_tuning": 0.3, "loha": 3e-2, "lokr": 3e-2, "oft": 3e-2, "boft": 3e-2, "hra": 3e-2, "fourierft": 3e-2, "road": 3e-2, "miss": 3e-2, "delora": 3e-2, "freeze": 3e-3, "gralora": 3e-2}
+# 25 steps on four memorised rows want a rate far above a real run's: 30× the method's own default, except where
+# measured otherwise (a new method is covered at 30× without an edit here).
+MEMORISE_LR_FACTOR = 30
+MEMORISE_LR_OVERRIDES = {"full": 3e-3, "ia3": 0.3, "prompt": 0.3, "loraplus": 1e-2, "fourierft": 3e-2, "road": 3e-2}
+
+
+def memorise_lr(method: str) -> float:
+    return MEMORISE_LR_OVERRIDES.get(method, MEMORISE_LR_FACTOR * METHODS[method].default_lr)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_trains_only_its_parameters_and_its_loss_falls(tmp_path, cache, method):
     """One real run per method (25 steps on four memorised rows, scored on the held-out one): the loss falls,
     only the method's parameters change, the saved run reloads to the logits it trained to."""
-    assert set(MEMORISE_LR) == set(METHODS), "a new method needs a memorisation learning rate"
     seen = {}
     options = {"head_type": "lm"} if method == "head" else {}
     cfg = config(method, memorisation_set(tmp_path), steps=25, eval_examples=1, eval_every=100, score="contains",
-                 learning_rate=MEMORISE_LR[method])
+                 learning_rate=memorise_lr(method))
     summary, run_dir = run(tmp_path, cfg, options,
                            inspect_model=lambda stage, model: seen.__setitem__(stage, (snapshot(model), model)))
     assert summary["steps"] == 25 and summary["train_loss_last"] < 0.9 * summary["train_loss_first"], summary

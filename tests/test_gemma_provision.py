@@ -12,6 +12,7 @@ import pytest
 
 from explorer.cli.main import main
 from explorer.data import chat
+from explorer.data.tasks import load_examples
 from explorer.errors import ExplorerError
 from explorer.models import gemma, loading, registry
 
@@ -207,3 +208,59 @@ def test_real_gemma_converts_to_268m_parameters_and_continues_text(tmp_path):
         top = loaded.model(ids).logits[0, -1].topk(5).indices.tolist()
     assert loaded.tokenizer.convert_tokens_to_ids("▁Paris") in top
     assert (folder / "chat_template.jinja").is_file()
+
+
+# google/gemma-3-270m's config.json, sizes only (what the conversion writes, tested above on the tiny model).
+GEMMA_3_270M = {"model_type": "gemma3_text", "vocab_size": 262_144, "hidden_size": 640, "intermediate_size": 2048,
+                "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+                "max_position_embeddings": 32_768, "sliding_window": 512, "query_pre_attn_scalar": 256,
+                "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "pad_token_id": 0, "eos_token_id": 1,
+                "bos_token_id": 2}
+
+
+def test_calculator_reads_a_model_whose_embedding_is_most_of_it():
+    """Gemma 3 270M: 168 M of its 268 M parameters are the (tied) embedding of 262,144 tokens × 640."""
+    from explorer import calculator
+    from explorer.costs import specs
+
+    spec = specs.spec_from_dict(dict(GEMMA_3_270M), gemma.NAME, "upload")
+    full = calculator.calculate(spec, "full")
+    head = calculator.calculate(spec, "head")
+    lora = calculator.calculate(spec, "lora")
+    assert full.agrees and full.trainable == 268_098_176 == spec.arch.total_params()
+    assert head.agrees and head.trainable == 262_144 * 640  # the untied copy of the embedding: 62.6% of the model
+    assert lora.agrees and lora.trainable == 18 * 8 * (2 * (640 + 1024) + 2 * (640 + 256) + 3 * (640 + 2048))
+    # Per token, the output layer (the tied embedding) is most of the forward's matmul work too.
+    blocks = 2 * 18 * (640 * 1024 * 2 + 640 * 256 * 2 + 3 * 640 * 2048)
+    assert full.flops.base_forward_per_token > blocks + 2 * 262_144 * 640 > 2 * blocks
+
+
+def test_chat_demo_is_offered_once_provisioned_and_shows_base_then_adapted(provisioned, monkeypatch, tmp_path):
+    """The Learn demo on the tiny Gemma: hidden with one line of how to provision when the model is missing; once
+    there, a 2-step run and its held-out questions asked of the base (adapter off) and of the adapted model."""
+    from explorer.compare import chat_demo
+    from explorer.ui import learn_chat
+
+    monkeypatch.setenv("EXPLORER_MODELS_CACHE", str(tmp_path))
+    assert not chat_demo.available()
+    hint, group = learn_chat.availability()
+    assert hint.visible and gemma.PROVISION_COMMAND in hint.value and gemma.LICENCE_URL in hint.value
+    assert group.visible is False
+    with pytest.raises(ExplorerError, match="provision gemma-3-270m"):
+        chat_demo.demo_config()
+
+    cache, _, _, _ = provisioned
+    monkeypatch.setenv("EXPLORER_MODELS_CACHE", str(cache))
+    assert chat_demo.available() and learn_chat.availability()[1].visible is True
+    run_id = chat_demo.ensure_demo_run(steps=2)
+    assert chat_demo.find_run(2) == run_id and chat_demo.find_run(3) is None
+    result = chat_demo.follow_chat(run_id, prompts=2, max_new_tokens=8)
+    assert [r["question"] for r in result["rows"]] == [row["messages"][0]["content"]
+                                                      for row in load_examples("pirate", "heldout")[:2]]
+    for row in result["rows"]:
+        for variant in ("base", "adapted"):
+            assert isinstance(row[variant], str) and row[f"{variant}_score"] in (0.0, 1.0)
+    assert result["ended"] == {v: sum(r[f"{v}_ended"] for r in result["rows"]) for v in ("base", "adapted")}
+    assert result["summary"].startswith(f"Before fine-tuning, {gemma.NAME} (a base model) ended its turn in "
+                                        f"{result['ended']['base']} of 2 replies within 8 tokens; after 2 steps")
+    assert learn_chat.replies_frame(result).shape == (2, 5)

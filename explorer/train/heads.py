@@ -25,7 +25,7 @@ from .. import calculator
 from ..costs import memory
 from ..data import chat, labelled, sources
 from ..methods import METHODS
-from . import head_eval, runs, seqcls
+from . import head_eval, process_memory, runs, seqcls
 from .config import TrainConfig
 from .divergence import Watch
 from .phases import (make_optimizer, peak_memory_bytes, prepare, reset_peak_memory, run_summary, seed_everything,
@@ -80,6 +80,8 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     model = method.apply(prep.model, prep.spec, options)
     if inspect_model:
         inspect_model("before", model)
+    # What the process holds besides the model's tensors (0 on CUDA), as the chat loop measures it: in the peak.
+    baseline = process_memory.runtime_baseline_bytes(model, device)
     reset_peak_memory(device)  # the backbone's forward over the texts is part of the head's training
     feature_start = time.time()
     features = {}
@@ -95,12 +97,15 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
     predicted = calculator.calculate(prep.spec, config.method, options, memory.TrainSettings(
         batch_size=config.batch_size, seq_len=config.seq_len, precision=config.precision,
         optimizer=config.optimizer, gradient_checkpointing=config.gradient_checkpointing), exact_mode="skip")
+    predicted_peak = memory.process_peak(predicted.training, baseline, device).total_bytes
+    peak_keys = {"predicted_peak_bytes": predicted_peak, "peak_memory_predicted_bytes": predicted_peak,
+                 "runtime_baseline_bytes": baseline}  # the track record's pair (explorer.train.track_record)
     if config.score_base:
         base = trainer.base_score(features)
         on_event({"event": "score", "which": "base", "score": base})
     on_event({"event": "start", "trainable_params": sum(p.numel() for p in trainable),
               "calculator_trainable_params": predicted.trainable_formula,
-              "predicted_peak_bytes": predicted.training.total_bytes, "learning_rate": lr, "steps": config.steps,
+              **peak_keys, "learning_rate": lr, "steps": config.steps,
               "device": device, "feature_seconds": feature_seconds, "cpu_threads": torch.get_num_threads(),
               "niceness": os.nice(0)})
     optimizer = make_optimizer(config.optimizer, trainable, lr)
@@ -164,7 +169,7 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
         "task_score_base": trainer.base_score(features), "task_score_adapted": results.get("score"),
         "probe_score_base": None, "probe_score": None,
         "tokens_per_second": tokens / max(train_seconds, 1e-9), "peak_memory_bytes": head_peak,
-        "predicted_peak_bytes": predicted.training.total_bytes, "stopped": stopped,
+        **peak_keys, "stopped": stopped,
         "diverged": guard.diverged is not None, "divergence": guard.message() or None,
         "seconds": time.time() - started, "train_seconds": train_seconds, "feature_seconds": feature_seconds,
         "tokens_seen": tokens, "truncated_examples": truncated, "data_kind": kind,

@@ -1,8 +1,8 @@
 """How the memory predictions fared on this machine: read from its finished runs' summaries.
 
-Every finished chat run stores its measured peak ("peak_memory_bytes") beside its predicted process peak
-("peak_memory_predicted_bytes": the Calculator's terms plus the runtime baseline, explorer.costs.memory.
-process_peak). The runs folder survives a restart, so the record is read afresh from it each time it is asked
+Every finished run (chat, or a classifier or embedding head: explorer.train.heads) stores its measured peak
+("peak_memory_bytes") beside its predicted process peak ("peak_memory_predicted_bytes": the Calculator's terms
+plus the runtime baseline, explorer.costs.memory.process_peak). The runs folder survives a restart, so the record is read afresh from it each time it is asked
 for. Runs from before the prediction counted the runtime baseline have no "peak_memory_predicted_bytes" and
 are left out: their prediction described something else.
 """
@@ -43,8 +43,15 @@ def pair(summary: dict) -> tuple[float, float, float] | None:
     return float(measured), float(predicted), float(baseline) if isinstance(baseline, (int, float)) else 0.0
 
 
+def key(method: str, data_kind: str = "chat") -> str:
+    """A record's key: the method, and for a classifier or embedding head its data kind too (an LM head, a
+    classifier and an embedding head hold different memory under the one method "head")."""
+    return method if data_kind == "chat" else f"{method} ({data_kind})"
+
+
 def records(folders: list[Path] | None = None, model: str | None = None) -> dict[str, Record]:
-    """Per method, the runs of this machine (newest first) that stored both peaks; ``model`` keeps only its runs."""
+    """Per method (``key``), the runs of this machine (newest first) that stored both peaks; ``model`` keeps only
+    its runs."""
     found: dict[str, tuple[list[float], list[float]]] = {}
     for folder in runs.run_folders() if folders is None else folders:
         summary = runs.read_json(folder / "summary.json", {})
@@ -54,7 +61,8 @@ def records(folders: list[Path] | None = None, model: str | None = None) -> dict
         if measured_pair is None or not isinstance(summary.get("method"), str):
             continue
         measured, predicted, baseline = measured_pair
-        ratios, baselines = found.setdefault(summary["method"], ([], []))
+        kind = summary.get("data_kind") if isinstance(summary.get("data_kind"), str) else "chat"
+        ratios, baselines = found.setdefault(key(summary["method"], kind), ([], []))
         ratios.append(measured / predicted)
         baselines.append(baseline)
     return {method: Record(method, tuple(r), tuple(b)) for method, (r, b) in found.items()}

@@ -118,7 +118,7 @@ def memory_breakdown(r: calculator.CalcResult, records: dict) -> str:
 
     baseline = track_record.cpu_runtime_baseline(records)
     peak = memory.process_peak(r.training, baseline or 0)
-    rows = ["| term | bytes | where it comes from |", "|---|---:|---|"]
+    rows = ["| term | process peak memory (predicted) | where it comes from |", "|---|---:|---|"]
     for label, value, source in peak.terms():
         if label == "runtime baseline":
             source = (("the largest a CPU run here measured: " if baseline else "no CPU run here yet to measure "
@@ -127,7 +127,7 @@ def memory_breakdown(r: calculator.CalcResult, records: dict) -> str:
     rows.append(f"| **predicted process peak (on this machine's CPU)** | **{human_bytes(peak.total_bytes)}** | "
                 f"the terms above added up; on a GPU the runtime baseline is not counted "
                 f"({human_bytes(r.training.total_bytes)}) |")
-    record = records.get(r.method)
+    record = records.get(track_record.key(r.method, r.method_obj.data_kind(r.options)))
     return (f"**Training memory, term by term** · {escape(r.method_obj.title)}: "
             f"**{escape(track_record.line(record))}**\n\n" + "\n".join(rows))
 

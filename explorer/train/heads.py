@@ -82,7 +82,7 @@ def train_head(config: TrainConfig, options_values: dict, run_dir: Path,
         inspect_model("before", model)
     # What the process holds besides the model's tensors (0 on CUDA), as the chat loop measures it: in the peak.
     baseline = process_memory.runtime_baseline_bytes(model, device)
-    reset_peak_memory(device)  # the backbone's forward over the texts is part of the head's training
+    reset_peak_memory(device, collected=True)  # the backbone's forward over the texts is part of the head's training
     feature_start = time.time()
     features = {}
     for key, (ids, _) in encoded.items():

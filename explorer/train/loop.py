@@ -139,7 +139,7 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
               "device": prep.device, "cpu_threads": torch.get_num_threads(), "niceness": os.nice(0)})
     optimizer = (method.make_optimizer(model, prep.options, lr, *optimizer_class(config.optimizer))
                  if method.make_optimizer else make_optimizer(config.optimizer, trainable, lr))
-    reset_peak_memory(prep.device)
+    reset_peak_memory(prep.device, collected=True)  # the baseline above has just collected
     stream = batches(train_enc, config.batch_size, pad_id, config.seed)
     losses, eval_losses, stopped, tokens_seen = [], [], False, 0
     guard = Watch(lr, method.default_lr)  # the divergence rule: explorer/train/divergence.py

@@ -53,9 +53,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def reset_peak_memory(device: str) -> None:
+def reset_peak_memory(device: str, collected: bool = False) -> None:
     """Start measuring the peak from here: loading a model (QLoRA quantizes a float copy) peaks higher
-    than training, and the Calculator predicts training."""
+    than training, and the Calculator predicts training. ``collected``: the caller has just run a full garbage
+    collection (explorer.train.process_memory's baseline does), so it is not repeated: in a long-lived process
+    with many objects one full collection takes most of a second."""
     import torch
 
     if device == "cuda":
@@ -64,7 +66,8 @@ def reset_peak_memory(device: str) -> None:
     import ctypes
     import gc
 
-    gc.collect()
+    if not collected:
+        gc.collect()
     try:  # hand memory freed while loading back to the system, so the peak reflects training
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

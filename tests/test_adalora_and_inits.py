@@ -123,7 +123,7 @@ def test_eva_starts_a_from_the_inputs_singular_vectors_and_trains(tmp_path, cach
     Kaiming-uniform start; B starts at zero, so the model starts unchanged; the run trains, keeps LoRA's count and
     reloads as a plain LoRA adapter."""
     seen = {}
-    options = {"init_lora_weights": "eva", "r": 4, "eva_batches": 2}
+    options = {"init_lora_weights": "eva", "r": 4, "eva_batches": 2, "eva_tau": 0.9}
     summary, run_dir = memorised_run(tmp_path, "lora", options, inspect_model=lambda stage, model: seen.__setitem__(
         stage, ({n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}, model)))
     assert summary["train_loss_last"] < summary["train_loss_first"], summary
@@ -170,4 +170,19 @@ def test_eva_refuses_more_components_than_its_batches_or_widths_hold_in_one_line
     batches = [tiny_batch(loaded.tokenizer, 4)]
     options = method.parse_options({"init_lora_weights": "eva", "r": r})
     with pytest.raises(ExplorerError, match=message):
+        method.apply_for_training(loaded.model, loaded.spec, options, TrainingData(3, lambda n: batches[:n]))
+
+
+def test_eva_that_does_not_settle_within_its_passes_is_refused_in_one_line(cache, monkeypatch):
+    """PEFT cycles the batches until every layer's components settle, without end: the run stops after
+    EVA_CYCLES passes over them (0 here, so the refusal comes at the first pass, whatever the machine)."""
+    from explorer.methods import lora
+
+    monkeypatch.setattr(lora, "EVA_CYCLES", 0)
+    method = METHODS["lora"]
+    loaded = loading.load_fresh(TINY)
+    batches = [tiny_batch(loaded.tokenizer, 4)]
+    options = method.parse_options({"init_lora_weights": "eva", "r": 4, "eva_tau": 0.5})
+    with pytest.raises(ExplorerError, match=r"^EVA's components had not settled after 0 passes over 1 training batch "
+                                            r"\(eva_tau 0\.5\): lower eva_tau, or raise eva_batches\.$"):
         method.apply_for_training(loaded.model, loaded.spec, options, TrainingData(3, lambda n: batches[:n]))

@@ -186,3 +186,14 @@ def test_eva_that_does_not_settle_within_its_passes_is_refused_in_one_line(cache
     with pytest.raises(ExplorerError, match=r"^EVA's components had not settled after 0 passes over 1 training batch "
                                             r"\(eva_tau 0\.5\): lower eva_tau, or raise eva_batches\.$"):
         method.apply_for_training(loaded.model, loaded.spec, options, TrainingData(3, lambda n: batches[:n]))
+
+
+def test_gaussian_start_draws_a_with_std_one_over_r(cache):
+    """PEFT's init_lora_weights="gaussian": A ~ N(0, 1/r), B = 0 (peft.tuners.lora.layer.reset_lora_parameters)."""
+    method = METHODS["lora"]
+    loaded = loading.load_fresh(TINY)
+    torch.manual_seed(0)
+    model = method.apply(loaded.model, loaded.spec, method.parse_options({"init_lora_weights": "gaussian", "r": 4}))
+    a = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if ".lora_A." in n])
+    assert a.numel() > 1000 and abs(float(a.std()) - 0.25) < 0.03, float(a.std())
+    assert not any(bool(p.any()) for n, p in model.named_parameters() if ".lora_B." in n)

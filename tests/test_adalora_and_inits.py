@@ -197,3 +197,16 @@ def test_gaussian_start_draws_a_with_std_one_over_r(cache):
     a = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if ".lora_A." in n])
     assert a.numel() > 1000 and abs(float(a.std()) - 0.25) < 0.03, float(a.std())
     assert not any(bool(p.any()) for n, p in model.named_parameters() if ".lora_B." in n)
+
+
+def test_a_stop_asked_while_eva_reads_its_batches_ends_it_at_the_next_pass(cache):
+    method = METHODS["lora"]
+    loaded = loading.load_fresh(TINY)
+    batches = [tiny_batch(loaded.tokenizer, 4)]
+    options = method.parse_options({"init_lora_weights": "eva", "r": 4})
+    asked = []
+    model = method.apply_for_training(loaded.model, loaded.spec, options, TrainingData(
+        3, lambda n: batches[:n], should_stop=lambda: bool(asked.append(1)) or len(asked) > 1))
+    assert len(asked) == 2, "EVA's first pass ran, the second found the stop"
+    a = next(p for n, p in model.named_parameters() if ".lora_A." in n).detach()
+    assert not torch.allclose(a @ a.T, torch.eye(4), atol=0.1), "EVA never wrote its start"

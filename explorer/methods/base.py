@@ -62,10 +62,12 @@ class Adaptation:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What ``Method.apply_for_training`` may read of the run: its length and a few of its training batches."""
+    """What ``Method.apply_for_training`` may read of the run: its length, a few of its training batches, and
+    whether a stop was asked for (a build that reads data may take minutes: EVA's SVD on the CPU)."""
 
     steps: int
     batches: Callable  # (n) -> the first n training batches (dicts of tensors on the model's device)
+    should_stop: Callable = lambda: False  # True: return at once, unfinished (the loop then stops before step 1)
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,10 @@ class _Unsettled(Exception):
     pass
 
 
+class _Stopped(Exception):
+    pass
+
+
 def check_init(options) -> None:
     init = getattr(options, "init_lora_weights", "default")
     if init in REFUSED_INITS:
@@ -281,8 +285,10 @@ def apply_for_training(model, spec, options, data):
     peft_model = get_peft_model(model, config)
     limit, passes = EVA_CYCLES * len(usable), []
 
-    def forward(model, inputs):  # PEFT's forward_fn_dict, counted
+    def forward(model, inputs):  # PEFT's forward_fn_dict, counted, and left at a stop
         passes.append(1)
+        if data.should_stop():
+            raise _Stopped
         if len(passes) > limit:
             raise _Unsettled
         return model(**inputs)
@@ -292,6 +298,8 @@ def apply_for_training(model, spec, options, data):
             initialize_lora_eva_weights(peft_model, dataloader=usable, forward_fn=forward, show_progress_bar=False)
     except ValueError as error:  # PEFT's own refusals (a layer that did not converge, ...)
         raise ExplorerError(f"PEFT's EVA: {str(error).strip().splitlines()[0]}") from None
+    except _Stopped:
+        return peft_model  # unfinished: the loop stops before training it
     except _Unsettled:
         batches = f"{len(usable)} training batch" + ("es" if len(usable) > 1 else "")
         raise ExplorerError(f"EVA's components had not settled after {limit} passes over {batches} (eva_tau "

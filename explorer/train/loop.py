@@ -108,8 +108,10 @@ def train(config: TrainConfig, options_values: dict, run_dir: Path,
     if method.apply_for_training:  # a build that reads the run: its length, a few batches (apart from the stream)
         sample = batches(train_enc, config.batch_size, pad_id, config.seed + 1)
         data = TrainingData(config.steps, lambda n: [{k: v.to(prep.device) for k, v in next(sample).items()}
-                                                     for _ in range(n)])
+                                                     for _ in range(n)], should_stop)
         model = method.apply_for_training(prep.model, prep.spec, prep.options, data)
+        if should_stop():  # stopped while the method read its batches: nothing trained, nothing to save
+            return stopped_before_training(config, run_dir, started)
     else:
         model = method.apply(prep.model, prep.spec, prep.options)
     if config.gradient_checkpointing:

@@ -109,6 +109,17 @@ def test_methods_whose_training_a_recipe_lacks_are_refused_with_the_reason(name,
     assert not (tmp_path / "r").exists()
 
 
+def test_an_option_a_recipe_cannot_express_is_refused_and_the_default_start_is_not(tmp_path):
+    """LoRA's EVA start is computed by the app's loop: a recipe would silently start from PEFT's default."""
+    with pytest.raises(ExplorerError, match=r"^LoRA with these options: its EVA start .* Export its recipe with "
+                                            r"another start\.$"):
+        recipes.export(TrainConfig(model=TINY, method="lora", dataset="pirate"), {"init_lora_weights": "eva"},
+                       tmp_path / "eva")
+    assert not (tmp_path / "eva").exists()
+    assert recipes.export(TrainConfig(model=TINY, method="lora", dataset="pirate"), {"init_lora_weights": "gaussian"},
+                          tmp_path / "gaussian").is_dir()
+
+
 def test_the_strategy_is_the_cheapest_the_calculator_says_fits(monkeypatch):
     gib = strategy.GIB
     sizes = {"single": 30 * gib, "ddp": 30 * gib, "fsdp": 10 * gib, "zero3": 9 * gib}

@@ -143,6 +143,9 @@ class Method:
     # Why a standard recipe (explorer.recipes: transformers' Trainer + PEFT's config) would not train it as the app
     # does, e.g. a training hook the recipe's train.py lacks; "" = a recipe expresses it.
     recipe_refusal: str = ""
+    # The same for one setting of its options only (LoRA's EVA start, computed by the app's loop from the run's
+    # batches): (options) -> the reason, or "" where a recipe expresses these options.
+    recipe_refusal_for: Callable = lambda options: ""
 
     def parse_options(self, values: dict | None = None):
         """Options from loose values (UI widgets, CLI strings), checked; clear message on bad input."""

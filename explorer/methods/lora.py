@@ -317,6 +317,10 @@ METHOD = Method(
     merge_reason="B·A has the shape of W, so W + (alpha/r)·B·A is an ordinary weight: zero inference overhead.",
     uses_peft=True, terms=lora_terms, adaptation=lora_adaptation, apply=apply_with_start,
     apply_for_training=apply_for_training,
+    recipe_refusal_for=lambda options: (
+        "its EVA start is computed by this app's training loop from the run's first batches (PEFT's "
+        "initialize_lora_eva_weights), which a recipe's Trainer does not call: it would start LoRA from PEFT's "
+        "default" if options.init_lora_weights == "eva" else ""),
     validate=lambda spec, options: (check_init(options), resolve_match(spec.arch, options)), textbook="lora",
     family="lora",
     peft_type="LORA", combinations=("linear", "cat", "ties", "svd", "dare_linear", "dare_ties", "magnitude_prune"),

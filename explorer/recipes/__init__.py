@@ -41,7 +41,7 @@ RECIPE_FILE = "recipe.json"
 DROPPED = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")  # this machine's, not the method's
 
 
-def check_expressible(method) -> None:
+def check_expressible(method, options=None) -> None:
     covered = ", ".join(m.title for m in METHODS.values() if m.uses_peft and not m.recipe_refusal)
     if not method.uses_peft:
         raise ExplorerError(
@@ -51,6 +51,9 @@ def check_expressible(method) -> None:
     if method.recipe_refusal:
         raise ExplorerError(f"{method.title}: {method.recipe_refusal}, so a standard recipe would train something "
                             f"else. Recipes cover: {covered}.")
+    refusal = method.recipe_refusal_for(options) if options is not None else ""
+    if refusal:
+        raise ExplorerError(f"{method.title} with these options: {refusal}. Export its recipe with another start.")
 
 
 def _jsonable(value):
@@ -104,8 +107,8 @@ def export(config: TrainConfig, options_values: dict, target: Path, gpus: int = 
     from ..train.estimate import train_settings
 
     method = METHODS[config.method]
-    check_expressible(method)
     options = method.parse_options(options_values)
+    check_expressible(method, options)
     spec = model_specs.resolve(config.model)
     choice = strategies.choose(spec, config.method, options, train_settings(config), gpus, gpu_memory_gb, strategy)
     model_name, model_note, model_folder = model_reference(config.model, include_model)

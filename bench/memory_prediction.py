@@ -2,14 +2,16 @@
 
 Usage: python bench/memory_prediction.py [--model smollm2-135m-instruct] [--steps 20] [--runs 3] [--light]
                                          [--malloc both|default|fixed] [--seconds 3600] [METHOD ...]
-README figures: python bench/memory_prediction.py --runs 3 --malloc default --seconds 3600
+README figures: python bench/memory_prediction.py --runs 3 --malloc default --seconds 14400 (every chat method,
+about 4-5 hours on a quiet 2-core machine; naming full head lora dora qlora ia3 prompt, the default race's, ~1.5 h)
 
 Each method trains at the Fine-tune tab's default settings (--steps of them; --light skips the base's scoring
 and every generated reply, for a quick look) in its own process (peak memory is per process). Measured:
 the run's "peak_memory_bytes", the process's peak resident memory from just before the first step to the end
 of the scoring after training (on a CUDA machine: torch's max allocated). Predicted: the run's
 "peak_memory_predicted_bytes", the Calculator's weights + trainable weights + gradients + optimizer +
-activations at the same batch, sequence length and precision, plus the runtime baseline the run measured
+activations at the same batch, sequence length and precision, plus the CPU terms (AdamW's per-tensor
+temporaries, LoRA's full-width dropout masks) and the runtime baseline the run measured
 as training started: resident memory less the model's tensors (explorer.train.process_memory; 0 on CUDA). Goal: the ratio within 0.85 .. 1.15
 on the bundled model, 0.75 .. 1.25 on any other.
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds=args.seconds, warmup=0, max_rounds=args.runs,
         progress=lambda r: print(f"  round {r.count} done", flush=True))
     print(f"{'method':<8} {'setting':<8} {'predicted':>9} {'measured median (range)':>26} {'ratio median (range)':>22}"
-          "   MiB; measured: the process's peak; predicted: Calculator + runtime baseline")
+          "   MiB; measured: the process's peak; predicted: Calculator + CPU terms + runtime baseline")
     figures = []
     for method in methods:
         for setting in settings:

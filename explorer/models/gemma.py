@@ -172,7 +172,7 @@ def convert(gguf: Path, out: Path, name: str, provenance: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the command prints its own steps; tqdm's bars would fill a log
+    hf_logging.disable_progress_bar()  # loading and saving bars off (the GGUF reader draws its own tqdm bar)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # As for SmolLM2 (provision._save_bundled): a GGUF-loaded model refuses save_pretrained, so a plain model

@@ -179,7 +179,7 @@ def verdict(base: Side | None, adapted: Side | None, diverged: Diverged | None =
     sentences = []
     if diverged is not None:
         sentences.append(f"Training diverged at step {diverged.step}: {diverged.why} with learning rate "
-                         f"{diverged.learning_rate:g}, so the model learned noise rather than your file. Start "
+                         f"{diverged.learning_rate:g}, so the model learned noise rather than the training data. Start "
                          f"again with a lower learning rate, such as {diverged.lower_rate:g}.")
     elif base is None or adapted is None:
         return "What it learned was not measured: the base model was not scored before training."
@@ -197,28 +197,28 @@ def _learned_sentence(base: Side, adapted: Side) -> str:
     checked = adapted.facts_checked
     recalls = checked > 0 and adapted.fact_recall >= FACTS_LEARNED  # perhaps known before: the base's count says
     facts = recalls and adapted.facts_recalled > base.facts_recalled  # learned from the file
-    recall = (f"recalls {adapted.facts_recalled} of {checked} facts from your file (the base: {base.facts_recalled})"
+    recall = (f"recalls {adapted.facts_recalled} of {checked} facts from the training data (the base: {base.facts_recalled})"
               if checked else "")
     if style and recalls:
-        return f"It answers in your style now (resemblance to your held-out answers {numbers}) and it {recall}."
+        return f"It answers in the style of the training data now (resemblance to the held-out answers {numbers}) and it {recall}."
     if style and checked:
-        return (f"It answers in your style now (resemblance to your held-out answers {numbers}), but it {recall} "
+        return (f"It answers in the style of the training data now (resemblance to the held-out answers {numbers}), but it {recall} "
                 "— a short fine-tune teaches form before facts; for facts, give it more steps or put them in the "
                 "prompt.")
     if style:
-        return (f"It answers in your style now (resemblance to your held-out answers {numbers}); your file's "
-                "answers hold no numbers or names to check its facts against.")
+        return (f"It answers in the style of the training data now (resemblance to the held-out answers "
+                f"{numbers}); the training data's answers hold no numbers or names to check its facts against.")
     if facts:
-        unchanged = f", though its replies resemble your held-out answers little more than before ({numbers})"
+        unchanged = f", though its replies resemble the held-out answers little more than before ({numbers})"
         return f"It {recall}{unchanged if measured else ''}: it learned facts before style."
     worse = measured and base.similarity - adapted.similarity >= STYLE_GAIN
-    parts = ([f"its replies resemble your held-out answers {'less than' if worse else 'about as much as'} before "
+    parts = ([f"its replies resemble the held-out answers {'less than' if worse else 'about as much as'} before "
               f"({numbers})"] if measured else [])
     parts += [f"it {recall}"] if checked else []
     detail = ": " + " and ".join(parts) if parts else ""
-    advice = ("A lower learning rate may help: the replies moved away from your answers." if worse else
+    advice = ("A lower learning rate may help: the replies moved away from the data's answers." if worse else
               "Give it more steps or a higher learning rate.")
-    return f"It has not visibly learned from your file yet{detail}. {advice}"
+    return f"It has not visibly learned from the training data yet{detail}. {advice}"
 
 
 def forgetting_sentence(base_right: int, adapted_right: int, asked: int, subject: str = "It") -> str:

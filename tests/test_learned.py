@@ -57,22 +57,22 @@ def side(similarity, facts, probe, checked=10, asked=10):
 
 def test_style_learned_facts_not():
     text = learned.verdict(side(0.12, 1, 10), side(0.45, 2, 9))
-    assert text == ("It answers in your style now (resemblance to your held-out answers 0.12 → 0.45), but it "
-                    "recalls 2 of 10 facts from your file (the base: 1) — a short fine-tune teaches form before "
+    assert text == ("It answers in the style of the training data now (resemblance to the held-out answers 0.12 → 0.45), but it "
+                    "recalls 2 of 10 facts from the training data (the base: 1) — a short fine-tune teaches form before "
                     "facts; for facts, give it more steps or put them in the prompt. It still answers 9 of 10 "
                     "general questions (the base: 10).")
 
 
 def test_style_and_facts_learned():
     text = learned.verdict(side(0.10, 0, 7, checked=8), side(0.50, 6, 7, checked=8))
-    assert text.startswith("It answers in your style now (resemblance to your held-out answers 0.10 → 0.50) and "
-                           "it recalls 6 of 8 facts from your file (the base: 0).")
+    assert text.startswith("It answers in the style of the training data now (resemblance to the held-out answers 0.10 → 0.50) and "
+                           "it recalls 6 of 8 facts from the training data (the base: 0).")
     assert text.endswith("It still answers 7 of 10 general questions (the base: 7).")
 
 
 def test_nothing_learned_says_so_with_its_numbers():
     text = learned.verdict(side(0.20, 1, 6), side(0.22, 1, 6))
-    assert text.startswith("It has not visibly learned from your file yet: its replies resemble your held-out "
+    assert text.startswith("It has not visibly learned from the training data yet: its replies resemble the held-out "
                            "answers about as much as before (0.20 → 0.22) and it recalls 1 of 10 facts")
     assert "more steps or a higher learning rate" in text
 
@@ -84,17 +84,17 @@ def test_forgetting_a_lot_is_said():
 
 def test_facts_without_style_and_a_file_without_facts():
     assert learned.verdict(side(0.3, 1, 5), side(0.31, 7, 5)).startswith(
-        "It recalls 7 of 10 facts from your file (the base: 1), though its replies resemble your held-out answers "
+        "It recalls 7 of 10 facts from the training data (the base: 1), though its replies resemble the held-out answers "
         "little more than before (0.30 → 0.31)")
     no_facts = learned.verdict(side(0.1, 0, 5, checked=0), side(0.3, 0, 5, checked=0))
-    assert "hold no numbers or names" in no_facts and "facts from your file" not in no_facts
+    assert "hold no numbers or names" in no_facts and "facts from the training data" not in no_facts
 
 
 def test_diverged_names_the_rate_and_a_lower_one():
     how = Diverged(2, "the training loss rose from 3.7 to 35.8", 10.0, divergence.lower_rate(10.0, 2e-4))
     text = learned.verdict(side(0.2, 1, 8), side(0.05, 0, 1), how)
     assert text.startswith("Training diverged at step 2: the training loss rose from 3.7 to 35.8 with learning "
-                           "rate 10, so the model learned noise rather than your file. Start again with a lower "
+                           "rate 10, so the model learned noise rather than the training data. Start again with a lower "
                            "learning rate, such as 0.0002.")
     assert "forgot a lot: it answers 1 of 10" in text
     assert learned.verdict(side(0.2, 1, 8), None, how).endswith("such as 0.0002.")
@@ -119,16 +119,16 @@ def test_the_divergence_rule(losses, diverged_at):
 
 def test_facts_the_base_already_knew_are_not_credited_to_the_fine_tune():
     styled = learned.verdict(side(0.1, 6, 8, checked=8), side(0.4, 6, 8, checked=8))
-    assert styled.startswith("It answers in your style now (resemblance to your held-out answers 0.10 → 0.40) and "
-                             "it recalls 6 of 8 facts from your file (the base: 6).")
+    assert styled.startswith("It answers in the style of the training data now (resemblance to the held-out answers 0.10 → 0.40) and "
+                             "it recalls 6 of 8 facts from the training data (the base: 6).")
     unstyled = learned.verdict(side(0.3, 6, 8, checked=8), side(0.3, 6, 8, checked=8))
-    assert unstyled.startswith("It has not visibly learned from your file yet: its replies resemble your held-out "
+    assert unstyled.startswith("It has not visibly learned from the training data yet: its replies resemble the held-out "
                                "answers about as much as before (0.30 → 0.30) and it recalls 6 of 8 facts from "
-                               "your file (the base: 6).")
+                               "the training data (the base: 6).")
 
 
 def test_replies_that_moved_away_from_the_file_are_said_to():
     text = learned.verdict(side(0.30, 2, 8), side(0.12, 1, 8))
-    assert text.startswith("It has not visibly learned from your file yet: its replies resemble your held-out "
-                           "answers less than before (0.30 → 0.12) and it recalls 1 of 10 facts from your file (the "
+    assert text.startswith("It has not visibly learned from the training data yet: its replies resemble the held-out "
+                           "answers less than before (0.30 → 0.12) and it recalls 1 of 10 facts from the training data (the "
                            "base: 2). A lower learning rate may help")

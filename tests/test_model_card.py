@@ -53,7 +53,7 @@ def test_the_bundled_model_is_named_by_its_hub_id_and_what_it_learned_is_listed(
     summary.update(similarity_base=0.12, similarity_adapted=0.61, fact_recall_base=0.0, fact_recall_adapted=0.2,
                    facts_recalled_base=0, facts_recalled_adapted=2, facts_checked=10, probe_score_base=1.0,
                    probe_score_adapted=0.9, probe_right_base=10, probe_right_adapted=9, probe_questions=10,
-                   verdict="It answers in your style now, but it recalls 2 of 10 facts from your file.")
+                   verdict="It answers in the style of the training data now, but it recalls 2 of 10 facts from the training data.")
     (folder / "summary.json").write_text(json.dumps(summary))
     assert model_card.write_card(folder) == folder / "adapter" / "README.md"
     card = (folder / "adapter" / "README.md").read_text()
@@ -62,7 +62,7 @@ def test_the_bundled_model_is_named_by_its_hub_id_and_what_it_learned_is_listed(
     assert "| Resemblance to the held-out answers | 0.120 | 0.610 |" in card
     assert "| Facts recalled | 0.000 (0 of 10) | 0.200 (2 of 10) |" in card
     assert "| General questions still answered | 1.000 (10 of 10) | 0.900 (9 of 10) |" in card
-    assert "**In a sentence:** It answers in your style now, but it recalls 2 of 10 facts" in card
+    assert "**In a sentence:** It answers in the style of the training data now, but it recalls 2 of 10 facts" in card
     assert TINY not in card and "diverged" not in card
     summary.update(diverged=True, divergence="Diverged at step 2: the loss rose from 3.7 to 35.8.")
     (folder / "summary.json").write_text(json.dumps(summary))

@@ -140,11 +140,11 @@ def learned_lines(events: list[dict]) -> list[str]:
     lines = [f"**What it learned:** {learned['verdict']}"]
     if learned.get("similarity_base") is not None:
         adapted = _number(learned.get("similarity_adapted"), "{:.2f}") or "not measured"
-        lines.append(f"- resemblance to your held-out answers (ROUGE-L, 0 to 1): base "
+        lines.append(f"- resemblance to the held-out answers (ROUGE-L, 0 to 1): base "
                      f"{learned['similarity_base']:.2f} → fine-tuned {adapted}")
     if learned.get("facts_checked"):
         checked = learned["facts_checked"]
-        lines.append(f"- facts from your file recalled (training questions asked again): base "
+        lines.append(f"- facts from the training data recalled (training questions asked again): base "
                      f"{_share(learned['facts_recalled_base'], checked)} → fine-tuned "
                      f"{_share(learned.get('facts_recalled_adapted'), checked)}")
     if learned.get("probe_questions"):

@@ -99,3 +99,16 @@ def test_the_track_record_reads_back_after_a_restart(tiny_runs):
         assert read_back[method][1] == f"on 1 run here: measured / predicted {ratio:.2f}"
     whole_folder = track_record.records()  # this machine's every run, the tiny ones included
     assert all(whole_folder[m].runs >= 1 for m in tiny_runs)
+
+
+def test_every_table_names_the_process_peak_it_shows():
+    """The race's report, its cost axis, its tab and the Calculator's breakdown say which peak they show."""
+    from explorer.race import report, results
+    from explorer.ui import race_tab
+
+    header = report.table_html([])
+    assert "process peak memory (measured)" in header and "process peak memory (predicted)" in header
+    assert results.COSTS["peak_memory_bytes"] == "process peak memory (measured)"
+    assert "process peak memory (measured · predicted, ratio)" in race_tab.TABLE_COLUMNS
+    r = calculator.from_request("smollm2-135m", "lora", {"batch_size": 4, "seq_len": 96}, exact_mode="skip")
+    assert "| term | process peak memory (predicted) |" in calculator_view.memory_breakdown(r, {})

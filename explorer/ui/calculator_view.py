@@ -125,8 +125,8 @@ def memory_breakdown(r: calculator.CalcResult, records: dict) -> str:
                        "it: ") + source)
         rows.append(f"| {label} | {human_bytes(value)} | {escape(source, quote=False)} |")
     rows.append(f"| **predicted process peak (on this machine's CPU)** | **{human_bytes(peak.total_bytes)}** | "
-                f"the terms above added up; on a GPU the runtime baseline is not counted "
-                f"({human_bytes(r.training.total_bytes)}) |")
+                f"the terms above added up; on a GPU (torch's max allocated) neither the CPU terms nor the runtime "
+                f"baseline count ({human_bytes(r.training.total_bytes)}) |")
     record = records.get(track_record.key(r.method, r.method_obj.data_kind(r.options)))
     return (f"**Training memory, term by term** · {escape(r.method_obj.title)}: "
             f"**{escape(track_record.line(record))}**\n\n" + "\n".join(rows))

@@ -55,6 +55,7 @@ def test_a_normal_run_does_not_diverge_and_says_what_it_learned(cache, capsys):
     assert f"of 10 general questions (the base: {run.summary['probe_right_base']})" in out["verdict"]
     text = run_view.metrics_text(runs.read_log(run.folder))
     assert text.startswith(f"**What it learned:** {out['verdict']}")
+    assert "- process peak memory: measured " in text and "and the process's runtime baseline of " in text
     assert f"base {out['similarity_base']:.2f} → fine-tuned {out['similarity_adapted']:.2f}" in text
     assert f"base {run.summary['probe_right_base']} of 10 → fine-tuned {run.summary['probe_right_adapted']} of 10" \
         in text

@@ -177,12 +177,12 @@ def metrics_text(events: list[dict]) -> str:
         last = steps[-1]
         lines.append(f"- throughput: {last['tokens_per_second']:.0f} tokens/s")
         how = ("torch's peak allocated on the GPU" if start.get("device") == "cuda" else
-               "the worker's peak resident memory: libraries and memory the allocator keeps after freeing "
-               "included, see bench/memory_prediction.py")
-        lines.append(f"- peak memory: measured {human_bytes(last['peak_memory_bytes'])} ({how}); Calculator "
-                     f"predicts {human_bytes(start['predicted_peak_bytes'])} for weights, states and activations"
-                     + (f", {human_bytes(start['runtime_baseline_bytes'])} of it the process's runtime baseline"
-                        if start.get("runtime_baseline_bytes") else ""))
+               "the worker's peak resident memory, libraries and what the allocator keeps after freeing included")
+        baseline = start.get("runtime_baseline_bytes")
+        lines.append(f"- process peak memory: measured {human_bytes(last['peak_memory_bytes'])} ({how}); predicted "
+                     f"{human_bytes(start['predicted_peak_bytes'])} (weights, gradients, optimizer states and "
+                     "activations" + (f", and the process's runtime baseline of {human_bytes(baseline)}" if baseline
+                                      else "") + ")")
     if "base" in scores:
         adapted = f"{scores['adapted']:.2f}" if "adapted" in scores else "…"
         lines.append(f"- held-out task score: base {scores['base']:.2f} → adapted {adapted}")

@@ -28,6 +28,8 @@ from .entrants import Entrant, parse_specs, with_rates
 RACE_ID = re.compile(r"^\d{8}-\d{6}-race-[0-9a-f]{6}$")
 RATE_FACTORS = (0.3, 1.0, 3.0)  # the optional sweep: each entrant's default rate ×0.3, ×1 and ×3
 
+STOP_FILE = runs.STOP_FILE  # a race asked to stop: explorer.race.runner writes it
+
 
 @dataclass
 class RaceSettings:
@@ -99,7 +101,7 @@ class Race:
     @property
     def finished(self) -> bool:
         """Every entrant finished and the base model scored (or the race stopped before it was)."""
-        stopped = (self.folder / "STOP").exists()
+        stopped = (self.folder / STOP_FILE).exists()
         return all(state in runs.FINISHED for state in self.states()) and (bool(self.base) or stopped)
 
     def to_json(self) -> dict:

@@ -17,9 +17,8 @@ from .. import scored
 from ..data import chat, scores, sources
 from ..models import loading
 from ..train import lifecycle, runs
-from .races import Race, base_key, list_races, read_race, write_base
+from .races import STOP_FILE, Race, base_key, list_races, read_race, write_base
 
-STOP_FILE = "STOP"
 
 
 def evaluate_base(race: Race) -> dict:

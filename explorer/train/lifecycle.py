@@ -28,7 +28,7 @@ ALLOWED = {  # state -> the states a run may move to from it; a finished run (ru
 }
 MEMORY_HINT = ("Lower the batch size (batch_size) or the sequence length (seq_len), turn on gradient checkpointing "
                "(gradient_checkpointing), or use QLoRA (method qlora).")
-STOP_FILE = "STOP"
+STOP_FILE = runs.STOP_FILE
 
 
 def change(run_dir: Path, state: str, **extra) -> None:

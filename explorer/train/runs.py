@@ -34,6 +34,7 @@ from .config import TrainConfig
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9]+-[0-9a-f]{6}$")
 ADAPTER_DIR = "adapter"
 TMP_PREFIX = ".tmp-"
+STOP_FILE = "STOP"  # in a run's or a race's folder: asked to stop (the worker, the race runner and Ray read it)
 # No worker will write to these again. "diverged": trained, but its loss blew up (explorer/train/divergence.py).
 FINISHED = ("done", "diverged", "stopped", "failed", "cancelled", "interrupted")
 UPLOADS_DIR = "uploads"  # models_cache/uploads/<hash>/<original file name>.jsonl: uploaded datasets

@@ -22,14 +22,11 @@ TITLE = "LoRA on a sequence-classification model"
 
 
 def _peft_config(spec):
-    from peft import LoraConfig
+    """LoRA's own config at its defaults (explorer.methods.lora), for a sequence-classification model: PEFT's
+    SEQ_CLS task type also trains the new score head (its modules_to_save)."""
+    import dataclasses
 
-    options = lora.LoraOptions()
-    arch = spec.arch
-    return LoraConfig(task_type="SEQ_CLS", r=options.r, lora_alpha=options.lora_alpha,
-                      lora_dropout=options.lora_dropout, target_modules=lora.target_spec(arch, options),
-                      # GPT-2's Conv1D stores W transposed
-                      fan_in_fan_out=any(arch.by_name[n].kind == "conv1d" for n in lora.resolve_targets(arch, options)))
+    return dataclasses.replace(lora.peft_lora_config(spec, lora.LoraOptions()), task_type="SEQ_CLS")
 
 
 def predict(model, encoded: list[list[int]], pad_id: int, device: str, batch_size: int) -> list[int]:

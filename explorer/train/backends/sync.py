@@ -31,7 +31,7 @@ from .. import runs
 
 CHUNK_BYTES = 8 * 2**20          # one message's share of a large file (an adapter, a full fine-tune's weights)
 PACK_LIMIT_BYTES = 64 * 2**20    # a folder's file larger than this is not sent to the node (none of a queued run's)
-STOP_FILE = "STOP"               # explorer.train.lifecycle.STOP_FILE and explorer.race.runner.STOP_FILE
+STOP_FILE = runs.STOP_FILE
 STATUS_FILE = "status.json"
 TEXT_SUFFIXES = (".json", ".jsonl", ".err")
 

@@ -224,4 +224,4 @@ def textbook_table() -> pd.DataFrame:
     rows = [[c.claim.what, f"≈{human_number(c.claim.claimed)} (claim)",
              f"{c.exact:,.0f} {'parameters' if c.claim.quantity == 'params' else 'FLOPs/token'}", f"{c.ratio:.3g}",
              c.claim.reason] for c in checked_claims()]
-    return pd.DataFrame(rows, columns=["chapter's figure (Llama-2-7B)", "textbook says", "exact", "claim ÷ exact", "why"])
+    return pd.DataFrame(rows, columns=["the textbook section's figure (Llama-2-7B)", "textbook says", "exact", "claim ÷ exact", "why"])

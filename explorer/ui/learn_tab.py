@@ -35,7 +35,7 @@ def claims_html(claims: list[dict]) -> str:
         items.append(f"<li>{escape(c['what'])}: the textbook section claims <i>≈{human_number(c['claimed'])}</i>; "
                      f"exact <b>{c['exact']:,.0f}</b> {unit} (claim ÷ exact = {c['ratio']:.3g}). "
                      f"{escape(c['reason'])}</li>")
-    return f"<p><b>Chapter's claims (Llama-2-7B):</b></p><ul>{''.join(items)}</ul>"
+    return f"<p><b>The textbook section's claims (on Llama-2-7B):</b></p><ul>{''.join(items)}</ul>"
 
 
 def literature_html(claims) -> str:

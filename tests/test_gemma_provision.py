@@ -244,15 +244,15 @@ def test_chat_demo_is_offered_once_provisioned_and_shows_base_then_adapted(provi
 
     monkeypatch.setenv("EXPLORER_MODELS_CACHE", str(tmp_path))
     assert not chat_demo.available()
-    hint, group = learn_chat.availability()
+    hint, check, group = learn_chat.availability()
     assert hint.visible and gemma.PROVISION_COMMAND in hint.value and gemma.LICENCE_URL in hint.value
-    assert group.visible is False
+    assert check.visible is True and group.visible is False
     with pytest.raises(ExplorerError, match="provision gemma-3-270m"):
         chat_demo.demo_config()
 
     cache, _, _, _ = provisioned
     monkeypatch.setenv("EXPLORER_MODELS_CACHE", str(cache))
-    assert chat_demo.available() and learn_chat.availability()[1].visible is True
+    assert chat_demo.available() and [c.visible for c in learn_chat.availability()] == [False, False, True]
     run_id = chat_demo.ensure_demo_run(steps=2)
     assert chat_demo.find_run(2) == run_id and chat_demo.find_run(3) is None
     result = chat_demo.follow_chat(run_id, prompts=2, max_new_tokens=8)

@@ -27,9 +27,10 @@ def replies_frame(result: dict) -> pd.DataFrame:
 
 
 def availability():
-    """(hint, demo group): the hint when the model is missing, the demo when it is there."""
+    """(hint, "Check again", demo group): the hint and its button while the model is missing, the demo once there."""
     ready = chat_demo.available()
-    return gr.Markdown("" if ready else chat_demo.hint(), visible=not ready), gr.Group(visible=ready)
+    return (gr.Markdown("" if ready else chat_demo.hint(), visible=not ready), gr.Button(visible=not ready),
+            gr.Group(visible=ready))
 
 
 def run_status(run_id: str) -> str:
@@ -83,7 +84,7 @@ def create_chat_section() -> None:
     ready = chat_demo.available()
     with gr.Row():
         hint = gr.Markdown("" if ready else chat_demo.hint(), visible=not ready, elem_id="chat-demo-hint")
-        check = gr.Button("Check again", size="sm", scale=0, elem_id="chat-demo-check")
+        check = gr.Button("Check again", size="sm", scale=0, visible=not ready, elem_id="chat-demo-check")
     with gr.Group(visible=ready, elem_id="chat-demo") as demo:
         with gr.Row():
             steps = gr.Slider(5, 200, value=chat_demo.STEPS, step=1, label="training steps (a finished demo run is "
@@ -95,7 +96,7 @@ def create_chat_section() -> None:
                                interactive=False, wrap=True, elem_id="chat-demo-replies",
                                column_widths=["22%", "30%", "9%", "30%", "9%"])
     run_id = gr.State("")
-    check.click(availability, None, [hint, demo], api_visibility="private")
+    check.click(availability, None, [hint, check, demo], api_visibility="private")
     go.click(shows_errors(outputs=3)(train_and_compare), steps, [status, replies, run_id],
              api_visibility="private", concurrency_limit=None)
     stop.click(cancel, run_id, status, api_visibility="private")

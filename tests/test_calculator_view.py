@@ -26,3 +26,18 @@ def test_labels_of_nearby_points_do_not_share_a_position():
 def test_full_and_head_have_nothing_to_merge():
     assert merges(METHODS["full"]) == merges(METHODS["head"]) == "nothing to merge (a new model)"
     assert merges(METHODS["lora"]) == "yes" and merges(METHODS["prefix"]) == "no"
+
+
+def test_every_marker_of_the_family_chart_stays_a_marker():
+    """OFT, HRA and BOFT rebuild their weight every unmerged forward (many forwards' worth of FLOPs): their
+    markers are capped at the largest size instead of covering the chart, and the others keep their order."""
+    from explorer import calculator
+    from explorer.costs import memory
+    from explorer.models import specs as model_specs
+    from explorer.ui.calculator_view import family_figure
+
+    spec = model_specs.resolve("llama-2-7b")
+    results = calculator.compare_all(spec, memory.TrainSettings(), ("lora", METHODS["lora"].parse_options({})))
+    sizes = {trace.name: trace.marker.size for trace in family_figure(results).data}
+    assert max(sizes.values()) == 40 and min(sizes.values()) == 10, sizes
+    assert 10 < sizes["LoRA"] < 11 and sizes["HRA"] == 40, "LoRA unmerged adds 0.3% of a forward; HRA is capped"

@@ -201,8 +201,11 @@ def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
     positions = label_positions([(math.log10(px), math.log10(py), t) for (px, py), t in zip(points, titles)])
     for x, (px, py), title, position in zip(results, points, titles, positions):
         overhead = max(x.flops.inference_overhead_per_token_unmerged, 0)
+        # Capped at one base forward: tuners that rebuild their weight every forward (OFT, HRA, BOFT unmerged) cost
+        # many forwards' worth, and an uncapped marker covered the whole chart.
+        share = min(overhead / max(x.flops.base_forward_per_token, 1), 1.0)
         fig.add_scatter(x=[px], y=[py], mode="markers+text", text=[title], textposition=position, name=title,
-                        marker=dict(size=10 + 30 * overhead / max(x.flops.base_forward_per_token, 1)),
+                        marker=dict(size=10 + 30 * share),
                         hovertemplate=(f"{title}<br>trainable %{{x:,}}<br>memory %{{y:.2f}} GiB"
                                        f"<br>inference overhead {human_number(overhead)} FLOPs/token<extra></extra>"))
     xt = log_ticks(min(p[0] for p in points), max(p[0] for p in points))
@@ -215,7 +218,8 @@ def family_figure(results: list[calculator.CalcResult]) -> go.Figure:
                       yaxis=dict(type="log", title="training memory, GiB (log)",
                                  range=pad([p[1] for p in points], 0.12, 0.12), **yticks),
                       showlegend=False, height=380, margin=dict(l=40, r=10, t=30, b=40),
-                      title="The whole family at these settings (marker size: inference overhead)")
+                      title="The whole family at these settings (marker size: unmerged inference overhead, largest at "
+                            "one base forward or more)")
     return fig
 
 

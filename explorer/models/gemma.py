@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExplorerError
+from . import provision
 from .provision import PROVENANCE_FILE, atomic_build
 
 NAME = "gemma-3-270m"
@@ -168,21 +169,11 @@ def assemble(source: GGUFSource, chunks: list[Path], target: Path) -> Path:
 
 def convert(gguf: Path, out: Path, name: str, provenance: dict) -> None:
     """De-quantize a Gemma 3 GGUF into a plain float32 safetensors folder with tokenizer and chat template."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading and saving bars off (the GGUF reader draws its own tqdm bar)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # As for SmolLM2 (provision._save_bundled): a GGUF-loaded model refuses save_pretrained, so a plain model
-    # is built from its config without the quantization entry and the de-quantized weights copied in.
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.name_or_path = name
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
+    tokenizer, model = provision.dequantized_from_gguf(gguf, name)  # as for SmolLM2
+    config = model.config
     end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     if not isinstance(end_of_turn, int) or end_of_turn == tokenizer.unk_token_id:
         raise ExplorerError(f"{gguf.name} has no {END_OF_TURN} token, so it is not a Gemma 3 vocabulary.")

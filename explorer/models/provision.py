@@ -64,21 +64,27 @@ def _remove_stale_temporaries(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _save_bundled(tmp: Path, gguf: Path) -> None:
+def dequantized_from_gguf(gguf: Path, name: str):
+    """(tokenizer, float32 model) from a GGUF file, de-quantized by transformers' GGUF loader. A GGUF-loaded model
+    refuses save_pretrained: a plain model is rebuilt from its config without the quantization entry and the
+    de-quantized weights are copied in (its generation config too)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config
-    # without the quantization entry, then copy the de-quantized weights in.
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = BUNDLED_NAME
+    config.name_or_path = name
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    return tokenizer, model
+
+
+def _save_bundled(tmp: Path, gguf: Path) -> None:
+    tokenizer, model = dequantized_from_gguf(gguf, BUNDLED_NAME)
     model.save_pretrained(tmp, safe_serialization=True)
     _save_tokenizer(tokenizer, tmp)
     (tmp / PROVENANCE_FILE).write_text(json.dumps({

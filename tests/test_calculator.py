@@ -83,6 +83,23 @@ def test_non_default_options_match_peft(model, method, options):
     assert result.agrees, (result.exact_counts, result.trainable_formula)
 
 
+def assert_matches_peft_and_flops(model_name: str, method: str, options: dict, flops: bool = True) -> None:
+    """A method's formula equals PEFT's built count on a two-block copy of a catalog model, and (flops) its FLOP
+    formula equals torch's counter on the meta device: the check the tuners' own test files run on options other
+    than the defaults."""
+    spec = shallow(model_name, 2)
+    parsed = METHODS[method].parse_options(options)
+    result = calculator.calculate(spec, method, parsed)
+    assert result.agrees, (result.exact_counts, result.trainable_formula)
+    if not flops:
+        return
+    adaptation = METHODS[method].adaptation(spec, parsed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = exact.build_on_meta(spec, method, parsed, attn_implementation="eager")
+        assert measured_flops(built, 12) == count_flops(spec.arch, adaptation, 12)
+
+
 def measured_flops(model, seq_len, training=True):
     """(forward, backward) FLOPs that torch counts for one real pass on the meta device."""
     model.train(training)

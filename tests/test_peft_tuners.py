@@ -3,17 +3,14 @@ options other than the defaults (the defaults are in the registry-wide tests of 
 formula written out on one model, the one-line refusals, and a short trained run that merges to the logits it
 adapts to (each method's loss falling is tests/test_training.py's registry-wide run)."""
 
-import warnings
 
 import pytest
 import torch
-from conftest import shallow, train_run
-from test_calculator import NO_CONV1D_LAYER, measured_flops
+from conftest import train_run
+from test_calculator import assert_matches_peft_and_flops, NO_CONV1D_LAYER
 
 from explorer import calculator
-from explorer.calculator import exact
 from explorer.compare import variants as compare
-from explorer.costs.flops import count_flops
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
 
@@ -42,15 +39,7 @@ OPTIONS = [
 @pytest.mark.parametrize("method, options", OPTIONS)
 @pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-0.5b", "gemma-2-2b"])
 def test_non_default_options_match_peft_and_torchs_flop_counter(model, method, options):
-    spec = shallow(model, 2)
-    parsed = METHODS[method].parse_options(options)
-    result = calculator.calculate(spec, method, parsed)
-    assert result.agrees, (result.exact_counts, result.trainable_formula)
-    adaptation = METHODS[method].adaptation(spec, parsed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        built = exact.build_on_meta(spec, method, parsed, attn_implementation="eager")
-        assert measured_flops(built, 12) == count_flops(spec.arch, adaptation, 12)
+    assert_matches_peft_and_flops(model, method, options)
 
 
 def test_the_formulas_written_out_on_llama_2_7b():

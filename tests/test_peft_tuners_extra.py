@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY, shallow
-from test_calculator import measured_flops
+from conftest import TINY
+from test_calculator import assert_matches_peft_and_flops
 
 from explorer import calculator
 from explorer.calculator import exact
@@ -33,17 +33,7 @@ CASES = [(model, method, options) for model in ("smollm2-135m", "llama-2-7b") fo
 
 @pytest.mark.parametrize("model, method, options", CASES)
 def test_non_default_options_match_peft_and_torchs_flop_counter(model, method, options):
-    spec = shallow(model, 2)
-    parsed = METHODS[method].parse_options(options)
-    result = calculator.calculate(spec, method, parsed)
-    assert result.agrees, (result.exact_counts, result.trainable_formula)
-    if method == "vblora":
-        return  # on real tensors below
-    adaptation = METHODS[method].adaptation(spec, parsed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        built = exact.build_on_meta(spec, method, parsed)
-        assert measured_flops(built, 12) == count_flops(spec.arch, adaptation, 12)
+    assert_matches_peft_and_flops(model, method, options, flops=method != "vblora")  # VB-LoRA's: real tensors below
 
 
 def small_vocabulary(name: str, layers: int = 2):

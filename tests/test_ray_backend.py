@@ -125,6 +125,10 @@ def test_two_jobs_run_at_once_a_stop_lands_and_a_killed_worker_fails_only_its_ru
     assert lost.state == "failed" and not lost.has_adapter
     assert "Ray worker process running this job on node 127.0.0.1 died" in lost.error
     assert runs.read_log(killed)[-1]["message"] == lost.error
+    for _ in range(600):  # the process may still be exiting when Ray reports its worker dead: a wait, not a limit
+        if not runs.alive(both[1]["job_pid"]):
+            break
+        time.sleep(0.1)
     assert not runs.alive(both[1]["job_pid"]), "the training process on the node died with its Ray worker"
     assert not [p for p in killed.iterdir() if p.name.startswith(runs.TMP_PREFIX)]
 

@@ -37,8 +37,9 @@ def test_total_parameters_formula_equals_meta_model(model):
 # PEFT itself refuses LoRA's defaults here (all-linear becomes LoRA on the fused experts, which refuses dropout);
 # tests/test_any_model.py checks that the calculator refuses them in PEFT's words, and counts them with dropout 0.
 PEFT_REFUSES_DEFAULTS = {("deepseek-v2-lite", method) for method in ("lora", "dora", "qlora", "loraplus")}
-# PEFT has no layer for GPT-2's Conv1D in these tuners: the method refuses GPT-2 in one line instead.
-NO_CONV1D_LAYER = {"loha", "lokr", "oft", "boft", "hra", "road", "miss", "delora", "osf", "shira", "c3a"}
+# PEFT has no layer for GPT-2's Conv1D in these tuners (Method.conv1d_layer): the method refuses GPT-2 in one line
+# instead, which test_parameter_formula_equals_peft checks in its words.
+NO_CONV1D_LAYER = {name for name, method in METHODS.items() if not method.conv1d_layer}
 
 
 # PEFT builds each catalog model with two of its blocks (same widths, heads, vocabulary; conftest.shallow): a
@@ -120,10 +121,9 @@ def measured_flops(model, seq_len, training=True):
 # test_total_parameters_formula_equals_meta_model cover the full depth.
 # Methods whose training forward reads a value (not only shapes), which tensors on the meta device do not have:
 # their FLOPs are checked against torch's counter on real tensors in their own test file.
-META_FLOPS_IMPOSSIBLE = {"vblora": "VB-LoRA's forward checks its logits for infinities, which meta tensors cannot "
-                                   "answer (tests/test_peft_tuners_extra.py counts its FLOPs on real tensors)",
-                         "shira": "SHiRA's sparse update has no kernel on the meta device (tests/test_peft_tuners_more.py "
-                                  "counts its FLOPs on a real CPU build)"}
+# (Method.meta_forward_refusal says why.)
+META_FLOPS_IMPOSSIBLE = {name: method.meta_forward_refusal for name, method in METHODS.items()
+                         if method.meta_forward_refusal}
 FLOP_CASES = ([(model, method) for model in ("smollm2-135m", "gpt2") for method in METHODS
                if (model, method) not in {("gpt2", m) for m in NO_CONV1D_LAYER}]
               + [(model, method) for model in ("qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini")

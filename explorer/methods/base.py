@@ -110,6 +110,8 @@ class Method:
     combinations: tuple = ()       # how two runs of it combine (explorer.compare.compose), e.g. ("cat",)
     mixed_batch: bool = False      # PEFT serves several of its adapters in one batch from one base (adapter_names)
     strength: bool = False         # PEFT's scale rescaling multiplies its whole update: 0 = the base, 1 = trained
+    meta_forward_refusal: str = ""  # why its forward cannot run on the meta device (it reads values), if it cannot
+    conv1d_layer: bool = True      # PEFT has a layer for GPT-2's Conv1D; False: the method refuses GPT-2 in one line
     unmerges: bool = True          # PEFT can undo its merge (unmerge_adapter); OSF's merge is one way
     artifact: str = "adapter"      # what one run of it saves, in words: "LoRA adapter", "soft prompt"
     peft_type: str = ""            # PEFT's peft_type in its saved adapter_config.json (PEFT-built methods)

@@ -115,7 +115,7 @@ METHOD = Method(
     default_lr=1e-3, options_type=C3AOptions, mergeable=True,
     merge_reason="The block-circulant ΔW has the shape of W, so it folds into W: zero inference overhead.",
     uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, validate=make_config,
-    peft_type="C3A", artifact="C3A adapter", in_default_race=False,
+    conv1d_layer=TUNER.conv1d, peft_type="C3A", artifact="C3A adapter", in_default_race=False,
     literature=("Chen et al. 2024 (C3A, abstract) claim high-rank adaptation with better performance that also "
                 "excels in compute and memory use, and that C3A consistently outperforms LoRA and its variants "
                 "across fine-tuning tasks.",))

@@ -100,6 +100,8 @@ METHOD = dataclasses.replace(linear_method(
     default_lr=1e-3, options_type=ShiraOptions, mergeable=True,
     merge_reason="The sparse ΔW has the shape of W, so it is added into W: zero inference overhead.",
     peft_type="SHIRA", artifact="SHiRA adapter", in_default_race=False,
+    meta_forward_refusal="SHiRA's sparse update has no kernel on the meta device (tests/test_peft_tuners_more.py "
+                         "counts its FLOPs on a real CPU build)",
     saved_bytes_per_param=12,  # each trained float32 entry is saved with its two int32 positions (shira_indices)
     literature=("Bhardwaj et al. 2024 (SHiRA, abstract) claim that fine-tuning 1-2% of the base model's weights "
                 "suffices for many adapter tasks and significantly outperforms LoRA, with no inference overhead and "

@@ -34,8 +34,10 @@ from ..errors import ExplorerError
 SUPPORTED = {"lora": ("linear", "conv1d", "embedding"), "ia3": ("linear", "conv1d"), "vera": ("linear", "conv1d"),
              "ln_tuning": ("linear", "conv1d", "embedding", "other"),  # LN tuning copies any module it targets
              "trainable_tokens": ("embedding", "linear"),  # rows of the embeddings (or the LM head)
-             # PEFT's other tuners of linear layers: explorer.methods.tuners says where one has no Conv1D layer
-             **{key: ("linear", "conv1d") for key in ("loha", "lokr", "oft", "boft", "hra", "fourierft", "road", "miss", "delora", "gralora", "vblora", "shira", "c3a", "randlora", "adalora", "osf")}}
+             }
+# PEFT's other tuners adapt linear layers (explorer.methods.tuners.Tuner says where one has no Conv1D layer): a new
+# tuner needs no entry here.
+LINEAR_ONLY = ("linear", "conv1d")
 _cache: dict[tuple, tuple] = {}
 _lock = threading.Lock()
 
@@ -190,7 +192,7 @@ def _match(arch, method, target_modules, exclude_modules, layers_to_transform, l
                 message += (f" (This model has no linear layer named {names}; its linear layers are: "
                             f"{_example(arch)}.)")
         raise ExplorerError(message)
-    kinds = SUPPORTED[method]
+    kinds = SUPPORTED.get(method, LINEAR_ONLY)
     unsupported = [n for n in matched if arch.by_name[n].kind not in kinds]
     if unsupported:
         cls = arch.by_name[unsupported[0]].cls

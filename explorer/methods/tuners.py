@@ -35,7 +35,7 @@ def exclude_option():
 
 @dataclass(frozen=True)
 class Tuner:
-    """One PEFT tuner of linear layers: its key in explorer.methods.targets.SUPPORTED, its title, and whether
+    """One PEFT tuner of linear layers: its key (explorer.methods.targets.SUPPORTED where it adapts more than linear layers), its title, and whether
     PEFT has a layer for transformers' Conv1D (GPT-2)."""
 
     key: str
@@ -110,6 +110,7 @@ def linear_method(tuner: Tuner, per_module: Callable, products: Callable, make_c
     if frozen is not None:
         fields["frozen_terms"] = lambda spec, options: grouped_terms(spec, tuner.targets(spec, options),
                                                                      lambda m: frozen(m, options))
+    fields.setdefault("conv1d_layer", tuner.conv1d)
     return Method(terms=terms, adaptation=adaptation, apply=apply, validate=validate, uses_peft=True, **fields)
 
 

@@ -123,6 +123,8 @@ METHOD = Method(
                  "is no longer needed.",
     uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, validate=make_config,
     peft_type="VBLORA", artifact="VB-LoRA adapter", in_default_race=False,
+    meta_forward_refusal="VB-LoRA's forward checks its logits for infinities, which meta tensors cannot answer "
+                         "(tests/test_peft_tuners_extra.py counts its FLOPs on real tensors)",
     literature=("Li et al. 2024 (VB-LoRA, abstract) claim competitive or superior performance to state-of-the-art "
                 "PEFT methods, and that fine-tuning Llama2-13B it stores 0.4% of LoRA's parameters yet achieves "
                 "superior results.",))

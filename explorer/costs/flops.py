@@ -139,6 +139,9 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
         n, t, e = a.prefix_tokens, a.prefix_token_dim, a.prefix_mlp_hidden
         count.matmul(2 * n * t * e, True, True)
         count.matmul(2 * n * e * a.prefix_layers * 2 * t, True, True)
+    for product in a.prompt_encoder:  # p-tuning's encoder runs on each sequence's copy of the virtual tokens
+        count.forward += product.forward * batch
+        count.backward += product.backward * batch
     embed_rank = a.lora.get(arch.embed, 0)
     if embed_rank:  # LoRA on the embeddings: a lookup in A, then its rows times B
         count.matmul(2 * tokens * embed_rank * arch.hidden, True, True)

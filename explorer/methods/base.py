@@ -45,6 +45,8 @@ class Adaptation:
     prefix_mlp_hidden: int = 0                  # prefix tuning reparameterization MLP
     prefix_token_dim: int = 0
     prefix_layers: int = 0                      # layers PEFT gives virtual keys/values
+    prompt_encoder: tuple = ()                  # matmuls that make the soft prompt, per sequence, outside the
+                                                # blocks (p-tuning's MLP or LSTM): explorer.costs.flops.Product
     head: str = ""                              # "lm" (LM head trainable), "classifier" or "embedding"
     num_classes: int = 0                        # outputs of a new pooled head: classes, or the embedding width
     vera: dict = field(default_factory=dict)    # VeRA: full module name -> rank of the shared frozen random matrices

@@ -54,12 +54,15 @@ def entries(m, options) -> int:
     return int(m.in_features * m.out_features * (1 - options.sparsity))
 
 
-def check(m, options):
+def validate(spec, options):
+    """PEFT's per-layer refusal (in ``update_layer``, mid-build) before anything is built, on the smallest target, so
+    that the advice suits every target."""
+    make_config(spec, options)  # PEFT's own checks of the config
+    m = min((spec.arch.by_name[n] for n in TUNER.targets(spec, options)), key=lambda m: m.in_features * m.out_features)
     if entries(m, options) < 1:
         raise ExplorerError(f"PEFT: sparsity {options.sparsity} leaves no trainable entry of {m.name}'s "
-                            f"{m.in_features}·{m.out_features} weights; lower the sparsity.")
-    if options.lora_alpha and not options.r:
-        raise ExplorerError("Super-Tuning: lora_alpha is set but r is 0; the Supra LoRA needs a rank r.")
+                            f"{m.in_features}·{m.out_features} weights; use a sparsity below "
+                            f"1 − 1/{m.in_features * m.out_features:,}.")
 
 
 def per_module(m, options):
@@ -94,7 +97,7 @@ def make_config(spec, options):
 
 
 WITH_POSITIONS = linear_method(
-    TUNER, per_module, products, make_config, check, frozen,
+    TUNER, per_module, products, make_config, frozen=frozen,
     name="supertuning", title="Super-Tuning", where="linear weights (their largest entries, chosen by magnitude)",
     explanation="Trains a small fixed set of each chosen layer's own weights, the ones of largest magnitude (1% by "
                 "default), and freezes the rest: a sparse update chosen without looking at any data. Optionally a "
@@ -114,4 +117,4 @@ def frozen_terms(spec, options):
     return WITH_POSITIONS.frozen_terms(spec, options) if options.save_precomputed_indices else []
 
 
-METHOD = dataclasses.replace(WITH_POSITIONS, frozen_terms=frozen_terms)
+METHOD = dataclasses.replace(WITH_POSITIONS, frozen_terms=frozen_terms, validate=validate)

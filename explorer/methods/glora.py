@@ -135,6 +135,7 @@ PRODUCTS_ONLY = linear_method(
                  "inference overhead.",
     peft_type="GLORA", artifact="GLoRA adapter", in_default_race=False,
     literature=("Chavan et al. 2023 (GLoRA, abstract) claim that GLoRA outperforms all previous methods on natural, "
-                "specialized and structured vision benchmarks with fewer parameters and computations, and, "
-                "re-parameterised, incurs no extra inference cost.",))
+                "specialized and structured vision benchmarks with fewer parameters and computations, shows "
+                "considerable enhancements over LoRA on LLaMA-1 and LLaMA-2, and, re-parameterised, incurs no "
+                "extra inference cost.",))
 METHOD = dataclasses.replace(PRODUCTS_ONLY, adaptation=adaptation, frozen_terms=frozen_terms)

@@ -47,6 +47,8 @@ class Adaptation:
     prefix_layers: int = 0                      # layers PEFT gives virtual keys/values
     prompt_encoder: tuple = ()                  # matmuls that make the soft prompt, per sequence, outside the
                                                 # blocks (p-tuning's MLP or LSTM): explorer.costs.flops.Product
+    side_models: tuple = ()                     # networks run beside the model on the same tokens, each an
+                                                # (Arch, Adaptation) pair counted as such (ShadowPEFT's backbone)
     head: str = ""                              # "lm" (LM head trainable), "classifier" or "embedding"
     num_classes: int = 0                        # outputs of a new pooled head: classes, or the embedding width
     vera: dict = field(default_factory=dict)    # VeRA: full module name -> rank of the shared frozen random matrices
@@ -114,6 +116,9 @@ class Method:
     strength: bool = False         # PEFT's scale rescaling multiplies its whole update: 0 = the base, 1 = trained
     meta_forward_refusal: str = ""  # why its forward cannot run on the meta device (it reads values), if it cannot
     conv1d_layer: bool = True      # PEFT has a layer for GPT-2's Conv1D; False: the method refuses GPT-2 in one line
+    # Why PEFT cannot build it on this model at all, "" where it can (LLaMA-Adapter knows three attention layouts):
+    # (spec) -> the one line its validate raises, which the registry-wide tests expect on such a catalog model.
+    model_refusal: Callable = lambda spec: ""
     unmerges: bool = True          # PEFT can undo its merge (unmerge_adapter); OSF's merge is one way
     artifact: str = "adapter"      # what one run of it saves, in words: "LoRA adapter", "soft prompt"
     peft_type: str = ""            # PEFT's peft_type in its saved adapter_config.json (PEFT-built methods)

@@ -1,6 +1,12 @@
-"""GLoRA, DEFT and PSOFT as methods (and why AdaMSS is not one): formulas against PEFT's builds and torch's FLOP
-counter at options other than the defaults (the defaults are in the registry-wide tests), the formulas written out
-on Llama-2-7B, the one-line refusals, and each adapter merging to the logits it adapts to."""
+"""GLoRA, DEFT and PSOFT as methods: formulas against PEFT's builds and torch's FLOP counter at options other than
+the defaults (the defaults are in the registry-wide tests), the formulas written out on Llama-2-7B, the one-line
+refusals, and each adapter merging to the logits it adapts to.
+
+AdaMSS (PEFT's fourth tuner of this group) is not a method: each layer's build clusters the real weights' singular
+vectors with scikit-learn's KMeans (peft/tuners/adamss/utils.py, clustering_Z: ``VT.detach().cpu().numpy()``), which
+no meta-device build can do, so the Calculator cannot count it exactly on a catalog model; and with subspace_rank > 1
+or use_dynamic_rank its count depends on the clusters found (layer.py: ``actual_rank = min(len(seg_indices),
+subspace_rank)``), not on the architecture alone."""
 
 import pytest
 import torch
@@ -22,6 +28,7 @@ OPTIONS = [
     ("psoft", {"r": 12, "psoft_orth": False, "psoft_mag_a": False, "target_preset": "attention"}),
     ("psoft", {"r": 9, "use_cayley_neumann": True, "num_cayley_neumann_terms": 6, "psoft_mag_b": False,
                "target_preset": "q,v"}),
+    ("psoft", {"r": 6, "psoft_svd": "lowrank", "ab_svd_init": "pissa_init", "target_preset": "q,v"}),
     ("psoft", {"r": 4, "use_cayley_neumann": True, "num_cayley_neumann_terms": 3, "target_preset": "custom",
                "target_modules": "down_proj"}),
 ]

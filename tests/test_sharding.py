@@ -45,7 +45,9 @@ def test_mixed_precision_full_fine_tuning_is_two_two_twelve_bytes_sharded_by_zer
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_one_gpu_without_sharding_is_the_single_device_figure(method):
-    out = calculator.from_request("qwen2.5-0.5b", method, {}, exact_mode="skip").as_json()
+    # a method PEFT builds for some architectures only (Method.model_refusal) is checked on a Llama instead
+    model = "smollm2-135m" if METHODS[method].model_refusal(catalog_spec("qwen2.5-0.5b")) else "qwen2.5-0.5b"
+    out = calculator.from_request(model, method, {}, exact_mode="skip").as_json()
     gpu = out["memory"]["per_gpu"]
     assert gpu["total_bytes"] == out["memory"]["total_bytes"]
     assert gpu["activations_bytes"] == out["memory"]["activations_bytes"]

@@ -142,6 +142,10 @@ def count_flops(arch: Arch, a: Adaptation, seq_len: int, batch: int = 1, trainin
     for product in a.prompt_encoder:  # p-tuning's encoder runs on each sequence's copy of the virtual tokens
         count.forward += product.forward * batch
         count.backward += product.backward * batch
+    for side_arch, side in a.side_models:  # a network beside the model on the same tokens (ShadowPEFT's backbone)
+        forward, backward = count_flops(side_arch, side, seq_len, batch, training)
+        count.forward += forward
+        count.backward += backward
     embed_rank = a.lora.get(arch.embed, 0)
     if embed_rank:  # LoRA on the embeddings: a lookup in A, then its rows times B
         count.matmul(2 * tokens * embed_rank * arch.hidden, True, True)

@@ -82,17 +82,30 @@ def make_config(spec, options):
                        fan_in_fan_out=TUNER.conv1d_targets(spec, options), **TUNER.peft_kwargs(spec, options))
 
 
-def apply(model, spec, options):
+def _without_index_values():
+    """PEFT's Uni-LoRA tuner for a meta-device build (the calculator's exact count): every layer, θ_d and every
+    buffer as PEFT builds them, but the indices' values are not drawn. PEFT draws them on the CPU (numpy, one per
+    LoRA entry: a minute and 3 GB for Llama-3.1-405B) and counts their uses with torch.bincount, which has no meta
+    kernel; neither changes a count or a FLOP, and a run (on real tensors) builds through get_peft_model as is."""
     import torch
+    from peft.tuners.unilora import UniLoraModel
+
+    class WithoutIndexValues(UniLoraModel):
+        def _assign_unilora_indices_and_scales(self, adapter_name: str) -> None:
+            for layer in self._iter_unilora_layers():
+                if adapter_name in layer.unilora_indices_A.keys():
+                    layer.update_scaling(adapter_name, torch.empty(layer.unilora_indices_A[adapter_name].shape),
+                                         torch.empty(layer.unilora_indices_B[adapter_name].shape))
+
+    return WithoutIndexValues
+
+
+def apply(model, spec, options):
     from peft import get_peft_model
 
     config = make_config(spec, options)
     if any(p.device.type == "meta" for p in model.parameters()):
-        # PEFT counts how many LoRA entries share each θ_d entry with torch.bincount, which has no meta kernel: the
-        # index bookkeeping of a meta build (the calculator's exact count) runs on the CPU, then PEFT moves each
-        # layer's buffers to its base layer's device (meta). It holds D int64 indices for a moment (D·8 bytes)
-        with torch.device("cpu"):
-            return get_peft_model(model, config)
+        return _without_index_values()(model, config, "default")  # PEFT's tuner; its forward runs the model's
     return get_peft_model(model, config)
 
 

@@ -1,21 +1,25 @@
-"""BEFT, PEANuT and Super-Tuning as methods: formulas against PEFT's builds and torch's FLOP counter at options other
-than the defaults (the defaults are in the registry-wide tests), the formulas written out on Llama-2-7B, the one-line
-refusals, and each adapter merging to the logits it adapts to where PEFT merges it (BEFT: PEFT refuses on a layer
-without a bias, as its card says)."""
+"""ShadowPEFT, BEFT, PEANuT and Super-Tuning as methods: formulas against PEFT's builds and torch's FLOP counter at
+options other than the defaults (the defaults are in the registry-wide tests), the formulas written out on
+Llama-2-7B, the one-line refusals, each adapter merging to the logits it adapts to where PEFT merges it (BEFT: PEFT
+refuses on a layer without a bias, as its card says), and a trained ShadowPEFT run reloaded by Compare."""
 
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, train_run
 from test_calculator import assert_matches_peft_and_flops
 
 from explorer import calculator
+from explorer.compare import variants as compare
 from explorer.errors import ExplorerError
 from explorer.methods import METHODS
 from explorer.models import loading
 from explorer.models import specs as model_specs
 
 OPTIONS = [
+    ("shadow", {"r": 4, "update_hidden_size": 6, "shadow_num_hidden_layers": 2, "shadow_intermediate_size": 100,
+                "shadow_dropout": 0.0}),
+    ("shadow", {"shadow_hidden_size": 192, "shadow_num_attention_heads": 6, "share_embeddings": False}),
     ("beft", {"target_preset": "attention", "init_weights": False}),
     ("beft", {"target_preset": "custom", "target_modules": "o_proj,down_proj"}),
     ("peanut", {"r": 5, "depth": 2, "act_fn": "gelu", "scaling": 0.5, "target_preset": "q,v"}),
@@ -31,6 +35,17 @@ def test_non_default_options_match_peft_and_torchs_flop_counter(model, method, o
 
 
 def test_the_formulas_written_out_on_llama_2_7b():
+    shadow = calculator.from_request("llama-2-7b", "shadow", {}, exact_mode="skip")
+    backbone, inject, update = shadow.terms
+    block = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096  # attention, MLP, two RMSNorms
+    assert backbone.count == block + 4096  # one block and the final norm; the model's embeddings are shared
+    assert backbone.expression == "1 block and final norm of this model (the model's embeddings shared) = 202,387,456"
+    assert inject.count == 32 * 2 * 4096 * 8 and update.count == 32 * 2 * (2 * 4096 * 8 + 8 + 4096)
+    narrow = calculator.from_request("llama-2-7b", "shadow", {"shadow_hidden_size": "1024"},
+                                     exact_mode="skip")
+    projection = next(t for t in narrow.terms if t.module == "shadow_projection")
+    assert projection.count == 1024 * 4096 and "its own embeddings (32,768,000)" in narrow.terms[0].expression
+    assert shadow.flops.inference_overhead_per_token_merged == shadow.flops.inference_overhead_per_token_unmerged > 0
     beft = calculator.from_request("llama-2-7b", "beft", {}, exact_mode="skip")
     assert beft.trainable_formula == 32 * 4096  # one bias vector on each value projection
     assert [t.module for t in beft.terms] == ["self_attn.v_proj"]
@@ -51,6 +66,8 @@ def test_the_formulas_written_out_on_llama_2_7b():
 
 
 @pytest.mark.parametrize("method, values, message", [
+    ("shadow", {"shadow_num_attention_heads": "4"},
+     r"backbone's 4 attention heads cannot share this model's 3 key/value heads .*; use a multiple of 3\."),
     ("supertuning", {"sparsity": "0.999999"},
      r"leaves no trainable entry of .*\.k_proj's 576·192 weights; use a sparsity below 1 − 1/110,592"),
     ("supertuning", {"lora_alpha": "16"}, "PEFT: lora_alpha is set but r is None"),
@@ -108,3 +125,15 @@ def test_beft_is_not_offered_to_merge_because_peft_refuses_a_layer_without_a_bia
     model = moved_off_its_start(m.apply(base, tiny_spec, m.parse_options({})))
     with pytest.raises(ValueError, match="Base layer has no bias, cannot merge bias adapter"):
         model.merge_and_unload()
+
+
+def test_a_trained_shadow_run_reloads_in_compare_which_says_why_it_cannot_merge(cache):
+    run_id = train_run("shadow", learning_rate=0.05)
+    s = compare.session(run_id)
+    seq = torch.tensor([[1, 5, 9, 14, 3, 7, 2]])
+    assert not torch.allclose(compare.logits(s.adapted, seq), compare.logits(s.base, seq), atol=1e-4)
+    result = compare.run_comparison(run_id, ["Ahoy, who goes there?"], 4, measure_latency=False)
+    assert result["mergeable"] is False and result["outputs"]["merged"] is None
+    assert result["not_mergeable_reason"] == METHODS["shadow"].merge_reason and "each input" in \
+        result["not_mergeable_reason"]
+    assert all(isinstance(t, str) for t in result["outputs"]["adapted"])

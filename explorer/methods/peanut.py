@@ -75,6 +75,6 @@ METHOD = linear_method(
     default_lr=1e-3, options_type=PeanutOptions, mergeable=True,
     merge_reason="ΔW has the shape of W, so it is added into W: zero inference overhead.",
     peft_type="PEANUT", artifact="PEANuT adapter", in_default_race=False,
-    literature=("Zhong et al. 2024 (PEANuT, abstract) claim that the weight-aware neural tweakers consistently "
-                "outperform strong baselines such as LoRA across NLP and vision tasks (over twenty datasets) at a "
-                "comparable or smaller parameter count.",))
+    literature=("Zhong et al. 2024 (PEANuT, abstract) claim that the weight-aware neural tweakers outperform "
+                "LoRA and other baselines on both text and vision tasks, across four benchmarks and over twenty "
+                "datasets.",))

@@ -108,9 +108,11 @@ WITH_POSITIONS = linear_method(
     merge_reason="The sparse ΔW (and the Supra LoRA) has the shape of W, so it is added into W: zero inference "
                  "overhead.",
     peft_type="SUPERTUNING", artifact="Super-Tuning adapter", in_default_race=False,
-    literature=("The Super-Tuning paper (arXiv:2607.09287, as PEFT's SupertuningConfig cites it) claims that "
-                "training the top-magnitude 1% of entries averages 79.02% on Meta-Llama-3-8B against Wanda-style "
-                "selection's 78.66%, with no calibration pass.",))
+    literature=("The Super-Tuning paper (2026, arXiv:2607.09287, abstract) claims that magnitude-based Super-Tuning "
+                "matches or exceeds LoRA at comparable parameter budgets on Llama-3.2-1B and Meta-Llama-3-8B "
+                "fine-tunes evaluated on Math17K; its 8B ablation (as PEFT's documentation reports it) averages "
+                "79.02% with magnitude top-k against 78.66% with Wanda-style selection, which needs a calibration "
+                "pass.",))
 
 
 def frozen_terms(spec, options):

@@ -70,8 +70,9 @@ def test_waveft_offers_the_wavelets_peft_can_reconstruct_with_their_filter_lengt
 def test_the_formulas_written_out_on_llama_2_7b():
     hira = calculator.from_request("llama-2-7b", "hira", {"target_modules": "q_proj"}, exact_mode="skip")
     assert hira.trainable_formula == 32 * 32 * (4096 + 4096)  # LoRA's count at the same r (32, PEFT's default)
-    # Unmerged, B·A (2·4096·32·4096 per layer, once per forward) and a second full product per token
-    assert hira.flops.inference_overhead_per_token_unmerged > 2 * 4096 * 4096 * 32
+    # Unmerged, per layer: a second full product per token, and B·A once per forward (spread over its tokens)
+    per_token = 2 * 4096 * 4096 + 2 * 4096 * 32 * 4096 / hira.settings.seq_len
+    assert hira.flops.inference_overhead_per_token_unmerged == pytest.approx(32 * per_token, rel=1e-12)
     assert hira.flops.inference_overhead_per_token_merged == 0
     wave = calculator.from_request("llama-2-7b", "waveft", {}, exact_mode="skip")
     assert wave.trainable_formula == 7 * 32 * 500  # all-linear: 7 layers a block, 500 coefficients each
@@ -115,3 +116,15 @@ def test_an_adapter_merges_to_the_logits_it_adapts_to(cache, tiny_spec, method):
         assert type(merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"
         assert (merged(input_ids=ids).logits - adapted).abs().max() < 1e-4
     assert not torch.allclose(adapted, base_logits, atol=1e-4), "the adapter changes the logits"
+
+
+def test_unilora_holds_its_index_and_scale_buffers_as_counted_in_training_memory(cache, tiny_spec):
+    """Not saved (PEFT's save_indices=False), but held while training: an int64 index and a float32 scale per LoRA
+    entry, counted as three float32's worth with the frozen weights."""
+    m = METHODS["unilora"]
+    options = m.parse_options({"r": 3, "target_preset": "attention"})
+    model = m.apply(loading.load_fresh(TINY, precision="fp32").model, tiny_spec, options)
+    held = {id(b): b.numel() * b.element_size() for name, b in model.named_buffers() if ".unilora_" in name}
+    assert sum(held.values()) == 4 * m.adaptation(tiny_spec, options).vera_shared == 4 * 3 * 3 * 2 * (
+        (32 + 32) + (32 + 16) + (32 + 16) + (32 + 32))  # 3·r·(in+out) per layer, 4 projections × 2 blocks
+    assert m.frozen_terms(tiny_spec, options) == [], "none of it is saved"

@@ -68,8 +68,9 @@ def tiny_spec(cache):
     ("gpt2", {"target_preset": "attention"}),  # Conv1D
 ])
 def test_frod_real_build_equals_the_formula_its_meta_count_and_torchs_flop_counter(tiny_spec, model_name, options):
-    """The calculator counts FRoD on the meta device with stand-ins for its value-reading steps (frod._ShapeOnly):
-    a real build of PEFT's FrodModel has the same parameters and saved buffers, and the FLOPs torch counts."""
+    """The calculator counts FRoD on the meta device with stand-ins for its value-reading steps
+    (frod._shape_only_tuner): a real build of PEFT's FrodModel has the same parameters and saved buffers, and the
+    FLOPs torch counts."""
     method = METHODS["frod"]
     spec = tiny_spec if model_name == TINY else shallow(model_name, 2)
     parsed = method.parse_options(options)

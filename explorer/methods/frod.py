@@ -19,9 +19,9 @@ needs one) are dense 2·in² products per token. Merged, U·(S + diag λ)·Vᵀ 
 
 What a meta-device build cannot do: PEFT computes V and U from the weights' values (and copies them to the CPU),
 which meta tensors do not have. So the calculator's exact count (built on the meta device) gives PEFT's FrodModel the
-same parameters and saved buffers without their values (``_ShapeOnly`` below: the tuner, its categories and its
-injection are PEFT's; V, S's positions and U are stride-0 tensors of their shapes). tests/test_peft_tuners_pvera.py
-checks the count, the buffers and the FLOPs against real CPU builds.
+same parameters and saved buffers without their values (``_shape_only_tuner`` below: the tuner, its categories and
+its injection are PEFT's; V, S's positions and U are stride-0 tensors of their shapes).
+tests/test_peft_tuners_pvera.py checks the count, the buffers and the FLOPs against real CPU builds.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""P-tuning, Cartridge and LLaMA-Adapter (adaption prompt) as methods: formulas against PEFT's builds and torch's FLOP
-counter at options other than the defaults (the defaults are in the registry-wide tests), the formulas written out on
-Llama-2-7B, the one-line refusals, and what each saves."""
+"""P-tuning, Cartridge, LLaMA-Adapter (adaption prompt) and CPT as methods: formulas against PEFT's builds and torch's
+FLOP counter at options other than the defaults (the defaults are in the registry-wide tests), the formulas written
+out on Llama-2-7B, the one-line refusals, what p-tuning saves, and CPT's context, loss and FLOPs on real tensors
+(its forward reads values). None of them merges."""
 
 import pytest
 import torch
@@ -102,3 +103,73 @@ def test_p_tuning_saves_the_soft_prompt_its_encoder_makes_not_the_encoder(cache,
     with torch.no_grad():
         assert torch.allclose(saved["prompt_embeddings"], encoder(torch.arange(4)), atol=1e-6)
     assert saved["prompt_embeddings"].numel() < m.trainable_formula(tiny_spec, options)
+
+
+@pytest.fixture(scope="module")
+def pirate_batch(cache):
+    from explorer.data import chat, sources
+
+    tok = loading.load_fresh(TINY, precision="fp32").tokenizer
+    encoded, _ = chat.encode_dataset(tok, sources.load_dataset("pirate")[0][:3], 64)
+    return chat.collate(encoded, chat.pad_id(tok))
+
+
+def cpt_on_tiny(tiny_spec, batch, n: int):
+    from explorer.methods.base import TrainingData
+
+    m = METHODS["cpt"]
+    base = loading.load_fresh(TINY, precision="fp32").model
+    base.set_attn_implementation("eager")  # the formulas count eager attention's two products
+    return m.apply_for_training(base, tiny_spec, m.parse_options({"num_virtual_tokens": n}),
+                                TrainingData(steps=1, batches=lambda k: [batch] * k))
+
+
+def test_cpts_context_is_the_first_training_examples_typed_input_and_answer(tiny_spec, pirate_batch):
+    model = cpt_on_tiny(tiny_spec, pirate_batch, 40)
+    config = model.peft_config["default"]
+    mask, labels = pirate_batch["attention_mask"][0].bool(), pirate_batch["labels"][0]
+    first = pirate_batch["input_ids"][0][mask].tolist()
+    n = min(40, len(first))
+    assert config.cpt_token_ids[:n] == first[:n] and config.num_virtual_tokens == 40
+    answers = (labels[mask] != -100).tolist()
+    assert config.cpt_tokens_type_mask[:n] == [4 if a else 2 for a in answers[:n]]  # example 0: 4·0+4 and 4·0+2
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == METHODS["cpt"].trainable_formula(tiny_spec, METHODS["cpt"].parse_options(
+        {"num_virtual_tokens": 40}))
+
+
+def test_cpt_trains_on_peft_s_loss_over_the_context_s_answers_and_the_batch_s(tiny_spec, pirate_batch):
+    """The method passes each batch token's type, so PEFT's CPT loss scores the batch's answers and the context's.
+    64 tokens cut the context inside the second example's prompt (the first holds 57): without the types PEFT would
+    then score the context's answers only."""
+    model = cpt_on_tiny(tiny_spec, pirate_batch, 64)
+    config = model.peft_config["default"]
+    assert max(config.cpt_tokens_type_mask) == 4 * 1 + 2  # the second example, its input only
+    with torch.no_grad():
+        loss = float(METHODS["cpt"].training_loss(model, pirate_batch))
+        logits = model(input_ids=pirate_batch["input_ids"], attention_mask=pirate_batch["attention_mask"]).logits
+        untyped = float(model(**pirate_batch).loss)
+    ids, types = torch.tensor(config.cpt_token_ids), torch.tensor(config.cpt_tokens_type_mask)
+    context = torch.where(types % 4 == 0, ids, -100).expand(len(logits), -1)
+    labels = torch.cat([context, pirate_batch["labels"]], dim=1)
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert bool((context != -100).any()) and abs(loss - float(expected)) < 1e-4
+    assert abs(untyped - loss) > 1e-3
+
+
+def test_cpt_flops_equal_torchs_counter_on_a_real_build(tiny_spec, pirate_batch):
+    from test_peft_tuners_more import cpu_flops
+
+    from explorer.costs.flops import count_flops
+
+    model = cpt_on_tiny(tiny_spec, pirate_batch, 40).train()
+    adaptation = METHODS["cpt"].adaptation(tiny_spec, METHODS["cpt"].parse_options({"num_virtual_tokens": 40}))
+    for seq_len in (6, 11):
+        assert cpu_flops(model, seq_len) == count_flops(tiny_spec.arch, adaptation, seq_len)
+
+
+def test_a_cpt_context_without_an_answer_is_refused_in_one_line(tiny_spec, pirate_batch):
+    with pytest.raises(ExplorerError, match=r"^CPT: the first 12 tokens of the training examples hold no answer, so "
+                                            r"the context teaches nothing; raise num_virtual_tokens\.$"):
+        cpt_on_tiny(tiny_spec, pirate_batch, 12)

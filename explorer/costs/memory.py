@@ -161,7 +161,8 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         return tokens * arch.hidden * act + head
     per_kind = {kind: block_activations_per_token(arch, arch.blocks[kind], keys, trains_weights=a.full)
                 for kind in set(arch.layer_kind)}
-    layers_total = sum(per_kind[kind] for kind in arch.layer_kind)
+    # Blocks below the first one that trains see no tensor that needs a gradient: autograd keeps nothing there.
+    layers_total = sum(per_kind[kind] for kind in arch.layer_kind[first_trained_layer(arch, a):])
     extra = 0
     modules = arch.by_name
     for name, rank in a.lora.items():
@@ -176,22 +177,57 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     # IA³ scales a layer's output (k, v) or its input (down): the scale's gradient needs the unscaled tensor.
     extra += sum(modules[n].out_features for n in a.ia3_out if n in modules and arch.layer_of(n) is not None)
     extra += sum(modules[n].in_features for n in a.ia3_in if n in modules and arch.layer_of(n) is not None)
-    # Other tuners' products (LoHa, LoKr, OFT, ...) build or apply a trained change to the layer's input:
-    # its gradient needs that input, which the frozen base layer alone would not keep.
-    extra += sum(modules[n].in_features for n in a.products if n in modules and arch.layer_of(n) is not None)
-    for name in a.trainable_modules:  # trained copies (modules_to_save, LN tuning): a linear keeps its input,
-        m = modules.get(name)            # a norm its normalized input for its scale's gradient
-        if m is not None and arch.layer_of(name) is not None:
-            extra += m.in_features if m.kind in ("linear", "conv1d") else m.own_params
+    # Other tuners' products (LoHa, LoKr, OFT, ...) build or apply a trained change to the layer's input, and
+    # trained copies of linears (modules_to_save) train on it: its gradient needs that input, which the frozen
+    # base layer alone would not keep. LoRA without dropout keeps it for A's gradient. Layers that read one
+    # tensor (q, k and v; gate and up) keep it once.
+    copies = [n for n in a.trainable_modules if n in modules and modules[n].kind in ("linear", "conv1d")]
+    undropped = [n for n in a.lora if a.lora_dropout <= 0]
+    extra += distinct_inputs(arch, [*a.products, *copies, *undropped])
+    for name in a.trainable_modules:  # a trained norm keeps its normalized input for its scale's gradient
+        m = modules.get(name)
+        if m is not None and arch.layer_of(name) is not None and m.kind not in ("linear", "conv1d"):
+            extra += m.own_params
     for name, rank in a.vera.items():  # VeRA keeps A's output (for λ_d's gradient) and B's (for λ_b's)
         extra += rank + modules[name].out_features
     if a.adapter_dim:
         extra += arch.layers * (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (
             2 * a.adapter_dim + arch.hidden)
-    if s.gradient_checkpointing:
+    extra += a.saved_per_token
+    if s.gradient_checkpointing:  # one layer's activations (and its share of the per-step tensors) at a time
         one_layer = max(per_kind.values()) + extra / arch.layers
-        return tokens * (arch.layers * arch.hidden + one_layer) * act + logits
-    return tokens * (layers_total + extra) * act + logits
+        return tokens * (arch.layers * arch.hidden + one_layer) * act + a.saved_per_step / arch.layers * act + logits
+    return tokens * (layers_total + extra) * act + a.saved_per_step * act + logits
+
+
+def distinct_inputs(arch: Arch, names) -> int:
+    """Elements per token of the distinct inputs of these block linears: layers that read one tensor (the same
+    operand sources in the block's table: q, k and v; gate and up) share it."""
+    seen = {}
+    for name in set(names):
+        layer, local = arch.locate(name)
+        if layer is None or name not in arch.by_name:
+            continue
+        ops = {op.name: op for op in arch.blocks[arch.layer_kind[layer]].ops}
+        op = ops.get(local)
+        key = (layer, op.a) if op is not None else (layer, local)
+        seen[key] = arch.by_name[name].in_features
+    return sum(seen.values())
+
+
+def first_trained_layer(arch: Arch, a: Adaptation) -> int:
+    """The first block whose forward involves something that trains (0 when the embeddings or the input train, or
+    the method touches every block): the blocks below it run as in inference."""
+    if a.full or a.prompt_tokens or a.prefix_tokens or a.adapter_dim or a.saved_per_token or a.saved_per_step:
+        return 0
+    names = [*a.lora, *a.products, *a.trainable_modules, *a.ia3_out, *a.ia3_in, *a.vera,
+             *(name.rsplit(".", 1)[0] for name in a.lora_params)]
+    layers = [arch.layer_of(name) for name in names]
+    below = [layer for layer, name in zip(layers, names) if layer is None and name != arch.head]
+    if below or not names:  # the embeddings train (they come first), or nothing is known: count every block
+        return 0
+    inside = [layer for layer in layers if layer is not None]
+    return min(inside) if inside else arch.layers
 
 
 def cpu_dropout_mask_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
@@ -275,7 +311,8 @@ def training_memory(arch: Arch, a: Adaptation, trainable: int, s: TrainSettings)
     # precision changes only the frozen base's activations, not the adapter's 4 + 4 + states bytes.
     weights = base_weight_bytes(arch, s.precision, nf4=a.quantized_base, double_quant=a.double_quant)
     weights += a.vera_shared * 4  # VeRA's shared random matrices: frozen float32 buffers
-    return Memory(weights, trainable * 4, trainable * 4, trainable * states, activations, *cpu)
+    kept = trainable * states + a.training_state * 4  # a method's own fp32 state across steps beside AdamW's
+    return Memory(weights, trainable * 4, trainable * 4, kept, activations, *cpu)
 
 
 # Each term of a training prediction: (label, Memory field, where it comes from).
@@ -286,7 +323,8 @@ TERM_SOURCES = [
      "(autocast_adapter_dtype); 0 for full fine-tuning, where they are the base weights"),
     ("gradients", "gradients_bytes", "one per trainable parameter at its precision (ZeRO §3.1)"),
     ("optimizer states", "optimizer_bytes", "AdamW: two fp32 states, 8 B per trainable parameter; 8-bit AdamW "
-     "2 B; SGD none (ZeRO §3.1; Dettmers et al. 2022)"),
+     "2 B; SGD none (ZeRO §3.1; Dettmers et al. 2022); plus a method's own state across steps (AdaLoRA's three "
+     "importance scores per trainable parameter, peft.tuners.adalora.RankAllocator.update_ipt)"),
     ("activations", "activations_bytes", "what autograd keeps per token and layer (Korthikanti et al. 2022, "
      "§4.1) for this block's shapes and what trains, as measured with torch's saved-tensor hooks, + fp32 "
      "logits and their gradient"),

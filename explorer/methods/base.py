@@ -57,6 +57,13 @@ class Adaptation:
                                                   # (tuple of explorer.costs.flops.Product: LoHa, LoKr, OFT, ...)
     quantized_base: bool = False                # the frozen base's linear weights in 4-bit NF4 (QLoRA)
     double_quant: bool = True                   # ... with their block scales quantized too
+    # What autograd keeps for backward beyond the terms above (explorer.costs.memory.activation_bytes), measured per
+    # method with torch's saved-tensor hooks (tests/test_memory_saved.py), in elements at the activations' width:
+    saved_per_token: int = 0                    # per token, over all its layers (a wider intermediate it keeps)
+    saved_per_step: int = 0                     # once per forward, whatever the tokens: weight-sized tensors its
+                                                # forward builds (a copy of W with ΔW added, a rotation, a basis)
+    training_state: int = 0                     # fp32 numbers it keeps across steps besides the optimizer's
+                                                # (AdaLoRA's importance scores)
 
     @property
     def pooled_head(self) -> bool:

@@ -11,16 +11,19 @@ Sources:
   the compute dtype. 8-bit (LLM.int8) stores 1 byte per linear weight plus one fp32 scale per row.
 - Activations: Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
   Models", §4.1) count the tensors autograd saves per layer; this counts them for this block's shapes and for
-  what trains, as measured with torch.autograd.graph.saved_tensors_hooks on the bundled SmolLM2 (2026-12-07,
-  every saved tensor listed per layer, docs/benchmarks.md): the two norms' inputs (2h); attention as
-  transformers runs it by default (scaled_dot_product_attention: queries, keys and values at the queries'
-  width, since transformers repeats grouped keys/values per head when a padding mask is passed, the output,
-  one log-sum-exp per head and the mask's row of keys); the MLP's hidden activations (the activation's input,
-  and for a gated MLP the activation's output and the up projection's output: 3·I, or I for a GELU MLP); and
-  the input of each linear layer whose weight trains (a frozen layer's backward needs only its weight, so a
-  frozen base keeps none of them: the saved-tensor list shows no base linear's input under LoRA or prompt
-  tuning). MoE: the top-k experts' hidden units and the router's logits, layer kinds counted each as often as
-  they occur; plus fp32 logits and their gradient (2·vocab·4 bytes per token). With gradient checkpointing
+  what trains, as measured with torch.autograd.graph.saved_tensors_hooks (tests/test_memory_saved.py: every saved
+  tensor of a two-block SmolLM2, per method): each norm's input and its per-token statistics; attention as
+  transformers runs it by default without a padding mask (scaled_dot_product_attention with grouped keys/values
+  as they are: queries, keys and values, the output, one log-sum-exp per head); the MLP's hidden activations (the
+  activation's input, and for a gated MLP the activation's output and the up projection's output: 3·I, or I for a
+  GELU MLP); and the input of each linear layer whose weight trains (a frozen layer's backward needs only its
+  weight, so a frozen base keeps none of them), each distinct input once, the attention's output (o_proj's input)
+  being the attention's own. Blocks below the first one that trains keep nothing, nor the first one's stages
+  before the first thing that trains in it (first_trained). MoE: the top-k experts' hidden units and the router's
+  logits, layer kinds counted each as often as they occur; plus the final norm, fp32 logits and their gradient
+  (2·vocab·4 bytes per token) and the int64 labels. Not counted: the rotary cos/sin (2·head_dim per position, once
+  per forward: under 0.2% on SmolLM2). A padded batch (a mask) makes transformers repeat grouped keys/values to
+  the queries' width and keep the mask: more than counted here. With gradient checkpointing
   only each layer's input (h) is kept, and one layer's activations are rebuilt at a time. LoRA with dropout
   keeps a dropped-out copy of each adapted layer's input and its mask (PEFT applies a separate dropout per
   layer): a one-byte mask on CUDA (torch's fused dropout); on CPU torch multiplies by a noise tensor of the
@@ -119,18 +122,60 @@ def base_weight_bytes(arch: Arch, precision: str, nf4: bool = False, double_quan
     return total * BYTES[precision]
 
 
-def block_activations_per_token(arch: Arch, block, keys: int, trains_weights: bool = False) -> int:
-    """Elements autograd keeps per token in one block (the module docstring's count): the two norms' inputs (2h),
-    scaled_dot_product_attention's queries, keys, values (at the queries' width) and output (4 × the attention
-    output's width), its log-sum-exp per head and the mask's keys, the MLP's hidden activations, the experts'
-    and router's, and with ``trains_weights`` (full fine-tuning) the input of every linear layer, each distinct
-    input once (q, k and v read one)."""
+# The stages of a block's forward, in the order it runs them: what feeds the attention (its input norm), the
+# attention, what feeds the MLP (its norms), the MLP. In the first block that trains, the stages before the first
+# thing that trains see no tensor that needs a gradient: autograd keeps nothing there.
+STAGES = ("attention_norm", "attention", "mlp_norm", "mlp")
+# The stage a trained op starts, by its role in the block (explorer.costs.arch.Block.roles): a trained q/k/v makes
+# the attention keep its operands; a trained o_proj makes its output, and so the MLP's norm input, need a gradient.
+ROLE_STAGE = {"attn_in": 1, "attn_core_product": 1, "attn_core": 2, "mlp_in": 3, "router": 3, "experts": 3,
+              "mlp_mid": 4}
+
+
+def norm_stats(cls: str) -> int:
+    """Per-token statistics a norm keeps beside its input: RMSNorm its 1/rms (transformers' LlamaRMSNorm.forward,
+    ``hidden_states * torch.rsqrt(variance + eps)``), LayerNorm its mean and 1/std (torch's native_layer_norm)."""
+    return 1 if "RMS" in cls else 2
+
+
+def block_norms(block) -> dict[str, list]:
+    """The block's hidden-width norms (norms inside the attention, such as Qwen3's per-head q_norm, left out), by the
+    stage whose input they make: the norm whose weight the attention's input projections read, the norm(s) the
+    MLP's read, and the others (applied to an output, as OLMo-2's and Gemma-2's post norms), with the MLP's."""
+    attention = next((op.module for op in block.ops if op.per_key), "")
+    reads = {role: {x[6:].rsplit(".", 1)[0] for op in block.ops if block.roles[op.name] == role for x in op.a
+                    if x.startswith("param:")} for role in ("attn_in", "mlp_in", "router")}
+    out = {"attention_norm": [], "mlp_norm": []}
+    for m in block.modules:
+        if "Norm" not in m.cls or (attention and m.name.startswith(attention + ".")):
+            continue
+        out["attention_norm" if m.name in reads["attn_in"] else "mlp_norm"].append(m)
+    return out
+
+
+def block_stages(arch: Arch, kind: int, trains_weights: bool = False) -> dict[str, int]:
+    """Elements autograd keeps per token in one block of this kind, by stage (STAGES), as transformers runs it
+    without a padding mask (the module docstring's count):
+    - each norm's input and its statistics (norm_stats; with a trained weight also its normalized input, which
+      activation_bytes counts with the method's trained modules);
+    - scaled_dot_product_attention's queries, keys and values, its output and one log-sum-exp per head (torch's
+      _scaled_dot_product_flash_attention_for_cpu / efficient attention keep these five). Without a mask,
+      transformers passes grouped keys and values as they are (enable_gqa, integrations/sdpa_attention.py
+      use_gqa_in_sdpa), so they take the KV cache's width (arch.kv_per_token), not the queries';
+    - the MLP's hidden activations (the activation's input, and for a gated MLP the activation's output and the up
+      projection's output: 3·I, or I for a GELU MLP), the experts' and router's;
+    - with ``trains_weights`` (full fine-tuning) the input of every linear layer, each distinct input once (q, k
+      and v read one), counted with the MLP."""
+    block = arch.blocks[kind]
     roles = block.roles
     h = arch.hidden
+    norms = {stage: sum(h + norm_stats(m.cls) for m in found) for stage, found in block_norms(block).items()}
     core = [op for op in block.ops if op.per_key]
-    width = sum(op.out_per_token for op in core)            # P·V's output: heads × head_dim
+    width = sum(op.out_per_token for op in core)            # P·V's output: heads × head_dim, as the queries
     heads = max((op.out_per_key for op in core), default=0)  # Q·Kᵀ's output per key: one score per head
-    attention = 4 * width + heads + keys if core else 0
+    layer = arch.layer_kind.index(kind)
+    kv = arch.kv_per_token[layer] if len(arch.kv_per_token) > layer else 2 * width
+    attention = 2 * width + kv + heads if core else 0
     experts = {op.name for op in block.ops if roles[op.name] == "experts"}
     mlp_in = [op for op in block.ops if roles[op.name] == "mlp_in"]
     hidden_units = max((op.out_features for op in mlp_in), default=0)
@@ -140,8 +185,30 @@ def block_activations_per_token(arch: Arch, block, keys: int, trains_weights: bo
     router = sum(op.out_per_token for op in block.ops if roles[op.name] == "router")
     inputs = 0
     if trains_weights:
-        inputs = sum(in_features for in_features in {op.a: op.in_features for op in block.ops if op.linear}.values())
-    return 2 * h + attention + mlp + 2 * first_stage + router + inputs
+        distinct = {op.a: op.in_features for op in block.ops if op.linear and not reads_attention_output(block, op)}
+        inputs = sum(distinct.values())
+    return {"attention_norm": norms["attention_norm"], "attention": attention, "mlp_norm": norms["mlp_norm"],
+            "mlp": mlp + 2 * first_stage + router + inputs}
+
+
+def reads_attention_output(block, op) -> bool:
+    """A linear whose input is the attention's output (o_proj): that tensor is already kept, as the output
+    scaled_dot_product_attention saves (torch's CPU flash kernel and CUDA's lay it out as (batch, tokens, heads,
+    head_dim), so transformers' ``.transpose(1, 2).contiguous()`` is a view of that same storage)."""
+    return bool(op.a) and all(block.roles.get(source) == "attn_core_product" for source in op.a)
+
+
+def block_activations_per_token(arch: Arch, kind: int, trains_weights: bool = False, from_stage: int = 0) -> int:
+    """Elements autograd keeps per token in one block of this kind (block_stages), from the stage ``from_stage`` on
+    (the first block that trains keeps nothing before the first thing that trains in it)."""
+    stages = block_stages(arch, kind, trains_weights)
+    return sum(stages[stage] for stage in STAGES[from_stage:])
+
+
+def final_norm_per_token(arch: Arch) -> int:
+    """The final norm (outside the blocks, before the LM head): its input and statistics."""
+    return sum(arch.hidden + norm_stats(m.cls) for m in arch.modules
+               if "Norm" in m.cls and arch.layer_of(m.name) is None and m.own_params)
 
 
 def activation_width(s: TrainSettings) -> int:
@@ -153,16 +220,20 @@ def activation_width(s: TrainSettings) -> int:
 def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     act = activation_width(s)
     seq = s.seq_len + a.prompt_tokens
-    keys = seq + a.prefix_tokens
     tokens = s.batch_size * seq
-    logits = tokens * arch.vocab * 4 * 2
+    # fp32 logits and their gradient, and the int64 labels cross-entropy keeps for its backward (nll_loss's target).
+    logits = tokens * (arch.vocab * 4 * 2 + 8)
     if a.head:  # frozen backbone runs without autograd: only the head's input and output are kept
         head = s.batch_size * arch.hidden * act if a.pooled_head else logits
         return tokens * arch.hidden * act + head
-    per_kind = {kind: block_activations_per_token(arch, arch.blocks[kind], keys, trains_weights=a.full)
-                for kind in set(arch.layer_kind)}
-    # Blocks below the first one that trains see no tensor that needs a gradient: autograd keeps nothing there.
-    layers_total = sum(per_kind[kind] for kind in arch.layer_kind[first_trained_layer(arch, a):])
+    first, stage = first_trained(arch, a)
+    per_kind = {kind: block_activations_per_token(arch, kind, trains_weights=a.full) for kind in set(arch.layer_kind)}
+    # Blocks below the first one that trains see no tensor that needs a gradient: autograd keeps nothing there, nor
+    # in the first one's stages before the first thing that trains in it.
+    layers_total = sum(per_kind[kind] for kind in arch.layer_kind[first + 1:])
+    if first < arch.layers:
+        layers_total += block_activations_per_token(arch, arch.layer_kind[first], a.full, stage)
+        layers_total += final_norm_per_token(arch)
     extra = 0
     modules = arch.by_name
     for name, rank in a.lora.items():
@@ -202,32 +273,52 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
 
 def distinct_inputs(arch: Arch, names) -> int:
     """Elements per token of the distinct inputs of these block linears: layers that read one tensor (the same
-    operand sources in the block's table: q, k and v; gate and up) share it."""
+    operand sources in the block's table: q, k and v; gate and up) share it, and the attention's output is kept
+    by the attention already (reads_attention_output)."""
     seen = {}
     for name in set(names):
         layer, local = arch.locate(name)
         if layer is None or name not in arch.by_name:
             continue
-        ops = {op.name: op for op in arch.blocks[arch.layer_kind[layer]].ops}
-        op = ops.get(local)
+        block = arch.blocks[arch.layer_kind[layer]]
+        op = next((op for op in block.ops if op.name == local), None)
+        if op is not None and reads_attention_output(block, op):
+            continue
         key = (layer, op.a) if op is not None else (layer, local)
         seen[key] = arch.by_name[name].in_features
     return sum(seen.values())
 
 
 def first_trained_layer(arch: Arch, a: Adaptation) -> int:
-    """The first block whose forward involves something that trains (0 when the embeddings or the input train, or
-    the method touches every block): the blocks below it run as in inference."""
-    if a.full or a.prompt_tokens or a.prefix_tokens or a.adapter_dim or a.saved_per_token or a.saved_per_step:
-        return 0
+    """The first block whose forward involves something that trains (first_trained)."""
+    return first_trained(arch, a)[0]
+
+
+def first_trained(arch: Arch, a: Adaptation) -> tuple[int, int]:
+    """(the first block whose forward involves something that trains, the first of its STAGES that keeps anything):
+    (0, 0) when the embeddings or the input train (the first block's input needs a gradient), or nothing is known;
+    (layers, 0) when nothing in the blocks trains. The blocks below it run as in inference."""
+    if a.full or a.prompt_tokens:
+        return 0, 0
+    if a.prefix_tokens:  # every attention's keys and values get trained virtual tokens
+        return 0, ROLE_STAGE["attn_in"]
+    if a.adapter_dim:  # a bottleneck after the attention's output (stage 2), or after the MLP's only
+        return 0, 2 if a.adapter_after_attention else len(STAGES)
     names = [*a.lora, *a.products, *a.trainable_modules, *a.ia3_out, *a.ia3_in, *a.vera,
              *(name.rsplit(".", 1)[0] for name in a.lora_params)]
-    layers = [arch.layer_of(name) for name in names]
-    below = [layer for layer, name in zip(layers, names) if layer is None and name != arch.head]
+    located = [arch.locate(name) for name in names]
+    below = [layer for (layer, _), name in zip(located, names) if layer is None and name != arch.head]
     if below or not names:  # the embeddings train (they come first), or nothing is known: count every block
-        return 0
-    inside = [layer for layer in layers if layer is not None]
-    return min(inside) if inside else arch.layers
+        return 0, 0
+    inside = [(layer, local) for layer, local in located if layer is not None]
+    if not inside:
+        return arch.layers, 0
+    first = min(layer for layer, _ in inside)
+    block = arch.blocks[arch.layer_kind[first]]
+    norms = {m.name: stage for stage, found in block_norms(block).items() for m in found}
+    stages = [ROLE_STAGE.get(block.roles.get(local), 0) if local not in norms
+              else STAGES.index(norms[local]) + 1 for layer, local in inside if layer == first]
+    return first, min(stages)
 
 
 def cpu_dropout_mask_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:

@@ -169,7 +169,9 @@ def block_stages(arch: Arch, kind: int, trains_weights: bool = False) -> dict[st
     block = arch.blocks[kind]
     roles = block.roles
     h = arch.hidden
-    norms = {stage: sum(h + norm_stats(m.cls) for m in found) for stage, found in block_norms(block).items()}
+    # A norm whose weight trains also keeps its normalized input, for the weight's gradient.
+    norms = {stage: sum(h * (1 + trains_weights) + norm_stats(m.cls) for m in found)
+             for stage, found in block_norms(block).items()}
     core = [op for op in block.ops if op.per_key]
     width = sum(op.out_per_token for op in core)            # P·V's output: heads × head_dim, as the queries
     heads = max((op.out_per_key for op in core), default=0)  # Q·Kᵀ's output per key: one score per head
@@ -205,9 +207,10 @@ def block_activations_per_token(arch: Arch, kind: int, trains_weights: bool = Fa
     return sum(stages[stage] for stage in STAGES[from_stage:])
 
 
-def final_norm_per_token(arch: Arch) -> int:
-    """The final norm (outside the blocks, before the LM head): its input and statistics."""
-    return sum(arch.hidden + norm_stats(m.cls) for m in arch.modules
+def final_norm_per_token(arch: Arch, trained: bool = False) -> int:
+    """The final norm (outside the blocks, before the LM head): its input and statistics, and its normalized input
+    when its weight trains."""
+    return sum(arch.hidden * (1 + trained) + norm_stats(m.cls) for m in arch.modules
                if "Norm" in m.cls and arch.layer_of(m.name) is None and m.own_params)
 
 
@@ -233,7 +236,11 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     layers_total = sum(per_kind[kind] for kind in arch.layer_kind[first + 1:])
     if first < arch.layers:
         layers_total += block_activations_per_token(arch, arch.layer_kind[first], a.full, stage)
-        layers_total += final_norm_per_token(arch)
+        layers_total += final_norm_per_token(arch, trained=a.full)
+    if a.full or arch.head in a.trainable_modules:  # the LM head's weight gradient needs its input
+        layers_total += arch.hidden
+    if a.full or arch.embed in a.trainable_modules:  # the embedding's backward reads the int64 token ids
+        logits += tokens * 8
     extra = 0
     modules = arch.by_name
     for name, rank in a.lora.items():

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("shira", "SHiRA")
@@ -77,6 +78,20 @@ def make_config(spec, options):
                        **TUNER.peft_kwargs(spec, options))
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.shira.layer.Linear.forward``), in elements at the
+    activations' width: the copy W + ΔW (``get_base_weight().clone()`` plus the sparse ΔW, in the base weight's
+    dtype), which F.linear keeps for its input's gradient where that input needs one (explorer.methods.
+    saved_tensors); and each layer's sparse ΔW (``get_delta_weight``: ``torch.sparse_coo_tensor``, whose backward
+    keeps its result to mask the gradient): r·(in + out) float32 values with two int64 positions each, 20 bytes,
+    counted as 5 elements (exact at float32 activations; at 16-bit ones the formula counts 10 of its 20 bytes)."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    copies = sum(arch.by_name[n].in_features * arch.by_name[n].out_features for n in inputs_with_grad(arch, names))
+    sparse = sum(per_module(arch.by_name[n], options)[0] for n in names)
+    return copies + 5 * sparse
+
+
 def _no_mask(base_layer, r, **kwargs):
     return None
 
@@ -90,7 +105,7 @@ def apply(model, spec, options):
     return get_peft_model(model, config)
 
 
-METHOD = dataclasses.replace(linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="shira", title="SHiRA", where="linear weights (a fixed sparse set of their own entries)",
     explanation="Trains a small, fixed, randomly chosen set of each chosen layer's own weights (as many as LoRA "
@@ -106,4 +121,11 @@ METHOD = dataclasses.replace(linear_method(
     literature=("Bhardwaj et al. 2024 (SHiRA, abstract) claim that fine-tuning 1-2% of the base model's weights "
                 "suffices for many adapter tasks and significantly outperforms LoRA, with no inference overhead and "
                 "rapid switching in the fused mode; PEFT's method comparison (issue 27) reports 51.0% on GSM8K "
-                "against LoRA r32's 47.8%.",)), apply=apply, validate=validate)
+                "against LoRA r32's 47.8%.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, apply=apply, validate=validate, adaptation=adaptation)

@@ -26,6 +26,7 @@ from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
 from .base import Adaptation
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("osf", "OSF")
@@ -106,10 +107,27 @@ PRODUCTS_ONLY = linear_method(
                 "and safety, with no additional parameters per task.",))
 
 
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond the layers' inputs, as ``peft.tuners.osf.layer.Linear.
+    forward`` runs: A = [U_low·S_low, −U_low_init·S_low_init] (out × 2r) and B = [V_low; V_low_init] (2r × in) are
+    new tensors every forward (torch.cat); F.linear(x, B) keeps B for x's gradient where x needs one
+    (explorer.methods.saved_tensors), F.linear(h, A) keeps A (h = x·Bᵀ always needs one: V_low trains) and h,
+    2r per token, for A's gradient."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    rank2 = {n: 2 * trained_rank(arch.by_name[n], options) for n in names}
+    step = sum(arch.by_name[n].out_features * rank2[n] for n in names)
+    step += sum(rank2[n] * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    return step, sum(rank2.values())
+
+
 def adaptation(spec, options) -> Adaptation:
-    """The products, and PEFT's frozen SVD buffers as memory (float32, as VeRA's shared matrices are counted)."""
+    """The products, PEFT's frozen SVD buffers as memory (float32, as VeRA's shared matrices are counted), and what
+    its forward keeps for backward (saved)."""
     held = sum(buffers(spec.arch.by_name[n], options) for n in TUNER.targets(spec, options))
-    return dataclasses.replace(PRODUCTS_ONLY.adaptation(spec, options), vera_shared=held)
+    step, token = saved(spec, options)
+    return dataclasses.replace(PRODUCTS_ONLY.adaptation(spec, options), vera_shared=held, saved_per_step=step,
+                               saved_per_token=token)
 
 
 METHOD = dataclasses.replace(PRODUCTS_ONLY, adaptation=adaptation)

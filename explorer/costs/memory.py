@@ -243,15 +243,17 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         logits += tokens * 8
     extra = 0
     modules = arch.by_name
+    unmasked = inputs_without_gradient(arch, a)
     for name, rank in a.lora.items():
         if arch.layer_of(name) is None:
             continue
         extra += rank                                                   # LoRA: A's output per adapted layer
         if a.lora_dropout > 0:  # (the mask at one byte, as on CUDA; CPU's wider mask: cpu_dropout_mask_bytes)
-            # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's
-            # weight gradient) and a one-byte mask; DoRA also keeps the base and LoRA outputs.
+            # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's weight
+            # gradient) and a one-byte mask, unless its input needs no gradient (dropout's backward then never
+            # runs); DoRA also keeps the base and LoRA outputs.
             m = modules[name]
-            extra += m.in_features * (1 + 1 / act) + (2 * m.out_features if a.dora else 0)
+            extra += m.in_features * (1 + (name not in unmasked) / act) + (2 * m.out_features if a.dora else 0)
     # IA³ scales a layer's output (k, v) or its input (down): the scale's gradient needs the unscaled tensor.
     extra += sum(modules[n].out_features for n in a.ia3_out if n in modules and arch.layer_of(n) is not None)
     extra += sum(modules[n].in_features for n in a.ia3_in if n in modules and arch.layer_of(n) is not None)
@@ -328,13 +330,27 @@ def first_trained(arch: Arch, a: Adaptation) -> tuple[int, int]:
     return first, min(stages)
 
 
+def inputs_without_gradient(arch: Arch, a: Adaptation) -> set:
+    """The adapted block linears whose input needs no gradient: in the first block that trains, those of the first
+    stage that trains when that block's input needs none (LoRA on q, k and v of the first adapted block reads the
+    frozen norm's output), where a dropout keeps no mask."""
+    first, stage = first_trained(arch, a)
+    if stage == 0 or first >= arch.layers:
+        return set()
+    roles = arch.blocks[arch.layer_kind[first]].roles
+    return {name for name in [*a.lora, *a.products] if arch.locate(name)[0] == first
+            and ROLE_STAGE.get(roles.get(arch.locate(name)[1])) == stage}
+
+
 def cpu_dropout_mask_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     """What LoRA's dropout masks take on CPU beyond the one byte per element counted in the activations: torch's
     unfused dropout (every device but CUDA) keeps a noise tensor of the input's dtype as its mask."""
     if a.lora_dropout <= 0:
         return 0.0
     act = activation_width(s)
-    inputs = sum(arch.by_name[name].in_features for name in a.lora if arch.layer_of(name) is not None)
+    unmasked = inputs_without_gradient(arch, a)
+    inputs = sum(arch.by_name[name].in_features for name in a.lora
+                 if arch.layer_of(name) is not None and name not in unmasked)
     if s.gradient_checkpointing:  # one layer's activations at a time
         inputs /= arch.layers
     return s.batch_size * (s.seq_len + a.prompt_tokens) * inputs * (act - 1)

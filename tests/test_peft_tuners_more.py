@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from explorer import calculator
 from explorer.costs.flops import count_flops
 from explorer.errors import ExplorerError
-from explorer.methods import METHODS
+from explorer.methods import METHODS, NOT_OFFERED
 from explorer.models import loading
 from explorer.models import specs as model_specs
 
@@ -108,3 +108,15 @@ def test_an_adapter_merges_to_the_logits_it_adapts_to(cache, tiny_spec, method):
         assert type(merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"
         assert (merged(input_ids=ids).logits - adapted).abs().max() < 1e-4
     assert not torch.allclose(adapted, base_logits, atol=1e-4), "the adapter changes the logits"
+
+
+@pytest.mark.parametrize("name", sorted(NOT_OFFERED))
+def test_a_method_not_offered_says_why_in_one_line_where_it_is_asked_for(name):
+    from explorer.race import entrants
+
+    title, why = NOT_OFFERED[name]
+    assert name not in METHODS and why
+    for ask in (lambda: calculator.from_request("llama-2-7b", name, {}, exact_mode="skip"),
+                lambda: entrants.parse_spec(f"{name}:r=4")):
+        with pytest.raises(ExplorerError, match=rf"{title} is not offered here: [^\n]+$"):
+            ask()

@@ -12,6 +12,7 @@ from ..calculator.claims import claims_of
 from ..costs import memory
 from ..errors import ExplorerError
 from ..methods import METHODS
+from ..methods import get as get_method
 from ..models import specs as model_specs
 from ..train import runs
 
@@ -79,8 +80,7 @@ def last_runs(method: str, limit: int = 3) -> list[dict]:
 def side_by_side(model: str, method_a: str, method_b: str, settings=None) -> dict:
     """Two methods on the same model: parameters, memory, FLOP overhead, merging, and real run outcomes."""
     for name in (method_a, method_b):
-        if name not in METHODS:
-            raise ExplorerError(f"Unknown method '{name}'. Methods: {', '.join(METHODS)}.")
+        get_method(name)  # an unknown name, or one not offered, said in one line
     spec = model_specs.resolve(model)
     cards = {name: method_card(spec, name, settings) for name in (method_a, method_b)}
     return {"model": spec.name, "cards": cards, "runs": {name: last_runs(name) for name in (method_a, method_b)}}

@@ -12,6 +12,7 @@ from . import (
     boft,
     c3a,
     cartridge,
+    cpt,
     deft,
     delora,
     dora,
@@ -103,18 +104,35 @@ METHODS: dict[str, Method] = {
     "ptuning": ptuning.METHOD,
     "cartridge": cartridge.METHOD,
     "adaption_prompt": adaption_prompt.METHOD,
+    "cpt": cpt.METHOD,
     "pvera": pvera.METHOD,
     "tinylora": tinylora.METHOD,
     "frod": frod.METHOD,
     "lily": lily.METHOD,
-    # LoftQ is left out: PEFT 0.21.2 computes its initialisation on CUDA only (the QLoRA and PiSSA cards say so).
 }
 DEFAULT_METHOD = "lora"  # what the tabs and the CLI start from
+
+# PEFT 0.21.2's methods that are not offered here, each with why (said when one is asked for by name, listed in the
+# Calculator and the README).
+NOT_OFFERED: dict[str, tuple[str, str]] = {
+    "loftq": ("LoftQ", "PEFT computes its initialisation on CUDA only (peft.utils.loftq_utils); the QLoRA and PiSSA "
+                       "cards say so."),
+    "corda": ("CorDA", "a LoRA start that changes the base weights: its adapter would need PiSSA's conversion on "
+                       "save, which PEFT does not offer for it (LoRA's init_lora_weights option refuses it)."),
+    "loraga": ("LoRA-GA", "a LoRA start that changes the base weights, as CorDA's (LoRA's init_lora_weights option "
+                          "refuses it)."),
+    "adamss": ("AdaMSS", "each layer's build clusters its real weights (scikit-learn's KMeans, peft/tuners/adamss/"
+                         "utils.py), so its parameter count depends on the weights' values: no formula, and no build "
+                         "on the meta device for the Calculator."),
+}
 
 
 def get(name: str) -> Method:
     from ..errors import ExplorerError
 
+    if name in NOT_OFFERED:
+        title, why = NOT_OFFERED[name]
+        raise ExplorerError(f"{title} is not offered here: {why}")
     if name not in METHODS:
         raise ExplorerError(f"Unknown method '{name}'. Methods: {', '.join(METHODS)}.")
     return METHODS[name]

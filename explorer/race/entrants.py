@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ExplorerError
-from ..methods import DEFAULT_METHOD, METHODS
+from ..methods import DEFAULT_METHOD, METHODS, NOT_OFFERED
 
 RANK_SWEEP = (1, 2, 4, 8, 16, 64)
 MAX_ENTRANTS = 40
@@ -53,6 +53,9 @@ def parse_spec(spec: str) -> Entrant:
     if not text:
         raise ExplorerError("An entrant spec is empty: write a method name, e.g. lora or lora:r=4.")
     method, *pairs = [part.strip() for part in text.split(":")]
+    if method in NOT_OFFERED:
+        title, why = NOT_OFFERED[method]
+        raise ExplorerError(f"Entrant '{text}': {title} is not offered here: {why}")
     if method not in METHODS:
         raise ExplorerError(f"Entrant '{text}': unknown method '{method}'. Methods: {', '.join(METHODS)}.")
     options: dict = {}

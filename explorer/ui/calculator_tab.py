@@ -17,7 +17,7 @@ from .. import calculator
 from ..calculator import exact
 from ..costs import memory
 from ..errors import ExplorerError
-from ..methods import DEFAULT_METHOD, METHODS
+from ..methods import DEFAULT_METHOD, METHODS, NOT_OFFERED
 from ..train import track_record
 from . import calculator_view as view
 from .common import Latest, api_errors, shows_errors
@@ -134,6 +134,9 @@ def create_calculator_tab() -> dict:
                             info="Real published configs; runnable models; or your own config.json")
         method = gr.Dropdown([(m.title, name) for name, m in METHODS.items()], value=DEFAULT_METHOD, label="Method",
                              scale=1, elem_id="calc-method")
+    with gr.Accordion(f"{len(METHODS)} methods here; PEFT's methods not offered, and why", open=False,
+                      elem_id="calc-not-offered"):
+        gr.Markdown("\n".join(f"- **{title}**: {why}" for title, why in NOT_OFFERED.values()))
     with gr.Accordion("Custom config.json", open=False):
         config_text = gr.Code(language="json", label="Paste a config.json, then choose 'Pasted or uploaded "
                               "config.json' as the base model", elem_id="calc-config")

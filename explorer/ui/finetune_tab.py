@@ -19,6 +19,7 @@ from ..errors import ExplorerError
 from ..human import human_bytes
 from ..learn import recommend
 from ..methods import DEFAULT_METHOD, METHODS
+from ..methods import get as get_method
 from ..models import provision, registry
 from ..train import estimate, lifecycle, runs
 from ..train.config import TrainConfig, check_dataset
@@ -65,8 +66,7 @@ def parse_request(form: dict, save: bool) -> tuple[TrainConfig, dict]:
     value, hosting caps included); the upload saved only when ``save``. Raises ExplorerError naming the first
     bad value."""
     method_name = form["method"]
-    if method_name not in METHODS:
-        raise ExplorerError(f"Unknown method '{method_name}'. Methods: {', '.join(METHODS)}.")
+    get_method(method_name)  # an unknown name, or one not offered, said in one line
     options = options_in(form, method_name)
     kind = METHODS[method_name].data_kind(METHODS[method_name].parse_options(options))
     dataset = dataset_value(form["dataset"], form["upload"], form["pasted"], save, kind, form.get("columns", ""))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..options import option
 from .base import Adaptation, Method, Term
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, modules_option, peft_config, preset_option
 
 TUNER = Tuner("unilora", "Uni-LoRA", conv1d=True)
@@ -66,11 +67,26 @@ def products(m, r: int) -> tuple:
     return Product(down, down, down), Product(up, 2 * up, 0)
 
 
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond every adapted layer's input, as ``peft.tuners.unilora.
+    layer.Linear.forward`` runs without dropout (unilora_dropout > 0 also keeps a dropped-out copy of the input, not
+    counted here). ``_get_lora_matrices`` gathers A = θ_d[indices_A]·scales_A (r × in) and B (out × r) anew each
+    forward (the gather keeps only PEFT's index buffer, the product by the frozen scales only the scales);
+    F.linear(x, A) keeps A where x needs a gradient (explorer.methods.saved_tensors), F.linear(h, B) keeps B and h,
+    r per token, for B's gradient."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    step = sum(options.r * arch.by_name[n].out_features for n in names)
+    step += sum(options.r * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    return step, options.r * len(names)
+
+
 def adaptation(spec, options) -> Adaptation:
+    step, token = saved(spec, options)
     # The index (int64) and scale (float32) buffers, one of each per LoRA entry: three float32's worth, counted as
     # frozen float32 buffers (as VeRA's shared matrices and OSF's SVD factors are)
     return Adaptation(products={n: products(spec.arch.by_name[n], options.r) for n in TUNER.targets(spec, options)},
-                      vera_shared=3 * lora_entries(spec, options))
+                      vera_shared=3 * lora_entries(spec, options), saved_per_step=step, saved_per_token=token)
 
 
 def make_config(spec, options):

@@ -14,7 +14,9 @@ keys and values train.
 
 The paper trains a cartridge by self-study (context distillation on synthetic conversations about a corpus) and
 starts it from the corpus's first tokens' cache; here it starts random (the paper's other start, PEFT's default)
-and trains on the run's data with the app's loss, as prefix tuning does.
+and trains on the run's data with the app's loss, as prefix tuning does. A random start makes the model worse before
+it makes it better: on SmolLM2-135M (pirate data, 12 steps at the default rate) the held-out loss went 8.94 → 4.86,
+where the base model scores 3.54.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ METHOD = Method(
     name="cartridge", title="Cartridge", where="attention keys and values (a trained cache in every layer)",
     explanation="Trains a small key/value cache directly: every attention layer sees a few extra learned keys and "
                 "values before the real tokens, as if a text had been read beforehand. Like prefix tuning without "
-                "its reparameterisation network; the first virtual token stays fixed.",
+                "its reparameterisation network; the first virtual token stays fixed. It starts from random keys "
+                "and values, which at first make the model worse than the base.",
     when_to_use="To stand in for a long document kept in the prompt: the paper distils a corpus into a cartridge. "
                 "Here it trains on the run's data from a random start, as prefix tuning does.",
     default_lr=1e-2, options_type=CartridgeOptions, mergeable=False,

@@ -18,10 +18,12 @@ Merged: ΔW folds into W (PEFT keeps a small r × in factor to unmerge exactly).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("deft", "DEFT", conv1d=True)
@@ -88,7 +90,33 @@ def make_config(spec, options):
                        fan_in_fan_out=TUNER.conv1d_targets(spec, options), **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond every adapted layer's input, as ``peft.tuners.deft.layer.
+    DeftLinear.forward`` runs (without dropout: deft_dropout > 0 also keeps a dropped-out copy of the input, not
+    counted). Per step: relu(P) (out × r, kept by relu; "qr": torch.linalg.qr's Q and R, out·r + r·r, kept by its
+    backward), from ``_project``; R·scaling (r × in, a new tensor) where the layer's input needs a gradient
+    (explorer.methods.saved_tensors). Per token: the frozen layer's output W·x (out), kept by (W·x)·relu(P) for
+    relu(P)'s gradient, and the two rank-r products each kept for Pᵀ's gradient: (W·x)·relu(P) and x·R_sᵀ (one with
+    para, which runs no injection and so keeps no input of its own). PEFT computes all of it in float32 (its
+    compute_dtype): at 16-bit activations W·x is a float32 copy (counted here at the activations' width)."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    step, token = 0, 0
+    for name in names:
+        m = arch.by_name[name]
+        r = rank(m, options)
+        step += m.out_features * r + (r * r if options.decomposition_method == "qr" else 0)
+        token += m.out_features + r * (1 if options.para else 2)
+    if options.para:
+        token -= distinct_inputs(arch, names)  # the layers' inputs: only the frozen products read them
+    else:
+        step += sum(rank(arch.by_name[n], options) * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    return step, token
+
+
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="deft", title="DEFT", where="linear weights (a rank-r subspace removed and new content injected)",
     explanation="Finds, for each chosen layer, a small subspace of what the weight does, removes it, and injects "
@@ -103,3 +131,11 @@ METHOD = linear_method(
                 "on personalization (Dreambooth, Dreambench Plus), object and scene adaptation (InsDet) and visual "
                 "in-context generation (VisualCloze), balancing learning a new concept against keeping instruction "
                 "ability and editability; no language-model results are claimed.",))
+
+
+def adaptation(spec, options):
+    step, token = saved(spec, options)
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=step, saved_per_token=token)
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

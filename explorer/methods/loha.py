@@ -12,10 +12,12 @@ per token, so merging matters more than for LoRA.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("loha", "LoHa")
@@ -46,6 +48,19 @@ def products(m, options):
             Product(dense, dense, dense))                          # ΔW trains: weight gradient; input's if needed
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.loha.layer.Linear._get_delta_activations``), in elements
+    at the activations' width: ΔW (HadaWeight's output, out×in, a new tensor every forward), which F.linear(x, ΔW)
+    keeps for its input's gradient where that input needs one (explorer.methods.saved_tensors); the scale
+    (``torch.tensor(self.scaling)``, one element) HadaWeight saves beside its factors (parameters, not counted); and
+    with rank_dropout the row mask (out × 1) that ``weight *= drop`` keeps for ΔW's gradient (get_delta_weight)."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    delta = sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    masks = sum(arch.by_name[n].out_features for n in names) if options.rank_dropout > 0 else 0
+    return delta + len(names) + masks
+
+
 def make_config(spec, options):
     from peft import LoHaConfig
 
@@ -53,7 +68,7 @@ def make_config(spec, options):
                        module_dropout=options.module_dropout, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="loha", title="LoHa", where="linear weights (a Hadamard product of two low-rank updates)",
     explanation="Freezes the model and learns, for chosen linear layers, ΔW = (W1a·W1b) ⊙ (W2a·W2b): the "
@@ -67,3 +82,10 @@ METHOD = linear_method(
     literature=("Hyeon-Woo et al. 2022 (FedPara, abstract) claim 3 to 10 times lower communication costs than "
                 "the original models in federated learning at comparable performance, from a low-rank Hadamard "
                 "product whose rank is not limited to r.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -261,8 +261,8 @@ def test_entrants_all_races_every_method_and_prints_its_estimate_first(capsys, c
     assert lines[1].startswith("race ")
     found = json.loads(out.strip().splitlines()[-1])
     assert [e["method"] for e in found["entrants"]] == list(entrants.METHODS)
-    for row in found["entrants"]:
-        assert row["state"] in ("done", "failed") and (row["state"] == "done" or row["error"])
+    failed = {row["method"]: row.get("error") for row in found["entrants"] if row["state"] != "done"}
+    assert not failed, failed  # every method of the registry races on the tiny model
 
 
 def test_the_base_and_the_entrants_are_scored_on_the_same_held_out_examples(three, cache):

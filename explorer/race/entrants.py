@@ -19,7 +19,7 @@ from ..errors import ExplorerError
 from ..methods import DEFAULT_METHOD, METHODS, NOT_OFFERED
 
 RANK_SWEEP = (1, 2, 4, 8, 16, 64)
-MAX_ENTRANTS = 40
+MAX_ENTRANTS = len(METHODS) + 10  # every method at once (--entrants all) and a few variants beside them
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,22 @@ def test_a_cpt_context_without_an_answer_is_refused_in_one_line(tiny_spec, pirat
     with pytest.raises(ExplorerError, match=r"^CPT: the first 12 tokens of the training examples hold no answer, so "
                                             r"the context teaches nothing; raise num_virtual_tokens\.$"):
         cpt_on_tiny(tiny_spec, pirate_batch, 12)
+
+
+def test_a_cartridge_started_from_the_training_data_is_the_base_model_having_read_it(tiny_spec, pirate_batch):
+    """kv_init=training_data: the cache is the base model's own keys and values for the first training tokens, so
+    before training the adapted model continues exactly as the base does after reading those tokens."""
+    from explorer.methods.base import TrainingData
+
+    m = METHODS["cartridge"]
+    options = m.parse_options({"num_virtual_tokens": 9, "kv_init": "training_data"})
+    base = loading.load_fresh(TINY, precision="fp32").model
+    model = m.apply_for_training(base, tiny_spec, options, TrainingData(steps=1, batches=lambda k: [pirate_batch] * k))
+    context = pirate_batch["input_ids"][:1, :9]
+    follow = torch.tensor([[5, 17, 300, 42]])
+    with torch.no_grad():
+        adapted = model(input_ids=follow).logits
+        with model.disable_adapter():
+            read = model(input_ids=torch.cat([context, follow], dim=1)).logits[:, 9:]
+    assert torch.allclose(adapted, read, atol=1e-5)
+    assert "first training tokens" in m.recipe_refusal_for(options) and not m.recipe_refusal_for(m.parse_options({}))

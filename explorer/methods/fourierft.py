@@ -14,11 +14,13 @@ neither does this formula; its real cost is about out·in·log₂(out·in) opera
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("fourierft", "FourierFT", conv1d=True)
@@ -53,6 +55,19 @@ def products(m, options):
     return (Product(dense, dense, dense),)
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.fourierft.layer.FourierFTLinear.forward``), in elements
+    at the activations' width: ΔW (``get_delta_weight``: the real part of ifft2 of the dense spectrum, out×in, a new
+    tensor every forward), which F.linear(x, ΔW) keeps for its input's gradient where that input needs one
+    (explorer.methods.saved_tensors); and the coefficients' positions (``self.indices``, 2 × n_frequency int64, a
+    plain tensor, not a buffer) that the spectrum's index_put keeps for the coefficients' gradient: 16 bytes per
+    coefficient, counted as 4 elements (exact at float32 activations)."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    delta = sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    return delta + 4 * options.n_frequency * len(names)
+
+
 def make_config(spec, options):
     from peft import FourierFTConfig
 
@@ -61,7 +76,7 @@ def make_config(spec, options):
                        fan_in_fan_out=TUNER.conv1d_targets(spec, options), **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, check,
     name="fourierft", title="FourierFT", where="linear weights (a few learned Fourier coefficients of the update)",
     explanation="Freezes the model and learns, for chosen linear layers, a few coefficients of the update's 2-D "
@@ -76,3 +91,10 @@ METHOD = linear_method(
     literature=("Gao et al. 2024 (FourierFT, abstract) claim comparable or better performance than LoRA with far "
                 "fewer trainable parameters: instruction tuning of LLaMA2-7B with 0.064M parameters against "
                 "LoRA's 33.5M.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

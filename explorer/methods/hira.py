@@ -16,10 +16,12 @@ copy of W to unmerge): no overhead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("hira", "HiRA", conv1d=True)
@@ -50,6 +52,17 @@ def products(m, options):
     return Product(factors, 2 * factors, 0, per_token=False), Product(dense, dense, dense)
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.hira.layer.Linear.forward``), in elements at the
+    activations' width: W ⊙ (B·A)ᵀ (out×in, a new tensor every forward), which F.linear keeps for its input's
+    gradient where that input needs one (explorer.methods.saved_tensors). B·A itself is not kept: the product with
+    the frozen W keeps W (a parameter) for its gradient. (With hira_dropout, the dropped-out input and its mask are
+    kept per token too, not counted here.)"""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    return sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+
+
 def make_config(spec, options):
     from peft import HiraConfig
 
@@ -58,7 +71,7 @@ def make_config(spec, options):
                        fan_in_fan_out=TUNER.conv1d_targets(spec, options), **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="hira", title="HiRA", where="linear weights (LoRA's factors multiplied entry by entry with the weight)",
     explanation="LoRA's two small matrices, but their product scales each entry of the frozen weight instead of "
@@ -73,3 +86,10 @@ METHOD = linear_method(
     literature=("Huang et al. 2025 (HiRA, ICLR 2025, abstract) claim that the Hadamard product keeps high-rank "
                 "update parameters and improves model capacity, and that HiRA outperforms LoRA and its variants on "
                 "several tasks.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -13,10 +13,12 @@ F.linear(x, ΔW) beside the frozen one, so unmerged it costs a full extra layer 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("lokr", "LoKr")
@@ -71,6 +73,24 @@ def products(m, options):
     return tuple(out)
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.lokr.layer.LoKrLayer.get_delta_weight``), in elements at
+    the activations' width: each factor that is a product of two trained matrices (W2 = W2a·W2b, b×d; W1 = W1a·W1b,
+    a×c, with decompose_both), a new tensor that torch.kron (make_kron) keeps for the other factor's gradient (a
+    full factor is a parameter, not counted); ΔW = W1 ⊗ W2 (out×in), which F.linear(x, ΔW) keeps for its input's
+    gradient where that input needs one (explorer.methods.saved_tensors); with rank_dropout the row mask (out × 1)
+    that ``weight *= drop`` keeps for ΔW's gradient."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    delta = sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    factors = 0
+    for n in names:
+        (a, c), (b, d), w1_full, w2_full = factor_shapes(arch.by_name[n], options)
+        factors += (0 if w1_full else a * c) + (0 if w2_full else b * d)
+    masks = sum(arch.by_name[n].out_features for n in names) if options.rank_dropout > 0 else 0
+    return delta + factors + masks
+
+
 def make_config(spec, options):
     from peft import LoKrConfig
 
@@ -79,7 +99,7 @@ def make_config(spec, options):
                        module_dropout=options.module_dropout, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="lokr", title="LoKr", where="linear weights (a Kronecker product of a small and a low-rank factor)",
     explanation="Freezes the model and learns, for chosen linear layers, ΔW = W1 ⊗ W2: the Kronecker product of "
@@ -93,3 +113,10 @@ METHOD = linear_method(
     literature=("Yeh et al. 2024 (LyCORIS, abstract) claim LoKr and the other LyCORIS methods give a more "
                 "nuanced control of fidelity, diversity and text alignment than LoRA for text-to-image "
                 "customization; its Kronecker factorisation is claimed to keep the update full-rank.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -251,9 +251,8 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         if a.lora_dropout > 0:  # (the mask at one byte, as on CUDA; CPU's wider mask: cpu_dropout_mask_bytes)
             # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's weight
             # gradient) and a one-byte mask, unless its input needs no gradient (dropout's backward then never
-            # runs); DoRA also keeps the base and LoRA outputs.
-            m = modules[name]
-            extra += m.in_features * (1 + (name not in unmasked) / act) + (2 * m.out_features if a.dora else 0)
+            # runs). (DoRA's own tensors: its saved_per_token and saved_per_step.)
+            extra += modules[name].in_features * (1 + (name not in unmasked) / act)
     # IA³ scales a layer's output (k, v) or its input (down): the scale's gradient needs the unscaled tensor.
     extra += sum(modules[n].out_features for n in a.ia3_out if n in modules and arch.layer_of(n) is not None)
     extra += sum(modules[n].in_features for n in a.ia3_in if n in modules and arch.layer_of(n) is not None)

@@ -212,9 +212,24 @@ def lora_terms(spec, options, dora: bool = False) -> list[Term]:
 
 def lora_adaptation(spec, options, dora: bool = False) -> Adaptation:
     found = resolve_match(spec.arch, options, dora)
+    saved_per_token, saved_per_step = dora_saved(spec.arch, found.targets) if dora else (0, 0)
     return Adaptation(lora={n: options.r for n in found.targets}, dora=dora, lora_dropout=options.lora_dropout,
                       lora_params={n: options.r * factor for n, _, factor in found.params},
-                      trainable_modules=frozenset(found.saved))
+                      trainable_modules=frozenset(found.saved), saved_per_token=saved_per_token,
+                      saved_per_step=saved_per_step)
+
+
+def dora_saved(arch: Arch, targets) -> tuple[int, int]:
+    """What DoRA's forward (peft/tuners/lora/dora.py, DoraLinearLayer.forward) keeps for backward beyond LoRA's, as
+    (elements per token, elements per forward), over the adapted block linears:
+    - per token, the two operands of ``(m/‖W+BA‖ - 1)·base_result + m/‖W+BA‖·lora_result·scaling`` that the
+      magnitude's gradient needs: the base output and the LoRA output (2·out);
+    - per forward, the divisor ‖W+BA‖ (out, detached) and the scale m/‖W+BA‖ as (1, out), twice (3·out).
+    Not kept: get_lora_weight's ``lora_B(lora_A(eye(in)))`` saves the identity (in²) and A's output (in·r), but
+    its product is detached (‖W+BA‖ takes no gradient, DoRA §4.3), so that graph is freed when the layer's forward
+    returns: one layer's at a time, gone before the loss (the peak)."""
+    modules = [arch.by_name[n] for n in targets if arch.layer_of(n) is not None]
+    return sum(2 * m.out_features for m in modules), sum(3 * m.out_features for m in modules)
 
 
 def _config(arch: Arch, options, dora: bool, conv1d: bool):

@@ -28,6 +28,7 @@ from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
 from .base import Adaptation
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("psoft", "PSOFT")
@@ -131,12 +132,45 @@ def terms(spec, options):
     return GENERIC.terms(spec, resolved(spec, options))
 
 
+def saved(spec, o) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
+    layer's input), as ``peft.tuners.psoft.layer.Linear.forward`` runs without dropout (psoft_dropout > 0 keeps a
+    dropped-out copy of the input, not counted). Per token: x·Aᵀ (r), kept by R's product for R's gradient, and not
+    the layer's input (A and B are frozen buffers: only they are read back). Per step, ``OrthLayer.get_matrix``'s
+    r × r tensors: the Cayley map's torch.linalg.solve keeps I − Q, its LU, its result and the LU's int32 pivots
+    (r, one element each at float32); the Neumann series instead keeps Q and its powers (max(t − 2, 2) matrices
+    from three terms on) and its sum where a scaling vector's product keeps it (its cayley_neumann_eps rescaling,
+    PEFT's default None, depends on Q's norm: not counted); with both scaling vectors, vector_b·R, kept by the
+    product with vector_a; and the final R, a new tensor where a scaling vector or the series made one, kept by
+    (x·Aᵀ)·Rᵀ where the layer's input needs a gradient
+    (explorer.methods.saved_tensors)."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, o)
+    r, t = o.r, o.num_cayley_neumann_terms
+    build = 0
+    if o.psoft_orth and o.use_cayley_neumann:
+        build = (0 if t <= 2 else max(t - 2, 2)) * r * r
+        build += r * r if o.psoft_mag_a or o.psoft_mag_b else 0  # the series' sum, kept by a scaling vector's product
+    elif o.psoft_orth:
+        build = 3 * r * r + r
+    if o.psoft_mag_a and o.psoft_mag_b:
+        build += r * r
+    final = r * r if (o.psoft_mag_a or o.psoft_mag_b or (o.psoft_orth and o.use_cayley_neumann)) else 0
+    step = build * len(names) + final * len(inputs_with_grad(arch, names))
+    return step, r * len(names) - distinct_inputs(arch, names)
+
+
 def adaptation(spec, options) -> Adaptation:
-    """The products, and the frozen factors A and B as memory (float32 buffers, not saved)."""
+    """The products, the frozen factors A and B as memory (float32 buffers, not saved), and what its forward keeps
+    for backward (saved)."""
     o = resolved(spec, options)
     names = TUNER.targets(spec, o)
     held = sum(o.r * (spec.arch.by_name[n].in_features + spec.arch.by_name[n].out_features) for n in names)
-    return dataclasses.replace(GENERIC.adaptation(spec, o), vera_shared=held)
+    step, token = saved(spec, o)
+    return dataclasses.replace(GENERIC.adaptation(spec, o), vera_shared=held, saved_per_step=step,
+                               saved_per_token=token)
 
 
 METHOD = dataclasses.replace(GENERIC, terms=terms, adaptation=adaptation)

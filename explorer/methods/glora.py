@@ -27,6 +27,7 @@ from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
 from .base import Term
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, grouped_terms, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("glora", "GLoRA")
@@ -116,10 +117,23 @@ def frozen_terms(spec, options) -> list[Term]:
             if t.count]
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.glora.layer.GloraLinear.forward``), in elements at the
+    activations' width: weight_eff = W0 + W0⊙A + B (out×in, a new tensor every forward, whatever the paths: even
+    with config_A_B 'none' it is a sum, not the parameter), which F.linear keeps for its input's gradient where that
+    input needs one (explorer.methods.saved_tensors). A and B themselves (Xd·Xu) are not kept: W0⊙A keeps the
+    frozen W0 for A's gradient, and a sum keeps nothing; the bias path keeps only the frozen W0 and b0 likewise."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    return sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+
+
 def adaptation(spec, options):
-    """The products, and the zero buffers as memory (float32, as VeRA's shared matrices are counted)."""
+    """The products, the zero buffers as memory (float32, as VeRA's shared matrices are counted), and what the
+    forward keeps (saved_per_step)."""
     held = sum(t.count for t in frozen_terms(spec, options))
-    return dataclasses.replace(PRODUCTS_ONLY.adaptation(spec, options), vera_shared=held)
+    return dataclasses.replace(PRODUCTS_ONLY.adaptation(spec, options), vera_shared=held,
+                               saved_per_step=saved_per_step(spec, options))
 
 
 PRODUCTS_ONLY = linear_method(

@@ -16,10 +16,12 @@ input needs it. Merged, ΔW (from the weight before merging) is added into W: no
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("peanut", "PEANuT")
@@ -57,6 +59,30 @@ def products(m, options):
     return tuple(once) + (Product(dense, dense, dense),)
 
 
+# Activations whose backward reads their output (the next layer's input, kept anyway): one r-wide tensor per
+# application; the others (gelu, silu, leaky_relu) keep their input too. transformers' ACT2FN["linear"] is the identity.
+OUTPUT_SAVING = ("relu", "tanh", "sigmoid", "linear")
+
+
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.peanut.layer.Linear._compute_delta_weight`` and
+    ``forward``), in elements at the activations' width, per adapted layer:
+    - the tweaker's intermediates, each in×r (one row per row of Wᵀ): after A and after each encoder, the
+      activation's output (the next layer's input; gelu, silu and leaky_relu keep their input as well); after each
+      decoder, its activation's saved tensor (none for the identity) and the sum with the residual (the next
+      layer's input). Wᵀ itself is the frozen parameter;
+    - ΔW (out×in), which x·ΔWᵀ keeps for its input's gradient where that input needs one
+      (explorer.methods.saved_tensors)."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    d = options.depth
+    per_encoder = 1 if options.act_fn in OUTPUT_SAVING else 2
+    per_decoder = (0 if options.act_fn == "linear" else 1) + 1
+    tweaker = sum(arch.by_name[n].in_features * options.r for n in names) * (per_encoder * (1 + d) + per_decoder * d)
+    delta = sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    return tweaker + delta
+
+
 def make_config(spec, options):
     from peft import PeanutConfig
 
@@ -64,7 +90,7 @@ def make_config(spec, options):
                        init_weights=options.init_weights, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="peanut", title="PEANuT", where="linear weights (an update computed from the weight by a small network)",
     explanation="Freezes the model and trains, for chosen linear layers, a small network that reads the frozen "
@@ -78,3 +104,10 @@ METHOD = linear_method(
     literature=("Zhong et al. 2024 (PEANuT, abstract) claim that the weight-aware neural tweakers outperform "
                 "LoRA and other baselines on both text and vision tasks, across four benchmarks and over twenty "
                 "datasets.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

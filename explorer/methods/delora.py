@@ -12,10 +12,13 @@ normalisation being elementwise. Merged: no overhead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
+from ..costs.memory import distinct_inputs
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("delora", "DeLoRA")
@@ -52,7 +55,24 @@ def make_config(spec, options):
                        module_dropout=options.module_dropout, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+def saved(spec, options) -> tuple[int, int]:
+    """What autograd keeps (``peft.tuners.delora.layer.DeloraLinear.forward``), as (elements per token beyond the
+    generic count, elements per forward), at the activations' width, over the adapted layers:
+    - per token: A's input ``x_d * delora_w_norm``, a new tensor in every layer (in; the generic count has each
+      distinct layer input once, taken off here), A's output h that ``h * scaling`` keeps for the scale's gradient
+      (r) and B's input ``h * scaling`` (r); with module_dropout, the dropout's mask where the layer's input needs a
+      gradient (in, at the input's width as torch's CPU dropout keeps it);
+    - per forward: ‖A‖ by rows and ‖B‖ by columns and their clamped values (4r), their product and the scale
+      (λ/r)/(An·Bn) (2r), and λ/r (1)."""
+    arch, r = spec.arch, options.r
+    names = [n for n in TUNER.targets(spec, options) if arch.layer_of(n) is not None]
+    per_token = sum(arch.by_name[n].in_features + 2 * r for n in names) - distinct_inputs(arch, names)
+    if options.module_dropout > 0:
+        per_token += sum(arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    return per_token, len(names) * (6 * r + 1)
+
+
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, frozen=frozen,
     name="delora", title="DeLoRA", where="linear weights (a normalised low-rank update with a bounded norm)",
     explanation="LoRA's low-rank update with each rank-one direction normalised and the update's size set by "
@@ -67,3 +87,11 @@ METHOD = linear_method(
     literature=("Bini et al. 2025 (DeLoRA, abstract) claim DeLoRA matches or surpasses other PEFT methods on "
                 "image generation, natural language understanding and instruction tuning while being more robust "
                 "to learning rates and training length.",))
+
+
+def adaptation(spec, options):
+    per_token, per_step = saved(spec, options)
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_token=per_token, saved_per_step=per_step)
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -66,10 +66,24 @@ def products(m, r: int) -> tuple:
     return Product(down, 0, down), Product(up, up, 0)  # both matrices frozen; what follows λ_d needs its gradient
 
 
+def saved_per_token(spec, options) -> int:
+    """Elements per token autograd keeps beyond explorer.costs.memory's generic count (every adapted layer's input),
+    as ``peft.tuners.pvera.layer.Linear.forward`` trains (without dropout: pvera_dropout > 0 keeps its mask, not
+    counted): x·Aᵀ (2r, kept for λ_d's gradient), the sample's std = exp(logvar/2) and its noise eps
+    (``_reparametrize``: r each, kept for each other's gradient), and the product with B (out, kept for λ_b's
+    gradient); not the layer's input, which only the frozen slice of A reads (only the buffer is read back)."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    return sum(4 * options.r + arch.by_name[n].out_features for n in names) - distinct_inputs(arch, names)
+
+
 def adaptation(spec, options) -> Adaptation:
     arch = spec.arch
     return Adaptation(products={n: products(arch.by_name[n], options.r) for n in TUNER.targets(spec, options)},
-                      vera_shared=sum(t.count for t in frozen_terms(spec, options)))
+                      vera_shared=sum(t.count for t in frozen_terms(spec, options)),
+                      saved_per_token=saved_per_token(spec, options))
 
 
 def make_config(spec, options):

@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
+from ..costs.memory import distinct_inputs
 from ..options import option
 from .lora import PRESETS
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config
@@ -73,7 +74,7 @@ def make_config(spec, options):
     return peft_config(BeftConfig, init_weights=options.init_weights, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="beft", title="BEFT", where="linear layers' outputs (a trained bias vector; value projections by default)",
     explanation="Freezes the model and learns one bias vector per chosen linear layer, added to its output: by "
@@ -89,3 +90,14 @@ METHOD = linear_method(
                 "(of the query, key or value projections) beats other bias-selection approaches across LLMs from "
                 "110M to 6.7B parameters, encoder-only and decoder-only, on classification, multiple-choice and "
                 "generation tasks.",))
+
+
+def adaptation(spec, options):
+    """What autograd keeps: nothing of its own. ``result + beft_bias`` (``peft.tuners.beft.layer.Linear.forward``)
+    is an addition, whose backward needs neither operand, and the frozen layer keeps no input: the generic count's
+    input of each adapted layer (explorer.costs.memory.distinct_inputs) is taken off."""
+    linear = LINEAR.adaptation(spec, options)
+    return dataclasses.replace(linear, saved_per_token=-distinct_inputs(spec.arch, linear.products))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

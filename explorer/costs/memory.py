@@ -153,6 +153,42 @@ def block_norms(block) -> dict[str, list]:
     return out
 
 
+def attention_widths(arch: Arch, kind: int) -> tuple[int, int, int]:
+    """(the queries' and the output's width: heads × head_dim, the keys' and values' width together as cached,
+    the heads) of a block kind's attention; zeros without one."""
+    block = arch.blocks[kind]
+    core = [op for op in block.ops if op.per_key]
+    if not core:
+        return 0, 0, 0
+    width = sum(op.out_per_token for op in core)            # P·V's output: heads × head_dim, as the queries
+    heads = max((op.out_per_key for op in core), default=0)  # Q·Kᵀ's output per key: one score per head
+    layer = arch.layer_kind.index(kind)
+    kv = arch.kv_per_token[layer] if len(arch.kv_per_token) > layer else 2 * width
+    return width, kv, heads
+
+
+def prefix_attention_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
+    """What prefix tuning's virtual keys and values change in what autograd keeps, per forward: the queries no
+    longer line up with the keys, so transformers passes scaled_dot_product_attention a mask (at the activations'
+    dtype, batch × queries × keys, one per layer) and repeats grouped keys and values to the queries' heads
+    (integrations/sdpa_attention.py: use_gqa_in_sdpa needs no mask), over every key: 2 × width × keys per sequence
+    instead of the KV width per token; plus the virtual tokens' int64 indices that PEFT's prompt encoder embeds
+    (peft.tuners.prefix_tuning.model.PrefixEncoder), and with its reparameterization MLP the MLP's input and its
+    tanh's output (token_dim + hidden per virtual token and sequence)."""
+    if not a.prefix_tokens:
+        return 0.0
+    act = activation_width(s)
+    seq = s.seq_len + a.prompt_tokens
+    keys = seq + a.prefix_tokens
+    total = 0
+    for kind in arch.layer_kind[:a.prefix_layers or arch.layers]:
+        width, kv, _ = attention_widths(arch, kind)
+        total += s.batch_size * (keys * 2 * width + seq * keys - seq * kv)
+    if a.prefix_mlp_hidden:
+        total += s.batch_size * a.prefix_tokens * (a.prefix_token_dim + a.prefix_mlp_hidden)
+    return total * act + s.batch_size * a.prefix_tokens * 8
+
+
 def block_stages(arch: Arch, kind: int, trains_weights: bool = False) -> dict[str, int]:
     """Elements autograd keeps per token in one block of this kind, by stage (STAGES), as transformers runs it
     without a padding mask (the module docstring's count):
@@ -172,12 +208,8 @@ def block_stages(arch: Arch, kind: int, trains_weights: bool = False) -> dict[st
     # A norm whose weight trains also keeps its normalized input, for the weight's gradient.
     norms = {stage: sum(h * (1 + trains_weights) + norm_stats(m.cls) for m in found)
              for stage, found in block_norms(block).items()}
-    core = [op for op in block.ops if op.per_key]
-    width = sum(op.out_per_token for op in core)            # P·V's output: heads × head_dim, as the queries
-    heads = max((op.out_per_key for op in core), default=0)  # Q·Kᵀ's output per key: one score per head
-    layer = arch.layer_kind.index(kind)
-    kv = arch.kv_per_token[layer] if len(arch.kv_per_token) > layer else 2 * width
-    attention = 2 * width + kv + heads if core else 0
+    width, kv, heads = attention_widths(arch, kind)
+    attention = 2 * width + kv + heads
     experts = {op.name for op in block.ops if roles[op.name] == "experts"}
     mlp_in = [op for op in block.ops if roles[op.name] == "mlp_in"]
     hidden_units = max((op.out_features for op in mlp_in), default=0)
@@ -273,10 +305,12 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         extra += arch.layers * (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (
             2 * a.adapter_dim + arch.hidden)
     extra += a.saved_per_token
+    prefix = prefix_attention_bytes(arch, a, s)
     if s.gradient_checkpointing:  # one layer's activations (and its share of the per-step tensors) at a time
         one_layer = max(per_kind.values()) + extra / arch.layers
-        return tokens * (arch.layers * arch.hidden + one_layer) * act + a.saved_per_step / arch.layers * act + logits
-    return tokens * (layers_total + extra) * act + a.saved_per_step * act + logits
+        return (tokens * (arch.layers * arch.hidden + one_layer) * act + a.saved_per_step / arch.layers * act + logits
+                + prefix / arch.layers)
+    return tokens * (layers_total + extra) * act + a.saved_per_step * act + logits + prefix
 
 
 def distinct_inputs(arch: Arch, names) -> int:

@@ -192,12 +192,29 @@ PRODUCTS_ONLY = linear_method(
                 "parameters under identical training budgets, and converges faster than low-rank methods.",))
 
 
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
+    layer's input), as ``peft.tuners.frod.layer.Linear.forward`` trains: per token z = x·V (in), kept for λ's and
+    S's gradients, and not the layer's input (V and U are frozen buffers: only they are read back); per step, S
+    twice (``_get_frod_tensors``: torch.sparse_coo_tensor's result and its coalesce(), each kept by the next
+    operation's backward), nnz values with two int64 positions each, 20 bytes, counted as 5 elements (exact at
+    float32 activations; at 16-bit ones the values are 16-bit and the formula counts 10 of their 18 bytes)."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    step = sum(2 * 5 * nonzeros(arch.by_name[n].in_features, options.sparse_rate) for n in names)
+    return step, sum(arch.by_name[n].in_features for n in names) - distinct_inputs(arch, names)
+
+
 def adaptation(spec, options) -> Adaptation:
-    """The products, and the buffers PEFT holds as memory: V per category and U per layer (float32, as VeRA's
-    shared matrices are counted)."""
+    """The products, the buffers PEFT holds as memory: V per category and U per layer (float32, as VeRA's shared
+    matrices are counted), and what its forward keeps for backward (saved)."""
     held = sum(t.count for t in frozen_terms(spec, options)) + sum(
         spec.arch.by_name[n].in_features * spec.arch.by_name[n].out_features for n in TUNER.targets(spec, options))
-    return dataclasses.replace(PRODUCTS_ONLY.adaptation(spec, options), vera_shared=held)
+    step, token = saved(spec, options)
+    return dataclasses.replace(PRODUCTS_ONLY.adaptation(spec, options), vera_shared=held, saved_per_step=step,
+                               saved_per_token=token)
 
 
 METHOD = dataclasses.replace(PRODUCTS_ONLY, adaptation=adaptation, apply=apply, frozen_terms=frozen_terms)

@@ -149,10 +149,18 @@ def terms(spec, options) -> list[Term]:
 
 
 def adaptation(spec, options) -> Adaptation:
+    """The trained modules, and what autograd keeps of the head's rebuilt weight (saved_per_step): a wrapped LM head
+    (tied, or named) runs ``F.linear(x, W)`` with W = its weight with the trained rows written in (index_copy:
+    ``peft.tuners.trainable_tokens.layer.TrainableTokensLayer.forward_adapters``), a new vocab × width tensor that
+    F.linear keeps for its input's gradient, which exists where the embeddings train below it. The embeddings'
+    own rebuilt matrix is not kept (the lookup's backward reads only the ids, counted with the activations). Not
+    counted: the trained tokens' int64 index, 8 bytes a token per wrapped layer."""
+    arch = spec.arch
     names = set(targets(spec, options))
     if tied_head(spec, options):
-        names.add(spec.arch.head)  # its weight (the rebuilt embedding matrix) has a gradient
-    return Adaptation(trainable_modules=frozenset(names))
+        names.add(arch.head)  # its weight (the rebuilt embedding matrix) has a gradient
+    rebuilt = arch.vocab * arch.by_name[arch.head].in_features if arch.head in names and arch.embed in names else 0
+    return Adaptation(trainable_modules=frozenset(names), saved_per_step=rebuilt)
 
 
 def apply(model, spec, options):

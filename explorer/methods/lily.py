@@ -84,8 +84,15 @@ def products(m, o) -> tuple:
 
 
 def adaptation(spec, options) -> Adaptation:
-    arch = spec.arch
-    return Adaptation(products={n: products(arch.by_name[n], options) for n in TUNER.targets(spec, options)})
+    """The products, and what ``peft.tuners.lily.layer.LilyLayer.forward`` keeps for backward beyond every adapted
+    layer's input: per token the hidden x·Aᵀ (r, kept by the router and by the product with the mixed B) and the
+    router's softmax (num_B); per forward the mixed B = Σ p_e·B_e (r × out, a new tensor kept by that product for
+    the hidden's gradient) and the mean router probabilities (num_B, kept by the mix)."""
+    arch, o = spec.arch, options
+    names = TUNER.targets(spec, options)
+    return Adaptation(products={n: products(arch.by_name[n], o) for n in names},
+                      saved_per_token=len(names) * (o.r + o.num_B),
+                      saved_per_step=sum(o.r * arch.by_name[n].out_features + o.num_B for n in names))
 
 
 def make_config(spec, options):

@@ -139,12 +139,15 @@ def _formulas(spec: ModelSpec, method_name: str, options, settings: memory.Train
     training = memory.training_memory(arch, adaptation, trainable, settings)
     per_gpu = sharding.per_gpu(arch, training, settings, bool(adaptation.full))
     kv = memory.kv_cache_bytes(arch, adaptation, settings)
-    inference_weights = training.weights_bytes + (0 if method.mergeable else trainable * 2)
-    flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
     frozen = method.frozen_terms(spec, options)
+    saved = method.saved_params(spec, options) if method.saved_params else None  # p-tuning: its soft prompt only
+    inference_weights = training.weights_bytes + (0 if method.mergeable else (trainable if saved is None else saved) * 2)
+    flops = flop_report(arch, adaptation, settings.seq_len, method.mergeable)
     # What a method adds without training it is saved beside the trainable weights (PEFT's VeRA saves its shared
     # matrices: save_projection=True), so a run reloads without regenerating them.
-    file_bytes = (trainable + sum(t.count for t in frozen)) * method.saved_bytes_per_param
+    if saved is None:
+        saved = trainable + sum(t.count for t in frozen)
+    file_bytes = saved * method.saved_bytes_per_param
     return CalcResult(spec, method_name, options, settings, terms, trainable, arch.total_params(), None,
                       training, inference_weights + kv, kv, flops, file_bytes, adaptation, per_gpu, frozen)
 

@@ -118,6 +118,9 @@ class Method:
     after_load: Callable = lambda model: None            # fix-ups of such a base once loaded
     adds_params: Callable = lambda spec, options: True   # False when it only unfreezes weights the model has
     saved_bytes_per_param: int = 4  # PEFT and our own modules save trainable weights in float32
+    # (spec, options) -> the entries its saved adapter holds (and an unmerged reload serves), where they are not its
+    # trained and frozen counts: p-tuning saves only the soft prompt its encoder makes; None = those counts.
+    saved_params: Callable | None = None
     combinations: tuple = ()       # how two runs of it combine (explorer.compare.compose), e.g. ("cat",)
     mixed_batch: bool = False      # PEFT serves several of its adapters in one batch from one base (adapter_names)
     strength: bool = False         # PEFT's scale rescaling multiplies its whole update: 0 = the base, 1 = trained

@@ -192,3 +192,21 @@ def test_a_cartridge_started_from_the_training_data_is_the_base_model_having_rea
             read = model(input_ids=torch.cat([context, follow], dim=1)).logits[:, 9:]
     assert torch.allclose(adapted, read, atol=1e-5)
     assert "first training tokens" in m.recipe_refusal_for(options) and not m.recipe_refusal_for(m.parse_options({}))
+
+
+@pytest.mark.parametrize("method, options", [
+    ("ptuning", {"num_virtual_tokens": 4}), ("ptuning", {"encoder_reparameterization_type": "LSTM"}),
+    ("cartridge", {"num_virtual_tokens": 6, "num_frozen_tokens": 2}), ("adaption_prompt", {"adapter_len": 3}),
+    ("cpt", {"num_virtual_tokens": 5})])
+def test_the_calculators_adapter_file_holds_what_peft_saves(cache, tiny_spec, tmp_path, method, options):
+    """p-tuning saves only the soft prompt (not its encoder), Cartridge its frozen rows too: the Calculator's file size
+    and an unmerged reload's extra weights count what PEFT writes."""
+    from safetensors.torch import load_file
+
+    m = METHODS[method]
+    parsed = m.parse_options(options)
+    m.apply(loading.load_fresh(TINY, precision="fp32").model, tiny_spec, parsed).save_pretrained(tmp_path)
+    entries = sum(t.numel() for t in load_file(tmp_path / "adapter_model.safetensors").values())
+    result = calculator.calculate(tiny_spec, method, parsed, exact_mode="skip")
+    assert result.adapter_file_bytes == 4 * entries
+    assert result.inference_bytes - result.kv_cache_bytes == result.training.weights_bytes + 2 * entries

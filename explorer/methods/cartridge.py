@@ -124,6 +124,7 @@ METHOD = Method(
                  "attention (and the KV cache) rather than change a weight.",
     uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, validate=validate, peft_type="CARTRIDGE",
     artifact="trained KV cache", in_default_race=False, untrained_params=frozen_rows,
+    saved_params=lambda spec, o: o.num_virtual_tokens * prefix_shape(spec)[0] * 2 * prefix_shape(spec)[1],  # all rows
     check_training=check_training, apply_for_training=apply_for_training, recipe_refusal_for=recipe_refusal_for,
     literature=("Eyuboglu et al. 2025 (Cartridges, abstract) claim that cartridges trained with self-study match "
                 "in-context learning on long-context benchmarks while using 38.6× less memory and enabling 26.4× "

@@ -116,6 +116,7 @@ METHOD = Method(
     default_lr=1e-3, options_type=PTuningOptions, mergeable=False,
     merge_reason="Cannot merge: it adds extra tokens to every input, which no change of weights can replace.",
     uses_peft=True, terms=terms, adaptation=adaptation, apply=apply, validate=validate, peft_type="P_TUNING",
+    saved_params=lambda spec, o: o.num_virtual_tokens * spec.arch.hidden,  # the soft prompt, not the encoder
     artifact="soft prompt", in_default_race=False,
     literature=("Liu et al. 2021 (GPT Understands, Too, abstract) claim that with p-tuning GPTs are better than or "
                 "comparable to similar-sized BERTs on natural-language understanding, and that the best GPT recovers "

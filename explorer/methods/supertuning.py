@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("supertuning", "Super-Tuning")
@@ -87,6 +88,31 @@ def products(m, options):
     return dense + (Product(2 * n * r, 2 * n * r, 2 * n * r), Product(2 * r * out, 2 * 2 * r * out, 0))
 
 
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
+    layer's input), as ``peft.tuners.supertuning.layer.Linear.forward`` runs:
+    - W + ΔW (``dense_plus_sparse``, W's entries scatter-added with the trained values, out×in, a new tensor every
+      forward), which F.linear keeps for its input's gradient where that input needs one
+      (explorer.methods.saved_tensors);
+    - the positions cast to int64 (``indices.to(torch.int64)``, a new tensor: the buffer is int32), which
+      scatter_add keeps for the values' gradient: 8 bytes per trained entry, counted as 2 elements (exact at
+      float32 activations);
+    - with the Supra LoRA (r > 0), per token A's r-wide output, kept for B's gradient, and with lora_dropout each
+      layer's dropped-out copy of its input (kept for A's gradient) and, where that input needs a gradient, the
+      dropout's mask, at the input's width as torch's unfused dropout keeps it on CPU (CUDA's fused one keeps a
+      byte per element: there this over-counts)."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    step = sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    step += sum(2 * entries(arch.by_name[n], options) for n in names)
+    token = 0
+    if options.r:
+        token = options.r * len(names)
+        if options.lora_dropout > 0:
+            token += sum(arch.by_name[n].in_features for n in [*names, *inputs_with_grad(arch, names)])
+    return step, token
+
+
 def make_config(spec, options):
     from peft import SupertuningConfig
 
@@ -119,4 +145,9 @@ def frozen_terms(spec, options):
     return WITH_POSITIONS.frozen_terms(spec, options) if options.save_precomputed_indices else []
 
 
-METHOD = dataclasses.replace(WITH_POSITIONS, frozen_terms=frozen_terms, validate=validate)
+def adaptation(spec, options):
+    step, token = saved(spec, options)
+    return dataclasses.replace(WITH_POSITIONS.adaptation(spec, options), saved_per_step=step, saved_per_token=token)
+
+
+METHOD = dataclasses.replace(WITH_POSITIONS, frozen_terms=frozen_terms, validate=validate, adaptation=adaptation)

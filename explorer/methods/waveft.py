@@ -22,11 +22,13 @@ FLOPs on a real CPU build.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("waveft", "WaveFT", conv1d=True)
@@ -87,6 +89,32 @@ def products(m, options):
     return tuple(out)
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.waveft.layer.WaveFTLinear.get_delta_weight`` and
+    ``forward``), in elements at the activations' width, per adapted layer of out×in, with the inverse wavelet
+    transform (use_idwt) and a filter of length L:
+    - the four sub-bands stacked (``waverec2d``: torch.stack, padded(out)·padded(in) elements), which
+      conv_transpose2d keeps with its 4·L² filter;
+    - ΔW, the centred out×in crop of its output (a copy: waverec2d's cropping and reshaping leave no view of the
+      wider output), which F.linear(x, ΔW) keeps for its input's gradient where that input needs one
+      (explorer.methods.saved_tensors);
+    - the coefficients' positions after the padding offsets (``valid_indices``, 2 × n_frequency int64, kept by the
+      spectrum's index_put) and the boolean ``valid_mask`` (n_frequency bytes, kept by ``spectrum[valid_mask]``):
+      17 bytes per coefficient, counted as 4.25 elements (exact at float32 activations).
+    Without the transform, the positions are PEFT's own (a plain tensor, not a buffer: 16 bytes per coefficient,
+    kept by index_put) and ΔW (out×in, the scaled dense spectrum) where the input needs a gradient."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    n = options.n_frequency
+    delta = sum(arch.by_name[t].out_features * arch.by_name[t].in_features for t in inputs_with_grad(arch, names))
+    if not options.use_idwt:
+        return delta + 4 * n * len(names)
+    length = FILTER_LENGTHS[options.wavelet_family]
+    stacked = sum(padded(arch.by_name[t].out_features, length) * padded(arch.by_name[t].in_features, length)
+                  + 4 * length ** 2 + 4 * n + (n + 3) // 4 for t in names)
+    return stacked + delta
+
+
 def make_config(spec, options):
     from peft import WaveFTConfig
 
@@ -96,7 +124,7 @@ def make_config(spec, options):
                        fan_in_fan_out=TUNER.conv1d_targets(spec, options), **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, check,
     name="waveft", title="WaveFT", where="linear weights (a few learned wavelet coefficients of the update)",
     explanation="Freezes the model and learns, for chosen linear layers, a few coefficients of the update's 2-D "
@@ -114,3 +142,10 @@ METHOD = linear_method(
     literature=("Bilican et al. 2025 (WaveFT, abstract) claim that on personalised text-to-image generation with "
                 "Stable Diffusion XL, WaveFT significantly outperforms LoRA and other PEFT methods, especially at "
                 "low parameter counts, in subject fidelity, prompt alignment and image diversity.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

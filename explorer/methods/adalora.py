@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from ..errors import ExplorerError
 from ..options import option
 from .base import Adaptation, Method
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, grouped_terms, modules_option, peft_config, preset_option
 
 TUNER = Tuner("adalora", "AdaLoRA", conv1d=True)  # PEFT's SVDLinear takes Conv1D (fan_in_fan_out)
@@ -87,8 +88,22 @@ def terms(spec, options):
 
 
 def adaptation(spec, options):
-    return Adaptation(lora={n: options.init_r for n in TUNER.targets(spec, options)},
-                      lora_dropout=options.lora_dropout)
+    """LoRA's activations at rank init_r, plus what AdaLoRA keeps of its own:
+    - saved_per_step, over the adapted layers: the product A·E (init_r × in) that ``x @ (A·E)ᵀ``
+      (``SVDLinear.forward``) keeps for its input's gradient where that input needs one
+      (explorer.methods.saved_tensors); ``ranknum + 1e-5`` (1) that the division by it keeps; and the orthogonality
+      regulariser's (``AdaLoraModel.forward``) AAᵀ − I and BᵀB − I (init_r² each) with their norms (1 each), kept
+      by torch.norm;
+    - training_state: ``RankAllocator.update_ipt``'s ipt, exp_avg_ipt and exp_avg_unc, one fp32 tensor each the size
+      of every trained lora_A, lora_E and lora_B: 3 × the trainable parameters."""
+    arch, r = spec.arch, options.init_r
+    names = TUNER.targets(spec, options)
+    block = [n for n in names if arch.layer_of(n) is not None]
+    products = sum(r * arch.by_name[n].in_features for n in inputs_with_grad(arch, block))
+    regulariser = len(names) * 2 * (r * r + 1)
+    trained = sum(per_module(arch.by_name[n], options)[0] for n in names)
+    return Adaptation(lora={n: r for n in names}, lora_dropout=options.lora_dropout,
+                      saved_per_step=products + len(block) + regulariser, training_state=3 * trained)
 
 
 def build(model, config):

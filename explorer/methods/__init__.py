@@ -124,6 +124,13 @@ NOT_OFFERED: dict[str, tuple[str, str]] = {
     "adamss": ("AdaMSS", "each layer's build clusters its real weights (scikit-learn's KMeans, peft/tuners/adamss/"
                          "utils.py), so its parameter count depends on the weights' values: no formula, and no build "
                          "on the meta device for the Calculator."),
+    "mpt": ("Multitask prompt tuning", "every forward needs task ids (peft/tuners/multitask_prompt_tuning/model.py: "
+                                       "\"task_ids cannot be None\"), which one run on one dataset has none of; it "
+                                       "is meant to start from prompts trained on source tasks."),
+    "poly": ("Poly", "its router picks skills by task id on every forward (peft/tuners/poly/router.py: \"task_ids "
+                     "should not be None\"): a multi-task method, and a run here trains one task."),
+    "xlora": ("X-LoRA", "it mixes LoRA adapters trained before (XLoraConfig.adapters, loaded in peft/tuners/xlora/"
+                        "model.py): a single run from scratch has nothing to mix."),
 }
 
 

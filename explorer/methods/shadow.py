@@ -167,7 +167,42 @@ def adaptation(spec, options) -> Adaptation:
         products[prefix + readers[0]] = (block_products(d, r, u, layer == arch.layers - 1)
                                           + (projection if layer == 0 else ()) + (Product(0, feeds_base=True),))
     side = dataclasses.replace(backbone_arch(spec, options), head="")
-    return Adaptation(products=products, side_models=((side, Adaptation(full=True)),))
+    return Adaptation(products=products, side_models=((side, Adaptation(full=True)),),
+                      saved_per_token=saved_per_token(spec, options, list(products)))
+
+
+def saved_per_token(spec, options, products: list[str]) -> int:
+    """Elements per token autograd keeps beyond explorer.costs.memory's generic count, as PEFT's shadow tuner trains
+    (measured with torch's saved-tensor hooks, tests/test_memory_saved.py):
+    - per decoder block (``ShadowLayer``'s hooks): W_down's input h − s (d; dropped out, with dropout's mask beside
+      it, as wide on CPU: torch's unfused dropout), W_up's input (r), the update's input h (d, read by T and G),
+      each update MLP's activation input and output (2u each), and the gated mix s' = (1 − σ)·s + σ·T(h) keeps σ,
+      1 − σ, T(h) and s (4d); the last block's update runs too;
+    - not the inputs of the frozen linears listed as products (their weights do not train: the generic count
+      keeps them for a tuner's products, so they are taken off here);
+    - the shadow backbone (Adaptation.side_models), a model of its own whose weights all train: its blocks as
+      explorer.costs.memory counts a trained block, its final norm with its trained weight; where it reads the
+      model's frozen embeddings, its first norm's input needs no gradient (only the normalized input is kept, for
+      the norm's weight); with its own embeddings (another width), their backward's int64 token ids (2 elements)
+      and the projection's input (its width);
+    - PEFT's auxiliary loss (``ShadowModel.shadow_auxiliary_loss``, computed whenever labels are given, even at
+      auxiliary_loss_weight 0, where its graph is freed only as the forward returns, at the activations' peak): the
+      LM head over s⁰, whose log-softmax keeps vocab float32 numbers per token (the shifted sequence: one row fewer
+      per sequence) and the int64 labels (2)."""
+    from ..costs import memory
+
+    arch = spec.arch
+    d, r, u = arch.hidden, options.r, update_width(options)
+    per_block = 2 * d + d * (options.shadow_dropout > 0) + r + 4 * u + 4 * d
+    total = arch.layers * per_block - memory.distinct_inputs(arch, products)
+    side = backbone_arch(spec, options)
+    total += sum(memory.block_activations_per_token(side, kind, trains_weights=True) for kind in side.layer_kind)
+    total += memory.final_norm_per_token(side, trained=True)
+    if shares_embeddings(spec, options):
+        total -= memory.block_stages(side, side.layer_kind[0], True)["attention_norm"] - side.hidden
+    else:
+        total += 2 + (side.hidden if side.hidden != d else 0)
+    return total + arch.vocab + 2
 
 
 def make_config(spec, options):

@@ -17,10 +17,12 @@ trained weights. Merged, R folds into W (W·R): no overhead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("oft", "OFT")
@@ -81,6 +83,41 @@ def products(m, options):
     return tuple(out)
 
 
+def cayley_saved(options) -> int:
+    """b×b matrices per stored block that ``OFTRotationModule._cayley_batch`` keeps for backward. The Neumann series
+    with T terms keeps the skew matrix Q and the powers Q², ..., Q^(T-2) that the next torch.bmm multiplies by Q
+    (with T = 3 the single product Q²·Q keeps both its operands; with T ≤ 2 it is only in-place sums). Without it,
+    torch.linalg.solve(I + Q, I − Q, left=False) keeps three (I + Q's LU factors, the solution R itself and one
+    more) and b int32 pivots per block (saved_per_step counts those)."""
+    if not options.use_cayley_neumann:
+        return 3
+    terms = options.num_cayley_neumann_terms
+    return 0 if terms <= 2 else max(terms - 2, 2)
+
+
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.oft.layer.OFTRotationModule.forward``), in elements at the
+    activations' width, per adapted layer with r blocks of size b (r·b = in): the Cayley transform's matrices
+    (cayley_saved, each stored·b², stored = 1 with block_share, else r; the solve's pivots, stored·b int32), plus
+    the rotation that einsum("...rk,rkc->...rc", x, R) keeps for its input's gradient where that input needs one
+    (explorer.methods.saved_tensors): r·b² = in·b, a tensor of its own after the Neumann series' in-place sums, or
+    with block_share the one block repeated r times (the solve's R is kept already). The input's blocks it keeps are
+    a view of the input itself (the generic count); the frozen layer then keeps nothing."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    solve = not options.use_cayley_neumann
+    total = 0
+    for n in names:
+        r, b = blocks(arch.by_name[n], options)
+        stored = 1 if options.block_share else r
+        total += cayley_saved(options) * stored * b * b + (stored * b if solve else 0)
+    if options.block_share or not solve:
+        for n in inputs_with_grad(arch, names):
+            r, b = blocks(arch.by_name[n], options)
+            total += r * b * b
+    return total
+
+
 def make_config(spec, options):
     from peft import OFTConfig
 
@@ -90,7 +127,7 @@ def make_config(spec, options):
                        num_cayley_neumann_terms=options.num_cayley_neumann_terms, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="oft", title="OFT", where="linear layers' inputs (a learned block-diagonal rotation)",
     explanation="Freezes the model and learns, for chosen linear layers, an orthogonal block-diagonal rotation "
@@ -105,3 +142,10 @@ METHOD = linear_method(
                 "energy of the pretrained weights, keeping their semantic generation ability, and converges more "
                 "stably than LoRA; Qiu et al. 2025 claim the input-centric form PEFT runs is up to 10x faster to "
                 "train and 3x leaner in GPU memory than the original.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

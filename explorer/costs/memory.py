@@ -138,6 +138,17 @@ def norm_stats(cls: str) -> int:
     return 1 if "RMS" in cls else 2
 
 
+def norm_elements(cls: str, h: int, trained: bool, act: int) -> int:
+    """Elements (at the activations' width ``act``) one norm keeps per token: its input and statistics, and its
+    normalized input where its weight trains. transformers' RMSNorms compute in float32
+    (``hidden_states.to(torch.float32)``), so a 16-bit model's RMSNorm keeps its input and 1/rms at 4 bytes; torch's
+    LayerNorm keeps its input at the model's width and its statistics in float32. The normalized input the weight's
+    gradient reads is cast back to the model's width first."""
+    wide = 4 // act  # float32 elements, counted in elements of the activations' width
+    kept = (h + norm_stats(cls)) * wide if "RMS" in cls else h + norm_stats(cls) * wide
+    return kept + (h if trained else 0)
+
+
 def block_norms(block) -> dict[str, list]:
     """The block's hidden-width norms (norms inside the attention, such as Qwen3's per-head q_norm, left out), by the
     stage whose input they make: the norm whose weight the attention's input projections read, the norm(s) the
@@ -189,12 +200,12 @@ def prefix_attention_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float
     return total * act + s.batch_size * a.prefix_tokens * 8
 
 
-def block_stages(arch: Arch, kind: int, trains_weights: bool = False) -> dict[str, int]:
+def block_stages(arch: Arch, kind: int, trains_weights: bool = False, act: int = 4) -> dict[str, int]:
     """Elements autograd keeps per token in one block of this kind, by stage (STAGES), as transformers runs it
     without a padding mask (the module docstring's count):
     - each norm's input and its statistics (norm_stats; with a trained weight also its normalized input, which
       activation_bytes counts with the method's trained modules);
-    - scaled_dot_product_attention's queries, keys and values, its output and one log-sum-exp per head (torch's
+    - scaled_dot_product_attention's queries, keys and values, its output and one float32 log-sum-exp per head (torch's
       _scaled_dot_product_flash_attention_for_cpu / efficient attention keep these five). Without a mask,
       transformers passes grouped keys and values as they are (enable_gqa, integrations/sdpa_attention.py
       use_gqa_in_sdpa), so they take the KV cache's width (arch.kv_per_token), not the queries';
@@ -206,10 +217,10 @@ def block_stages(arch: Arch, kind: int, trains_weights: bool = False) -> dict[st
     roles = block.roles
     h = arch.hidden
     # A norm whose weight trains also keeps its normalized input, for the weight's gradient.
-    norms = {stage: sum(h * (1 + trains_weights) + norm_stats(m.cls) for m in found)
+    norms = {stage: sum(norm_elements(m.cls, h, trains_weights, act) for m in found)
              for stage, found in block_norms(block).items()}
     width, kv, heads = attention_widths(arch, kind)
-    attention = 2 * width + kv + heads
+    attention = 2 * width + kv + heads * (4 // act)
     experts = {op.name for op in block.ops if roles[op.name] == "experts"}
     mlp_in = [op for op in block.ops if roles[op.name] == "mlp_in"]
     hidden_units = max((op.out_features for op in mlp_in), default=0)
@@ -232,17 +243,18 @@ def reads_attention_output(block, op) -> bool:
     return bool(op.a) and all(block.roles.get(source) == "attn_core_product" for source in op.a)
 
 
-def block_activations_per_token(arch: Arch, kind: int, trains_weights: bool = False, from_stage: int = 0) -> int:
+def block_activations_per_token(arch: Arch, kind: int, trains_weights: bool = False, from_stage: int = 0,
+                                act: int = 4) -> int:
     """Elements autograd keeps per token in one block of this kind (block_stages), from the stage ``from_stage`` on
     (the first block that trains keeps nothing before the first thing that trains in it)."""
-    stages = block_stages(arch, kind, trains_weights)
+    stages = block_stages(arch, kind, trains_weights, act)
     return sum(stages[stage] for stage in STAGES[from_stage:])
 
 
-def final_norm_per_token(arch: Arch, trained: bool = False) -> int:
+def final_norm_per_token(arch: Arch, trained: bool = False, act: int = 4) -> int:
     """The final norm (outside the blocks, before the LM head): its input and statistics, and its normalized input
-    when its weight trains."""
-    return sum(arch.hidden * (1 + trained) + norm_stats(m.cls) for m in arch.modules
+    when its weight trains (norm_elements)."""
+    return sum(norm_elements(m.cls, arch.hidden, trained, act) for m in arch.modules
                if "Norm" in m.cls and arch.layer_of(m.name) is None and m.own_params)
 
 
@@ -262,13 +274,13 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         head = s.batch_size * arch.hidden * act if a.pooled_head else logits
         return tokens * arch.hidden * act + head
     first, stage = first_trained(arch, a)
-    per_kind = {kind: block_activations_per_token(arch, kind, trains_weights=a.full) for kind in set(arch.layer_kind)}
+    per_kind = {kind: block_activations_per_token(arch, kind, a.full, act=act) for kind in set(arch.layer_kind)}
     # Blocks below the first one that trains see no tensor that needs a gradient: autograd keeps nothing there, nor
     # in the first one's stages before the first thing that trains in it.
     layers_total = sum(per_kind[kind] for kind in arch.layer_kind[first + 1:])
     if first < arch.layers:
-        layers_total += block_activations_per_token(arch, arch.layer_kind[first], a.full, stage)
-        layers_total += final_norm_per_token(arch, trained=a.full)
+        layers_total += block_activations_per_token(arch, arch.layer_kind[first], a.full, stage, act)
+        layers_total += final_norm_per_token(arch, a.full, act)
     if a.full or arch.head in a.trainable_modules:  # the LM head's weight gradient needs its input
         layers_total += arch.hidden
     if a.full or arch.embed in a.trainable_modules:  # the embedding's backward reads the int64 token ids

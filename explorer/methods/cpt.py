@@ -52,6 +52,19 @@ def terms(spec, o) -> list[Term]:
     return [Term("context embedding changes", n * d, f"{n}·{d} = {n * d:,}")]
 
 
+def adaptation(spec, o) -> Adaptation:
+    """Prompt tuning's tensors on n more tokens, plus the second loss PEFT computes. ``PeftModel._cpt_forward``
+    passes its labels (the context's tokens and the batch's) to the base model, whose own loss then keeps its
+    log-softmax (the generic logits term), and ``CPTEmbedding.calculate_loss`` (peft/tuners/cpt/model.py) computes
+    the CPT loss again from the logits: CrossEntropyLoss(reduction="none") on a shifted copy keeps that copy's
+    log-softmax, batch × (seq - 1) × vocab at the logits' dtype (the activations'), counted per token (one token
+    per sequence over). Left out: its int64 shifted labels, the bool mask of the labelled tokens and their
+    weights (13 bytes per token beside the vocabulary's 4 per entry), and the context's n int64 token indices
+    that the embedding's backward reads (once per forward). Measured with torch's saved-tensor hooks
+    (tests/test_memory_saved.py)."""
+    return Adaptation(prompt_tokens=o.num_virtual_tokens, saved_per_token=spec.arch.vocab)
+
+
 def make_config(o, token_ids: list[int], types: list[int]):
     from peft import CPTConfig
 
@@ -129,7 +142,7 @@ METHOD = Method(
     default_lr=1e-2, options_type=CPTOptions, mergeable=False,
     merge_reason="Cannot merge: it adds a context of extra tokens to every input, which no change of weights can "
                  "replace.",
-    uses_peft=True, terms=terms, adaptation=lambda spec, o: Adaptation(prompt_tokens=o.num_virtual_tokens),
+    uses_peft=True, terms=terms, adaptation=adaptation,
     apply=apply, apply_for_training=apply_for_training, training_loss=training_loss,
     untrained_params=lambda spec, o: o.num_virtual_tokens * spec.arch.hidden,  # the examples' frozen embeddings
     peft_type="CPT", artifact="context prompt", in_default_race=False,

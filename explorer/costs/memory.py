@@ -288,15 +288,20 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     extra = 0
     modules = arch.by_name
     unmasked = inputs_without_gradient(arch, a)
+    # PEFT's LoRA layers run in float32 (autocast_adapter_dtype) and cast their input to it first
+    # (LoraLayer._cast_input_dtype): on a 16-bit model each adapted layer keeps its own float32 copy of its input.
+    wide = 4 // act
     for name, rank in a.lora.items():
         if arch.layer_of(name) is None:
             continue
-        extra += rank                                                   # LoRA: A's output per adapted layer
+        extra += rank * wide                                            # LoRA: A's output per adapted layer
         if a.lora_dropout > 0:  # (the mask at one byte, as on CUDA; CPU's wider mask: cpu_dropout_mask_bytes)
             # Each adapted layer has its own dropout: a dropped-out copy of its input (kept for A's weight
             # gradient) and a one-byte mask, unless its input needs no gradient (dropout's backward then never
             # runs). (DoRA's own tensors: its saved_per_token and saved_per_step.)
-            extra += modules[name].in_features * (1 + (name not in unmasked) / act)
+            extra += modules[name].in_features * (wide + (name not in unmasked) / act)
+        elif wide > 1:  # without dropout A keeps its float32 copy of the input, one per layer
+            extra += modules[name].in_features * wide
     # IA³ scales a layer's output (k, v) or its input (down): the scale's gradient needs the unscaled tensor.
     extra += sum(modules[n].out_features for n in a.ia3_out if n in modules and arch.layer_of(n) is not None)
     extra += sum(modules[n].in_features for n in a.ia3_in if n in modules and arch.layer_of(n) is not None)
@@ -305,7 +310,7 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     # base layer alone would not keep. LoRA without dropout keeps it for A's gradient. Layers that read one
     # tensor (q, k and v; gate and up) keep it once.
     copies = [n for n in a.trainable_modules if n in modules and modules[n].kind in ("linear", "conv1d")]
-    undropped = [n for n in a.lora if a.lora_dropout <= 0]
+    undropped = [n for n in a.lora if a.lora_dropout <= 0 and wide == 1]
     extra += distinct_inputs(arch, [*a.products, *copies, *undropped])
     for name in a.trainable_modules:  # a trained norm keeps its normalized input for its scale's gradient
         m = modules.get(name)
@@ -389,10 +394,11 @@ def inputs_without_gradient(arch: Arch, a: Adaptation) -> set:
 
 def cpu_dropout_mask_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
     """What LoRA's dropout masks take on CPU beyond the one byte per element counted in the activations: torch's
-    unfused dropout (every device but CUDA) keeps a noise tensor of the input's dtype as its mask."""
+    unfused dropout (every device but CUDA) keeps a noise tensor of the input's dtype as its mask, and PEFT casts
+    that input to the adapter's float32 first (activation_bytes)."""
     if a.lora_dropout <= 0:
         return 0.0
-    act = activation_width(s)
+    act = 4
     unmasked = inputs_without_gradient(arch, a)
     inputs = sum(arch.by_name[name].in_features for name in a.lora
                  if arch.layer_of(name) is not None and name not in unmasked)

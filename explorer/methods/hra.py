@@ -15,10 +15,12 @@ Merged, W' is an ordinary weight: no overhead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("hra", "HRA")
@@ -51,13 +53,37 @@ def products(m, options):
     return reflections, assemble, Product(0, dense, 0)
 
 
+def saved_per_step(spec, options) -> int:
+    """What autograd keeps once per forward (``peft.tuners.hra.layer.HRALinear.forward`` and ``get_delta_weight``),
+    in elements at the activations' width, per adapted layer of out×in with r reflections:
+    - without Gram-Schmidt: the r column norms and the normalized U (in×r); the running product before each
+      reflection, weight − 2·(weight·u)·uᵀ keeps weight (in×in, the identity first: r of them) and weight·u (in
+      each, r of them);
+    - with it (apply_GS): r norms, r − 1 row vectors uᵀ, for each of the r(r−1)/2 projections its 1×1 coefficient
+      and its in-wide vector, the stacked U and its transpose (in×r each); I − 2·U·Uᵀ keeps only those;
+    - the identity (in×in) that torch.mm(eye, ΔW) keeps for ΔW's gradient in forward;
+    - W·R (out×in, a new tensor; W·R's product keeps only the frozen W), which F.linear keeps for its input's
+      gradient where that input needs one (explorer.methods.saved_tensors)."""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    r = options.r
+    total = 0
+    for name in names:
+        n = arch.by_name[name].in_features
+        if options.apply_GS:
+            total += n * n + r + (r - 1) * n + r * (r - 1) // 2 * (n + 1) + 2 * r * n
+        else:
+            total += (r + 1) * n * n + r + 2 * r * n
+    return total + sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+
+
 def make_config(spec, options):
     from peft import HRAConfig
 
     return peft_config(HRAConfig, r=options.r, apply_GS=options.apply_GS, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config,
     name="hra", title="HRA", where="linear weights (a chain of learned Householder reflections)",
     explanation="Freezes the model and multiplies, for chosen linear layers, the weight by r Householder "
@@ -70,3 +96,10 @@ METHOD = linear_method(
     literature=("Yuan et al. 2024 (HRA, abstract) claim HRA bridges low-rank and orthogonal adaptation and beats "
                 "state-of-the-art methods with fewer trainable parameters when adapting large language and "
                 "conditional image generation models.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..options import option
-from .saved_tensors import inputs_with_grad
+from .saved_tensors import dropout_per_token, inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("deft", "DEFT", conv1d=True)
@@ -92,9 +92,9 @@ def make_config(spec, options):
 
 def saved(spec, options) -> tuple[int, int]:
     """(per step, per token) elements autograd keeps beyond every adapted layer's input, as ``peft.tuners.deft.layer.
-    DeftLinear.forward`` runs (without dropout: deft_dropout > 0 also keeps a dropped-out copy of the input, not
-    counted). Per step: relu(P) (out × r, kept by relu; "qr": torch.linalg.qr's Q and R, out·r + r·r, kept by its
-    backward), from ``_project``; R·scaling (r × in, a new tensor) where the layer's input needs a gradient
+    DeftLinear.forward`` runs (deft_dropout > 0: saved_tensors.dropout_per_token, R reading the dropped copy). Per
+    step: relu(P) (out × r, kept by relu; "qr": torch.linalg.qr's Q and R, out·r + r·r, kept by its backward), from
+    ``_project``; R·scaling (r × in, a new tensor) where the layer's input needs a gradient
     (explorer.methods.saved_tensors). Per token: the frozen layer's output W·x (out), kept by (W·x)·relu(P) for
     relu(P)'s gradient, and the two rank-r products each kept for Pᵀ's gradient: (W·x)·relu(P) and x·R_sᵀ (one with
     para, which runs no injection and so keeps no input of its own). PEFT computes all of it in float32 (its
@@ -113,6 +113,7 @@ def saved(spec, options) -> tuple[int, int]:
         token -= distinct_inputs(arch, names)  # the layers' inputs: only the frozen products read them
     else:
         step += sum(rank(arch.by_name[n], options) * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+        token += dropout_per_token(arch, names, names) if options.deft_dropout > 0 else 0
     return step, token
 
 

@@ -28,7 +28,7 @@ from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
 from .base import Adaptation
-from .saved_tensors import inputs_with_grad
+from .saved_tensors import dropout_per_token, inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("psoft", "PSOFT")
@@ -134,16 +134,15 @@ def terms(spec, options):
 
 def saved(spec, o) -> tuple[int, int]:
     """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
-    layer's input), as ``peft.tuners.psoft.layer.Linear.forward`` runs without dropout (psoft_dropout > 0 keeps a
-    dropped-out copy of the input, not counted). Per token: x·Aᵀ (r), kept by R's product for R's gradient, and not
-    the layer's input (A and B are frozen buffers: only they are read back). Per step, ``OrthLayer.get_matrix``'s
-    r × r tensors: the Cayley map's torch.linalg.solve keeps I − Q, its LU, its result and the LU's int32 pivots
-    (r, one element each at float32); the Neumann series instead keeps Q and its powers (max(t − 2, 2) matrices
-    from three terms on) and its sum where a scaling vector's product keeps it (its cayley_neumann_eps rescaling,
-    PEFT's default None, depends on Q's norm: not counted); with both scaling vectors, vector_b·R, kept by the
-    product with vector_a; and the final R, a new tensor where a scaling vector or the series made one, kept by
-    (x·Aᵀ)·Rᵀ where the layer's input needs a gradient
-    (explorer.methods.saved_tensors)."""
+    layer's input), as ``peft.tuners.psoft.layer.Linear.forward`` runs (psoft_dropout > 0:
+    saved_tensors.dropout_per_token, the frozen A reading the dropped copy). Per token: x·Aᵀ (r), kept by R's
+    product for R's gradient, and not the layer's input (A and B are frozen buffers: only they are read back). Per
+    step, ``OrthLayer.get_matrix``'s r × r tensors: the Cayley map's torch.linalg.solve keeps I − Q, its LU, its
+    result and the LU's int32 pivots (r, one element each at float32); the Neumann series instead keeps Q and its
+    powers (max(t − 2, 2) matrices from three terms on) and its sum where a scaling vector's product keeps it (its
+    cayley_neumann_eps rescaling, PEFT's default None, depends on Q's norm: not counted); with both scaling vectors,
+    vector_b·R, kept by the product with vector_a; and the final R, a new tensor where a scaling vector or the
+    series made one, kept by (x·Aᵀ)·Rᵀ where the layer's input needs a gradient (explorer.methods.saved_tensors)."""
     from ..costs.memory import distinct_inputs
 
     arch = spec.arch
@@ -159,7 +158,8 @@ def saved(spec, o) -> tuple[int, int]:
         build += r * r
     final = r * r if (o.psoft_mag_a or o.psoft_mag_b or (o.psoft_orth and o.use_cayley_neumann)) else 0
     step = build * len(names) + final * len(inputs_with_grad(arch, names))
-    return step, r * len(names) - distinct_inputs(arch, names)
+    dropout = dropout_per_token(arch, names, []) if o.psoft_dropout > 0 else 0
+    return step, r * len(names) - distinct_inputs(arch, names) + dropout
 
 
 def adaptation(spec, options) -> Adaptation:

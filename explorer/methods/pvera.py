@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..options import option
 from .base import Adaptation, Method, Term
+from .saved_tensors import dropout_per_token
 from .tuners import Tuner, exclude_option, grouped_terms, modules_option, peft_config, preset_option
 
 TUNER = Tuner("pvera", "PVeRA", conv1d=True)
@@ -67,16 +68,17 @@ def products(m, r: int) -> tuple:
 
 
 def saved_per_token(spec, options) -> int:
-    """Elements per token autograd keeps beyond explorer.costs.memory's generic count (every adapted layer's input),
-    as ``peft.tuners.pvera.layer.Linear.forward`` trains (without dropout: pvera_dropout > 0 keeps its mask, not
-    counted): x·Aᵀ (2r, kept for λ_d's gradient), the sample's std = exp(logvar/2) and its noise eps
-    (``_reparametrize``: r each, kept for each other's gradient), and the product with B (out, kept for λ_b's
-    gradient); not the layer's input, which only the frozen slice of A reads (only the buffer is read back)."""
+    """Elements per token autograd keeps beyond explorer.costs.memory's generic count (every adapted layer's input), as
+    ``peft.tuners.pvera.layer.Linear.forward`` trains (pvera_dropout > 0: saved_tensors.dropout_per_token, the
+    frozen A reading the dropped copy): x·Aᵀ (2r, kept for λ_d's gradient), the sample's std = exp(logvar/2) and its
+    noise eps (``_reparametrize``: r each, kept for each other's gradient), and the product with B (out, kept for
+    λ_b's gradient); not the layer's input, which only the frozen slice of A reads (only the buffer is read back)."""
     from ..costs.memory import distinct_inputs
 
     arch = spec.arch
     names = TUNER.targets(spec, options)
-    return sum(4 * options.r + arch.by_name[n].out_features for n in names) - distinct_inputs(arch, names)
+    dropout = dropout_per_token(arch, names, []) if options.pvera_dropout > 0 else 0
+    return sum(4 * options.r + arch.by_name[n].out_features for n in names) - distinct_inputs(arch, names) + dropout
 
 
 def adaptation(spec, options) -> Adaptation:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..options import option
 from .base import Adaptation, Method, Term
-from .saved_tensors import inputs_with_grad
+from .saved_tensors import dropout_per_token, inputs_with_grad
 from .tuners import Tuner, exclude_option, grouped_terms, modules_option, peft_config, preset_option
 
 TUNER = Tuner("randlora", "RandLoRA", conv1d=True)
@@ -94,15 +94,15 @@ def products(m, r: int) -> tuple:
 
 def saved(spec, options) -> tuple[int, int]:
     """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
-    layer's input), as ``peft.tuners.randlora.layer.Linear.forward`` runs without dropout (randlora_dropout > 0 keeps
-    a dropped-out copy of the input too, not counted here):
-    - the scaled basis Λ·A·Γ (``get_scaled_bases``: UniqueBaseGrad's output, r·n × min(in, out), n = ⌈min/r⌉), a
-      new tensor every forward, multiplies the input (or the input through B) and is kept for its gradient where
-      the layer's input needs one (explorer.methods.saved_tensors);
-    - where out < in, the input first goes through a slice of the frozen bases B (a view of PEFT's buffer: only
-      the buffer is read back), so the layer's own input is not kept, but the r·n-wide product that Λ·A·Γ reads
-      is (for Λ's and Γ's gradients); layers that read the same input as a layer that keeps it (k and v beside q)
-      still share it."""
+    layer's input), as ``peft.tuners.randlora.layer.Linear.forward`` runs (randlora_dropout > 0:
+    saved_tensors.dropout_per_token, Λ·A·Γ reading the dropped copy where out ≥ in):
+    - the scaled basis Λ·A·Γ (``get_scaled_bases``: UniqueBaseGrad's output, r·n × min(in, out), n = ⌈min/r⌉), a new
+      tensor every forward, multiplies the input (or the input through B) and is kept for its gradient where the
+      layer's input needs one (explorer.methods.saved_tensors);
+    - where out < in, the input first goes through a slice of the frozen bases B (a view of PEFT's buffer: only the
+      buffer is read back), so the layer's own input is not kept, but the r·n-wide product that Λ·A·Γ reads is (for
+      Λ's and Γ's gradients); layers that read the same input as a layer that keeps it (k and v beside q) still
+      share it."""
     from ..costs.memory import distinct_inputs
 
     arch = spec.arch
@@ -115,6 +115,8 @@ def saved(spec, options) -> tuple[int, int]:
     widening = [n for n in names if n not in narrowing]
     token = (sum(width[n] for n in narrowing)
              - (distinct_inputs(arch, names) - distinct_inputs(arch, widening)))  # inputs only a frozen B reads
+    if options.randlora_dropout > 0:
+        token += dropout_per_token(arch, names, widening)
     return step, token
 
 

@@ -30,3 +30,16 @@ def inputs_with_grad(arch, targets) -> list[str]:
     adapted_here = {arch.local_name(name) for layer, name in placed if layer == first}
     return [name for layer, name in placed if layer is not None
             and (layer > first or ancestors.get(arch.local_name(name), set()) & adapted_here)]
+
+
+def dropout_per_token(arch, targets, trained_readers) -> int:
+    """Elements per token that a tuner's own dropout on each adapted layer's input keeps, beyond the generic count
+    of those inputs (explorer.costs.memory.distinct_inputs): each layer drops its input out anew, and its mask is
+    kept where that input needs a gradient (measured on CPU, where torch's unfused dropout keeps a mask as wide as
+    the input, counted so here; CUDA's fused dropout keeps one byte per element); where a trained factor reads the
+    dropped-out copy (``trained_readers``), that copy is kept instead of the layer's input."""
+    from ..costs.memory import distinct_inputs
+
+    masks = sum(arch.by_name[name].in_features for name in inputs_with_grad(arch, targets))
+    copies = sum(arch.by_name[name].in_features for name in trained_readers)
+    return masks + copies - distinct_inputs(arch, trained_readers)

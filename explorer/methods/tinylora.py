@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..options import option
 from .base import Adaptation, Method, Term
-from .saved_tensors import inputs_with_grad
+from .saved_tensors import dropout_per_token, inputs_with_grad
 from .tuners import Tuner, exclude_option, grouped_terms, modules_option, peft_config, preset_option
 
 TUNER = Tuner("tinylora", "TinyLoRA", conv1d=True)
@@ -86,16 +86,18 @@ def products(m, options) -> tuple:
 
 def saved(spec, options) -> tuple[int, int]:
     """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
-    layer's input), as ``peft.tuners.tinylora.layer.Linear.forward`` trains (without dropout: tinylora_dropout > 0
-    keeps its mask, not counted): per token x·Aᵀ (r), kept for R's gradient, and not the layer's input (A and B
-    are frozen buffers: only they are read back); per step R = Σ v_i·P_i (r × r, ``_compute_R``), kept by the
-    product with x·Aᵀ where the layer's input needs a gradient (explorer.methods.saved_tensors)."""
+    layer's input), as ``peft.tuners.tinylora.layer.Linear.forward`` trains (tinylora_dropout > 0:
+    saved_tensors.dropout_per_token, the frozen A reading the dropped copy): per token x·Aᵀ (r), kept for R's
+    gradient, and not the layer's input (A and B are frozen buffers: only they are read back); per step R = Σ
+    v_i·P_i (r × r, ``_compute_R``), kept by the product with x·Aᵀ where the layer's input needs a gradient
+    (explorer.methods.saved_tensors)."""
     from ..costs.memory import distinct_inputs
 
     arch = spec.arch
     names = TUNER.targets(spec, options)
     step = sum(rank(arch.by_name[n], options) ** 2 for n in inputs_with_grad(arch, names))
-    return step, sum(rank(arch.by_name[n], options) for n in names) - distinct_inputs(arch, names)
+    dropout = dropout_per_token(arch, names, []) if options.tinylora_dropout > 0 else 0
+    return step, sum(rank(arch.by_name[n], options) for n in names) - distinct_inputs(arch, names) + dropout
 
 
 def adaptation(spec, options) -> Adaptation:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ..costs.flops import Product
 from ..options import option
 from .base import Adaptation, Method, Term
-from .saved_tensors import inputs_with_grad
+from .saved_tensors import dropout_per_token, inputs_with_grad
 from .tuners import Tuner, exclude_option, modules_option, peft_config, preset_option
 
 TUNER = Tuner("unilora", "Uni-LoRA", conv1d=True)
@@ -69,16 +69,17 @@ def products(m, r: int) -> tuple:
 
 def saved(spec, options) -> tuple[int, int]:
     """(per step, per token) elements autograd keeps beyond every adapted layer's input, as ``peft.tuners.unilora.
-    layer.Linear.forward`` runs without dropout (unilora_dropout > 0 also keeps a dropped-out copy of the input, not
-    counted here). ``_get_lora_matrices`` gathers A = θ_d[indices_A]·scales_A (r × in) and B (out × r) anew each
-    forward (the gather keeps only PEFT's index buffer, the product by the frozen scales only the scales);
-    F.linear(x, A) keeps A where x needs a gradient (explorer.methods.saved_tensors), F.linear(h, B) keeps B and h,
-    r per token, for B's gradient."""
+    layer.Linear.forward`` runs (unilora_dropout > 0: saved_tensors.dropout_per_token, A reading the dropped copy).
+    ``_get_lora_matrices`` gathers A = θ_d[indices_A]·scales_A (r × in) and B (out × r) anew each forward (the
+    gather keeps only PEFT's index buffer, the product by the frozen scales only the scales); F.linear(x, A) keeps A
+    where x needs a gradient (explorer.methods.saved_tensors), F.linear(h, B) keeps B and h, r per token, for B's
+    gradient."""
     arch = spec.arch
     names = TUNER.targets(spec, options)
     step = sum(options.r * arch.by_name[n].out_features for n in names)
     step += sum(options.r * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
-    return step, options.r * len(names)
+    dropout = dropout_per_token(arch, names, names) if options.unilora_dropout > 0 else 0
+    return step, options.r * len(names) + dropout
 
 
 def adaptation(spec, options) -> Adaptation:

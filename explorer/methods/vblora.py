@@ -24,7 +24,7 @@ from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
 from .base import Adaptation, Method, Term
-from .saved_tensors import inputs_with_grad
+from .saved_tensors import dropout_per_token, inputs_with_grad
 from .tuners import Tuner, exclude_option, grouped_terms, modules_option, peft_config, preset_option
 
 TUNER = Tuner("vblora", "VB-LoRA", conv1d=True)
@@ -94,12 +94,12 @@ def products(m, r: int) -> tuple:
 
 def saved(spec, options) -> tuple[int, int]:
     """(per step, per token) elements autograd keeps beyond every adapted layer's input, as ``peft.tuners.vblora.
-    layer.Linear.forward`` runs without dropout (vblora_dropout > 0 also keeps a dropped-out copy of the input, not
-    counted here). Each forward assembles A (r × in) and B (out × r) from the bank (``_get_low_rank_matrix``): per
-    sub-vector, topk's indices (int64, kept by topk and by the bank's indexing: 2 elements each at float32), the
-    softmax of the top-k logits (kept by softmax and by the weighting) and the topk bank vectors it weights,
-    r·topk·(in + out) numbers; then F.linear(x, A) keeps A where x needs a gradient (explorer.methods.saved_tensors),
-    F.linear(h, B) keeps B (a reshaped copy) and h, r per token, for B's gradient."""
+    layer.Linear.forward`` runs (vblora_dropout > 0: saved_tensors.dropout_per_token, A reading the dropped copy).
+    Each forward assembles A (r × in) and B (out × r) from the bank (``_get_low_rank_matrix``): per sub-vector,
+    topk's indices (int64, kept by topk and by the bank's indexing: 2 elements each at float32), the softmax of the
+    top-k logits (kept by softmax and by the weighting) and the topk bank vectors it weights, r·topk·(in + out)
+    numbers; then F.linear(x, A) keeps A where x needs a gradient (explorer.methods.saved_tensors), F.linear(h, B)
+    keeps B (a reshaped copy) and h, r per token, for B's gradient."""
     o = resolved(spec, options)
     arch = spec.arch
     names = TUNER.targets(spec, o)
@@ -109,7 +109,8 @@ def saved(spec, options) -> tuple[int, int]:
         tiles = (m.in_features + m.out_features) // o.vector_length
         step += o.r * o.topk * tiles * (2 + 1) + o.r * o.topk * (m.in_features + m.out_features) + o.r * m.out_features
     step += sum(o.r * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
-    return step, o.r * len(names)
+    dropout = dropout_per_token(arch, names, names) if o.vblora_dropout > 0 else 0
+    return step, o.r * len(names) + dropout
 
 
 def adaptation(spec, options) -> Adaptation:

@@ -20,11 +20,13 @@ Merged, R and s fold into W: no overhead. The permutation buffer (in² entries p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("boft", "BOFT")
@@ -109,6 +111,31 @@ def _no_cuda_kernel_build() -> None:
         layer._FBD_CUDA = False
 
 
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
+    layer's input, which x @ R keeps for R's gradient), as ``peft.tuners.boft.layer.Linear.forward`` runs on PEFT's
+    CPU path (one butterfly factor, torch.block_diag; its CUDA kernel FastBlockDiag is not counted), per adapted
+    layer of out×in with d blocks of size b (d·b = in):
+    - ``cayley_batch``'s torch.linalg.solve(I + S, I − S, left=False) keeps three d·b² tensors (the LU factors,
+      the solution and one more) and d·b int32 pivots (counted as d·b elements: exact at float32 activations);
+    - ``butterfly_oft_mat @ boft_rotation`` keeps the identity it starts from (in×in) for the rotation's gradient
+      (the permutations boft_P are buffers), and x @ R keeps R (in×in) where the input needs a gradient
+      (explorer.methods.saved_tensors);
+    - ``boft_s * boft_scale`` keeps the ones (out) and the output's scaling keeps the scale (out) and, per token,
+      the frozen layer's output (out), for s's gradient.
+    (boft_dropout's multiplicative mask is not counted.)"""
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    step = token = 0
+    for name in names:
+        m = arch.by_name[name]
+        d, b = blocks(m, options)
+        step += 3 * d * b * b + d * b + m.in_features ** 2 + 2 * m.out_features
+        token += m.out_features
+    step += sum(arch.by_name[n].in_features ** 2 for n in inputs_with_grad(arch, names))
+    return step, token
+
+
 def make_config(spec, options):
     from peft import BOFTConfig
 
@@ -124,7 +151,7 @@ def make_config(spec, options):
                        **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, check,
     name="boft", title="BOFT", where="linear layers' inputs (an orthogonal rotation) and outputs (a scale)",
     explanation="Freezes the model and learns, for chosen linear layers, an orthogonal rotation of the input "
@@ -140,3 +167,11 @@ METHOD = linear_method(
     literature=("Liu et al. 2024 (BOFT, abstract) claim butterfly factorization makes orthogonal finetuning "
                 "parameter-efficient and that BOFT outperforms OFT and LoRA across language, vision and "
                 "text-to-image tasks at a similar parameter budget.",))
+
+
+def adaptation(spec, options):
+    step, token = saved(spec, options)
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=step, saved_per_token=token)
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

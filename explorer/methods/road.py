@@ -13,11 +13,13 @@ rotation folds into W's rows: no overhead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("road", "RoAd")
@@ -52,6 +54,31 @@ def products(m, options):
     return (Product(0),)  # elementwise only; the layer's output depends on trained scales
 
 
+# Per-output-feature vectors ``_prepare_cols`` makes and keeps: road_1 repeats θ and α (two new tensors) and keeps
+# them with their cos and sin; road_2 reads θ and α themselves (parameters), keeping only cos and sin; road_4 keeps
+# cos, sin and the two flattened copies of α's halves.
+COLUMN_VECTORS = {"road_1": 4, "road_2": 2, "road_4": 4}
+
+
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count, as
+    ``peft.tuners.road.layer._apply_road`` runs (result = x·first_col + rotate_half(x)·second_col on the frozen
+    layer's output x), per adapted layer of out features:
+    - per step, _prepare_cols' vectors (COLUMN_VECTORS × out), and where the layer's input needs a gradient (then so
+      does its output: explorer.methods.saved_tensors) first_col and second_col (2·out), kept for x's gradient;
+    - per token, x and rotate_half(x) (2·out), kept for the columns' gradients. The layer's input is not kept: the
+      frozen layer needs none, and RoAd reads only its output, so the generic count of the adapted layers' inputs
+      is taken back."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    outputs = sum(arch.by_name[n].out_features for n in names)
+    step = COLUMN_VECTORS[options.variant] * outputs + 2 * sum(arch.by_name[n].out_features
+                                                              for n in inputs_with_grad(arch, names))
+    return step, 2 * outputs - distinct_inputs(arch, names)
+
+
 def make_config(spec, options):
     from peft import RoadConfig
 
@@ -59,7 +86,7 @@ def make_config(spec, options):
                        **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, check,
     name="road", title="RoAd", where="linear layers' outputs (learned 2-D rotations of feature pairs)",
     explanation="Freezes the model and learns, for chosen linear layers, an angle and a scale for each pair of "
@@ -72,3 +99,11 @@ METHOD = linear_method(
     literature=("Liao et al. 2024 (RoAd, abstract) claim RoAd matches or beats other PEFT methods on GLUE, "
                 "commonsense and arithmetic reasoning with under 0.1% of the parameters trainable, and serves "
                 "different adapters in one batch efficiently.",))
+
+
+def adaptation(spec, options):
+    step, token = saved(spec, options)
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=step, saved_per_token=token)
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -15,11 +15,13 @@ Merged: no overhead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("miss", "MiSS")
@@ -70,6 +72,35 @@ def products(m, options):
     return (Product(shard, shard, shard),)
 
 
+def saved(spec, options) -> tuple[int, int]:
+    """(per step, per token) elements autograd keeps beyond explorer.costs.memory's generic count (every adapted
+    layer's input), as ``peft.tuners.miss.layer.MissLinear.forward`` runs, per adapted layer of out×in:
+    - balance (true) and mini: the input's r-wide shards summed (torch.sum keeps nothing), times D: the matmul keeps
+      the r-wide sum per token for D's gradient; the input itself is kept by nothing (the frozen layer needs none),
+      so the generic count of the adapted layers' inputs is taken back. mini repeats its r×mini_r block to r×out
+      (a new tensor), kept for the sum's gradient where the layer's input needs one (explorer.methods.saved_tensors);
+      with miss_dropout, each such layer's dropout keeps its mask over the (zero-padded to a multiple of r) input,
+      at the input's width as torch's unfused dropout keeps it on CPU (CUDA's fused one keeps a byte per element:
+      there this over-counts);
+    - bat: F.linear(x, W + ΔW) keeps the input (the generic count) and W + ΔW (out×in) where the input needs a
+      gradient; ``get_delta_weight`` multiplies W's clone (out×in, a new tensor) by D in r×r blocks, which the
+      matmul keeps for D's gradient."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    graded = inputs_with_grad(arch, names)
+    r = options.r
+    if options.init_weights == "bat":
+        weights = sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in [*names, *graded])
+        return weights, 0
+    step = sum(r * arch.by_name[n].out_features for n in graded) if options.init_weights == "mini" else 0
+    token = r * len(names) - distinct_inputs(arch, names)
+    if options.miss_dropout > 0:
+        token += sum(-(-arch.by_name[n].in_features // r) * r for n in graded)
+    return step, token
+
+
 def make_config(spec, options):
     from peft import MissConfig
 
@@ -78,7 +109,7 @@ def make_config(spec, options):
                        miss_dropout=options.miss_dropout, **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, check,
     name="miss", title="MiSS", where="linear weights (one matrix shared by every shard of the input)",
     explanation="Freezes the model and learns, for chosen linear layers, one r×out matrix: the layer's input is "
@@ -90,3 +121,11 @@ METHOD = linear_method(
     peft_type="MISS", artifact="MiSS adapter", in_default_race=False,
     literature=("Kang & Yin 2024 (MiSS, abstract) claim better accuracy than LoRA and its variants with fewer "
                 "trainable parameters and less memory and compute, from a shard-sharing structure.",))
+
+
+def adaptation(spec, options):
+    step, token = saved(spec, options)
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=step, saved_per_token=token)
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

@@ -136,11 +136,18 @@ def block_stages(arch: Arch, kind: int, trains_weights: bool = False, act: int =
              for stage, found in block_norms(block).items()}
     width, kv, heads = attention_widths(arch, kind)
     attention = 2 * width + kv + heads * (4 // act)
+    for m in attention_norms(block):  # Qwen3's, OLMo-2's, Gemma-3's q_norm and k_norm, in float32 as the others
+        normalized = kv // 2 if "k_norm" in m.name else width
+        attention += (normalized + normalized // max(m.own_params, 1)) * (4 // act) + normalized * trains_weights
     experts = {op.name for op in block.ops if roles[op.name] == "experts"}
     mlp_in = [op for op in block.ops if roles[op.name] == "mlp_in"]
     hidden_units = max((op.out_features for op in mlp_in), default=0)
+    mid = max((op.in_features for op in block.ops if roles[op.name] == "mlp_mid"), default=hidden_units)
     # The activation keeps its input; a gated MLP's product keeps both operands (the activation's output and up's).
-    mlp = hidden_units * (3 if len(mlp_in) > 1 else 1) if mlp_in else 0
+    # A fused gate_up projection (Phi-3) is gated too: its 2·I output is kept whole (gate is a view of it), and the
+    # activation's output beside it.
+    gated = len(mlp_in) > 1 or hidden_units == 2 * mid
+    mlp = (3 * mid if gated else hidden_units) if mlp_in else 0
     first_stage = sum(op.out_per_token for op in block.ops if op.name in experts and not set(op.a + op.b) & experts)
     router = sum(op.out_per_token for op in block.ops if roles[op.name] == "router")
     inputs = 0
@@ -152,10 +159,23 @@ def block_stages(arch: Arch, kind: int, trains_weights: bool = False, act: int =
 
 
 def reads_attention_output(block, op) -> bool:
-    """A linear whose input is the attention's output (o_proj): that tensor is already kept, as the output
-    scaled_dot_product_attention saves (torch's CPU flash kernel and CUDA's lay it out as (batch, tokens, heads,
-    head_dim), so transformers' ``.transpose(1, 2).contiguous()`` is a view of that same storage)."""
-    return bool(op.a) and all(block.roles.get(source) == "attn_core_product" for source in op.a)
+    """A linear whose input is the attention's output (o_proj) where that tensor is already kept, as the output
+    scaled_dot_product_attention saves: sdpa lays its output out as its queries are, and queries made by their own
+    projection are a transposed view of (batch, tokens, heads, head_dim), which rotary embeddings and per-head
+    norms keep, so transformers' ``.transpose(1, 2).contiguous()`` is a view of that same storage. Queries sliced
+    from a fused projection (Phi-3's qkv_proj, GPT-2's c_attn) are not: there o_proj's input is a copy of its own."""
+    if not op.a or not all(block.roles.get(source) == "attn_core_product" for source in op.a):
+        return False
+    scores = next((core for core in block.ops if core.per_key), None)
+    queries = {source for source in scores.a if not source.startswith("param:")}
+    keys = {source for source in scores.b if not source.startswith("param:")}
+    return bool(queries) and not queries & keys
+
+
+def attention_norms(block) -> list:
+    """The norms inside the attention (per-head or full-width q_norm and k_norm)."""
+    attention = next((op.module for op in block.ops if op.per_key), "")
+    return [m for m in block.modules if "Norm" in m.cls and attention and m.name.startswith(attention + ".")]
 
 
 def block_activations_per_token(arch: Arch, kind: int, trains_weights: bool = False, from_stage: int = 0,

@@ -12,11 +12,13 @@ LoRA's at rank r (2·in·r and 2·r·out), plus the hybrid LoRA's. Merged: no ov
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
 from ..errors import ExplorerError
 from ..options import option
+from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
 TUNER = Tuner("gralora", "GraLoRA", conv1d=True)
@@ -57,6 +59,28 @@ def products(m, options):
     return Product(down, down, down), Product(up, 2 * up, 0)
 
 
+def saved_per_token(spec, options) -> int:
+    """Elements per token autograd keeps beyond explorer.costs.memory's generic count (every adapted layer's input),
+    as ``peft.tuners.gralora.layer.Linear.forward`` runs, per adapted layer: the sub-blocks' rank-r/k outputs,
+    regrouped (``.permute(...).reshape(...)``, a copy) into k groups of r, which the second einsum keeps for B's
+    gradient: k·r; with hybrid_r, the plain LoRA's A output (hybrid_r), kept for its B's gradient. The first einsum
+    keeps the input's k slices, a view of the input itself (the generic count). With gralora_dropout, each dropout
+    call (one, or two with hybrid_r) keeps its own dropped-out copy of the input (for A's gradient) and, where the
+    input needs a gradient (explorer.methods.saved_tensors), its mask at the input's width, as torch's unfused
+    dropout keeps it on CPU (CUDA's fused one keeps a byte per element: there this over-counts); the input itself is
+    then kept by nothing (the frozen layer needs none), so the generic count is taken back."""
+    from ..costs.memory import distinct_inputs
+
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    token = (options.gralora_k * options.r + options.hybrid_r) * len(names)
+    if options.gralora_dropout > 0:
+        calls = 2 if options.hybrid_r else 1
+        token += calls * sum(arch.by_name[n].in_features for n in [*names, *inputs_with_grad(arch, names)])
+        token -= distinct_inputs(arch, names)
+    return token
+
+
 def make_config(spec, options):
     from peft import GraloraConfig
 
@@ -65,7 +89,7 @@ def make_config(spec, options):
                        fan_in_fan_out=TUNER.conv1d_targets(spec, options), **TUNER.peft_kwargs(spec, options))
 
 
-METHOD = linear_method(
+LINEAR = linear_method(
     TUNER, per_module, products, make_config, check,
     name="gralora", title="GraLoRA", where="linear weights (a low-rank update per sub-block of the weight)",
     explanation="LoRA's parameters spent differently: the weight is cut into k×k sub-blocks and each gets its "
@@ -78,3 +102,10 @@ METHOD = linear_method(
     literature=("Jung et al. 2025 (GraLoRA, abstract) claim up to +8.5% absolute Pass@1 over LoRA on HumanEval+ "
                 "at the same parameter count and compute, with gains across model sizes and ranks; PEFT's method "
                 "comparison (issue 27) reports 49.5% on GSM8K against LoRA r32's 47.8%.",))
+
+
+def adaptation(spec, options):
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_token=saved_per_token(spec, options))
+
+
+METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

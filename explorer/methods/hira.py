@@ -56,11 +56,27 @@ def saved_per_step(spec, options) -> int:
     """What autograd keeps once per forward (``peft.tuners.hira.layer.Linear.forward``), in elements at the
     activations' width: W ⊙ (B·A)ᵀ (out×in, a new tensor every forward), which F.linear keeps for its input's
     gradient where that input needs one (explorer.methods.saved_tensors). B·A itself is not kept: the product with
-    the frozen W keeps W (a parameter) for its gradient. (With hira_dropout, the dropped-out input and its mask are
-    kept per token too, not counted here.)"""
+    the frozen W keeps W (a parameter) for its gradient."""
     arch = spec.arch
     names = TUNER.targets(spec, options)
     return sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+
+
+def saved_per_token(spec, options) -> int:
+    """With hira_dropout, per token: each layer's dropped-out copy of its input, which F.linear keeps for the
+    weight's gradient, and where the input needs a gradient (explorer.methods.saved_tensors) the dropout's mask at
+    the input's width, as torch's unfused dropout keeps it on CPU (CUDA's fused one keeps a byte per element: there
+    this over-counts); the input itself is then kept by nothing (the frozen layer needs none), so the generic count
+    of the adapted layers' inputs is taken back. Without dropout, F.linear keeps the input itself (the generic
+    count): 0."""
+    from ..costs.memory import distinct_inputs
+
+    if options.hira_dropout <= 0:
+        return 0
+    arch = spec.arch
+    names = TUNER.targets(spec, options)
+    return (sum(arch.by_name[n].in_features for n in [*names, *inputs_with_grad(arch, names)])
+            - distinct_inputs(arch, names))
 
 
 def make_config(spec, options):
@@ -89,7 +105,8 @@ LINEAR = linear_method(
 
 
 def adaptation(spec, options):
-    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options))
+    return dataclasses.replace(LINEAR.adaptation(spec, options), saved_per_step=saved_per_step(spec, options),
+                               saved_per_token=saved_per_token(spec, options))
 
 
 METHOD = dataclasses.replace(LINEAR, adaptation=adaptation)

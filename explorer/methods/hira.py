@@ -56,10 +56,14 @@ def saved_per_step(spec, options) -> int:
     """What autograd keeps once per forward (``peft.tuners.hira.layer.Linear.forward``), in elements at the
     activations' width: W ⊙ (B·A)ᵀ (out×in, a new tensor every forward), which F.linear keeps for its input's
     gradient where that input needs one (explorer.methods.saved_tensors). B·A itself is not kept: the product with
-    the frozen W keeps W (a parameter) for its gradient."""
+    the frozen W keeps W (a parameter) for its gradient. On a transformers Conv1D layer (GPT-2) it is kept too:
+    PEFT's ``transpose(weight, fan_in_fan_out)`` wraps the transposed frozen weight in a new nn.Parameter, which
+    requires a gradient, so the product keeps (B·A)ᵀ (out×in) for it."""
     arch = spec.arch
     names = TUNER.targets(spec, options)
-    return sum(arch.by_name[n].out_features * arch.by_name[n].in_features for n in inputs_with_grad(arch, names))
+    conv1d = [n for n in names if arch.by_name[n].kind == "conv1d"]
+    return sum(arch.by_name[n].out_features * arch.by_name[n].in_features
+               for n in [*inputs_with_grad(arch, names), *conv1d])
 
 
 def saved_per_token(spec, options) -> int:

@@ -12,6 +12,7 @@ saved tensor but the logits, which the formula counts exactly), so each build ta
 
 import json
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -45,22 +46,28 @@ def chat_methods() -> list[str]:
 
 
 def saved_bytes(model, ids) -> int:
-    """Bytes of the distinct tensors autograd saves in one training forward with labels (the loss included),
-    the model's parameters and buffers left out."""
+    """Bytes of the distinct tensors autograd saves in one training forward with labels (the loss included) and
+    still holds when it ends (what backward starts from: the peak), the model's parameters and buffers left out.
+    A graph a tuner drops mid-forward (DoRA's detached B·A built from an identity) frees its saved tensors, and
+    their addresses are reused: each saved tensor is followed by a weak reference and counted at the end."""
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    seen = {}
+    packed = []
 
     def pack(tensor):
-        if tensor.is_sparse:  # SHiRA's sparse update: its values and indices
-            seen[id(tensor)] = tensor._values().nbytes + tensor._indices().nbytes
-        else:
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() not in own:
-                seen[storage.data_ptr()] = storage.nbytes()
+        packed.append(weakref.ref(tensor))
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+    seen = {}
+    for ref in packed:
+        tensor = ref()
+        if tensor is None:
+            continue
+        if tensor.is_sparse:  # SHiRA's sparse update: its values and indices
+            seen[id(tensor)] = tensor._values().nbytes + tensor._indices().nbytes
+        elif tensor.untyped_storage().data_ptr() not in own:
+            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
     return sum(seen.values())
 
 

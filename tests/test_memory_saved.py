@@ -45,7 +45,7 @@ def chat_methods() -> list[str]:
     return out
 
 
-def saved_bytes(model, ids) -> int:
+def saved_bytes(model, ids, mask=None) -> int:
     """Bytes of the distinct tensors autograd saves in one training forward with labels (the loss included) and
     still holds when it ends (what backward starts from: the peak), the model's parameters and buffers left out.
     A graph a tuner drops mid-forward (DoRA's detached B·A built from an identity) frees its saved tensors, and
@@ -58,7 +58,7 @@ def saved_bytes(model, ids) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+        model(input_ids=ids, attention_mask=torch.ones_like(ids) if mask is None else mask, labels=ids)
     seen = {}
     for ref in packed:
         tensor = ref()
@@ -92,10 +92,35 @@ def test_the_activations_term_is_what_autograd_keeps(name):
     for length in LENGTHS:
         ids = torch.randint(0, VOCAB, (BATCH, length), generator=torch.Generator().manual_seed(length))
         measured = saved_bytes(model, ids)
-        settings = memory.TrainSettings(batch_size=BATCH, seq_len=length, precision="fp32")
+        settings = memory.TrainSettings(batch_size=BATCH, seq_len=length, precision="fp32", padded=False)
         tokens = BATCH * (length + adaptation.prompt_tokens)
         predicted = (memory.activation_bytes(SPEC.arch, adaptation, settings)
                      + memory.cpu_dropout_mask_bytes(SPEC.arch, adaptation, settings) - tokens * VOCAB * 4)
         assert abs(predicted / measured - 1) <= TOLERANCE, (
             f"{name} at {BATCH}×{length} tokens: predicted {predicted / 2**20:.2f} MiB, autograd keeps "
             f"{measured / 2**20:.2f} MiB")
+
+
+@pytest.mark.parametrize("name", ["full", "lora", "c3a", "prompt", "prefix", "ia3"])
+def test_a_padded_batch_keeps_the_mask_and_the_repeated_keys_and_values(name):
+    """The app's training pads each batch to its longest example: transformers then passes attention a mask, which
+    it keeps with the keys and values repeated to every query head (TrainSettings.padded, the default)."""
+    method = METHODS[name]
+    options = method.parse_options({})
+    model = built(name, options)
+    length = LENGTHS[-1]
+    ids = torch.randint(0, VOCAB, (BATCH, length), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    for row, real in enumerate((length, length - 16, length // 2, 20)):  # right-padded, as explorer.data.chat pads
+        mask[row, real:] = 0
+    adaptation = method.adaptation(SPEC, options)
+    predicted = {}
+    for padded in (False, True):
+        settings = memory.TrainSettings(batch_size=BATCH, seq_len=length, precision="fp32", padded=padded)
+        tokens = BATCH * (length + adaptation.prompt_tokens)
+        predicted[padded] = (memory.activation_bytes(SPEC.arch, adaptation, settings)
+                             + memory.cpu_dropout_mask_bytes(SPEC.arch, adaptation, settings) - tokens * VOCAB * 4)
+    measured = saved_bytes(model, ids, mask)
+    # prefix tuning's virtual keys make transformers pass a mask anyway: padding changes nothing there
+    assert predicted[True] > predicted[False] or (adaptation.prefix_tokens and predicted[True] == predicted[False])
+    assert abs(predicted[True] / measured - 1) <= TOLERANCE, (predicted, measured)

@@ -19,11 +19,11 @@ method, still held at the forward's end):
 - LoRA with dropout: a dropped-out copy of each adapted layer's input and its mask (one dropout per layer), where
   the input needs a gradient: a one-byte mask on CUDA (torch's fused dropout); on CPU torch multiplies by a noise
   tensor of the input's dtype (at::native dropout's unfused path), counted apart (cpu_dropout_mask_bytes);
-- prefix tuning's mask and repeated keys and values (prefix_attention_bytes).
+- a mask, passed for a padded batch (TrainSettings.padded, as the app's training pads) or prefix tuning's virtual
+  keys: attention keeps it and the keys and values repeated to the queries' heads (masked_attention_bytes).
 A method's own tensors beyond these are its Adaptation's saved_per_token and saved_per_step (explorer.methods.base).
 With gradient checkpointing only each layer's input (h) is kept, and one layer's activations are rebuilt at a time.
-Not counted: the rotary cos/sin (2·head_dim per position, once per forward: under 0.2% on SmolLM2). A padded batch
-(a mask) makes transformers repeat grouped keys/values to the queries' width and keep the mask: more than counted.
+Not counted: the rotary cos/sin (2·head_dim per position, once per forward: under 0.2% on SmolLM2).
 """
 
 from __future__ import annotations
@@ -93,21 +93,26 @@ def attention_widths(arch: Arch, kind: int) -> tuple[int, int, int]:
     return width, kv, heads
 
 
-def prefix_attention_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
-    """What prefix tuning's virtual keys and values change in what autograd keeps, per forward: the queries no
-    longer line up with the keys, so transformers passes scaled_dot_product_attention a mask (at the activations'
+def masked_attention_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
+    """What a mask changes in what autograd keeps, per forward. A padded batch (TrainSettings.padded), or prefix
+    tuning's virtual keys and values, whose queries no longer line up with the keys, make transformers pass
+    scaled_dot_product_attention a mask (at the activations'
     dtype, batch × queries × keys, one per layer) and repeats grouped keys and values to the queries' heads
     (integrations/sdpa_attention.py: use_gqa_in_sdpa needs no mask), over every key: 2 × width × keys per sequence
     instead of the KV width per token; plus the virtual tokens' int64 indices that PEFT's prompt encoder embeds
     (peft.tuners.prefix_tuning.model.PrefixEncoder), and with its reparameterization MLP the MLP's input and its
     tanh's output (token_dim + hidden per virtual token and sequence)."""
-    if not a.prefix_tokens:
+    padded = s.padded and s.batch_size > 1  # a batch of one has nothing to pad: transformers passes no mask then
+    if not a.prefix_tokens and not padded:
         return 0.0
     act = activation_width(s)
     seq = s.seq_len + a.prompt_tokens
     keys = seq + a.prefix_tokens
     total = 0
-    for kind in arch.layer_kind[:a.prefix_layers or arch.layers]:
+    # Padding alone: the blocks that keep anything (from the first that trains); virtual keys: prefix_layers.
+    kinds = arch.layer_kind[:a.prefix_layers or arch.layers] if a.prefix_tokens else arch.layer_kind[
+        first_trained_layer(arch, a):]
+    for kind in kinds:
         width, kv, _ = attention_widths(arch, kind)
         total += s.batch_size * (keys * 2 * width + seq * keys - seq * kv)
     if a.prefix_mlp_hidden:
@@ -257,7 +262,7 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         extra += arch.layers * (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (
             2 * a.adapter_dim + arch.hidden)
     extra += a.saved_per_token
-    prefix = prefix_attention_bytes(arch, a, s)
+    prefix = masked_attention_bytes(arch, a, s)
     if s.gradient_checkpointing:  # one layer's activations (and its share of the per-step tensors) at a time
         one_layer = max(per_kind.values()) + extra / arch.layers
         return (tokens * (arch.layers * arch.hidden + one_layer) * act + a.saved_per_step / arch.layers * act + logits

@@ -65,6 +65,9 @@ class TrainSettings:
                             choices=("adamw", "adamw8bit", "sgd"))
     gradient_checkpointing: bool = option(False, "Keep only each layer's input and recompute the rest in "
                                           "backward: far less activation memory for about one more forward pass.")
+    padded: bool = option(True, "Batches pad shorter sequences to the longest, as the app's training does: "
+                          "transformers then passes attention a mask, and it keeps the mask and the keys and values "
+                          "repeated to every query head. Off: every sequence has the same length (packed), no mask.")
     mixed_precision: str = option("none", "Mixed precision (bf16/fp16): 16-bit weights and gradients with fp32 "
                                   "master weights beside the optimizer states (2 + 2 + 12 bytes per trained "
                                   "parameter with AdamW, the ZeRO paper's count). none: weights and gradients at "

@@ -9,14 +9,12 @@ or use_dynamic_rank its count depends on the clusters found (layer.py: ``actual_
 subspace_rank)``), not on the architecture alone."""
 
 import pytest
-import torch
 from conftest import TINY
+from test_peft_tuners_more import assert_merges_to_the_logits_it_adapts_to
 from test_calculator import assert_matches_peft_and_flops
 
 from explorer import calculator
 from explorer.errors import ExplorerError
-from explorer.methods import METHODS
-from explorer.models import loading
 from explorer.models import specs as model_specs
 
 OPTIONS = [
@@ -94,20 +92,4 @@ def tiny_spec(cache):
 
 @pytest.mark.parametrize("method", ["glora", "deft", "psoft"])
 def test_an_adapter_merges_to_the_logits_it_adapts_to(cache, tiny_spec, method):
-    m = METHODS[method]
-    base = loading.load_fresh(TINY, precision="fp32").model
-    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
-    with torch.no_grad():
-        base_logits = base(input_ids=ids).logits
-    model = m.apply(base, tiny_spec, m.parse_options({}))
-    torch.manual_seed(0)
-    with torch.no_grad():  # a trained adapter: move every trainable tensor off its start
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-        model.eval()
-        adapted = model(input_ids=ids).logits
-        merged = model.merge_and_unload()
-        assert type(merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"
-        assert (merged(input_ids=ids).logits - adapted).abs().max() < 1e-4
-    assert not torch.allclose(adapted, base_logits, atol=1e-4), "the adapter changes the logits"
+    assert_merges_to_the_logits_it_adapts_to(tiny_spec, method)

@@ -89,25 +89,34 @@ def test_shira_flops_equal_torchs_counter_on_a_real_build(cache, tiny_spec, opti
         assert cpu_flops(model, seq_len) == count_flops(tiny_spec.arch, adaptation, seq_len)
 
 
-@pytest.mark.parametrize("method", ["shira", "c3a", "randlora"])
-def test_an_adapter_merges_to_the_logits_it_adapts_to(cache, tiny_spec, method):
-    m = METHODS[method]
-    base = loading.load_fresh(TINY, precision="fp32").model
-    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
-    with torch.no_grad():
-        base_logits = base(input_ids=ids).logits
-    model = m.apply(base, tiny_spec, m.parse_options({}))
+def moved_off_its_start(model):
     torch.manual_seed(0)
     with torch.no_grad():  # a trained adapter: move every trainable tensor off its start
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
-        model.eval()
+    return model.eval()
+
+
+def assert_merges_to_the_logits_it_adapts_to(spec, method: str, options: dict | None = None) -> None:
+    """A method's adapter on the tiny model, moved off its start as training would, merges into a plain transformers
+    model with the logits it had unmerged, and those differ from the base's: the check the tuners' test files share."""
+    m = METHODS[method]
+    base = loading.load_fresh(TINY, precision="fp32").model
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        base_logits = base(input_ids=ids).logits
+        model = moved_off_its_start(m.apply(base, spec, m.parse_options(options or {})))
         adapted = model(input_ids=ids).logits
         merged = model.merge_and_unload()
         assert type(merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"
         assert (merged(input_ids=ids).logits - adapted).abs().max() < 1e-4
     assert not torch.allclose(adapted, base_logits, atol=1e-4), "the adapter changes the logits"
+
+
+@pytest.mark.parametrize("method", ["shira", "c3a", "randlora"])
+def test_an_adapter_merges_to_the_logits_it_adapts_to(cache, tiny_spec, method):
+    assert_merges_to_the_logits_it_adapts_to(tiny_spec, method)
 
 
 @pytest.mark.parametrize("name", sorted(NOT_OFFERED))

@@ -7,6 +7,7 @@ refuses on a layer without a bias, as its card says), and a trained ShadowPEFT r
 import pytest
 import torch
 from conftest import TINY, train_run
+from test_peft_tuners_more import assert_merges_to_the_logits_it_adapts_to, moved_off_its_start
 from test_calculator import assert_matches_peft_and_flops
 
 from explorer import calculator
@@ -94,28 +95,9 @@ def tiny_spec(cache):
     return model_specs.resolve(TINY)
 
 
-def moved_off_its_start(model):
-    torch.manual_seed(0)
-    with torch.no_grad():  # a trained adapter: move every trainable tensor off its start
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
 @pytest.mark.parametrize("method, options", [("peanut", {}), ("supertuning", {"r": 2})])
 def test_an_adapter_merges_to_the_logits_it_adapts_to(cache, tiny_spec, method, options):
-    m = METHODS[method]
-    base = loading.load_fresh(TINY, precision="fp32").model
-    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
-    with torch.no_grad():
-        base_logits = base(input_ids=ids).logits
-        model = moved_off_its_start(m.apply(base, tiny_spec, m.parse_options(options)))
-        adapted = model(input_ids=ids).logits
-        merged = model.merge_and_unload()
-        assert type(merged).__name__ == "LlamaForCausalLM", "the merged model is a plain transformers model"
-        assert (merged(input_ids=ids).logits - adapted).abs().max() < 1e-4
-    assert not torch.allclose(adapted, base_logits, atol=1e-4), "the adapter changes the logits"
+    assert_merges_to_the_logits_it_adapts_to(tiny_spec, method, options)
 
 
 def test_beft_is_not_offered_to_merge_because_peft_refuses_a_layer_without_a_bias(cache, tiny_spec):

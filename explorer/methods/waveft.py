@@ -26,8 +26,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..costs.flops import Product
-from ..errors import ExplorerError
 from ..options import option
+from .fourierft import check, per_module  # the same n_frequency coefficients per layer, and the same bound
 from .saved_tensors import inputs_with_grad
 from .tuners import Tuner, exclude_option, linear_method, modules_option, peft_config, preset_option
 
@@ -67,16 +67,6 @@ def padded(width: int, length: int) -> int:
     """A side of the coefficient matrix: the width plus the filter's length minus 2, rounded up to even."""
     side = width + length - 2
     return side + side % 2
-
-
-def check(m, options):
-    if options.n_frequency > m.in_features * m.out_features:
-        raise ExplorerError(f"PEFT: n_frequency ({options.n_frequency}) must be at most in·out of every target; "
-                            f"{m.name} has {m.in_features}·{m.out_features} = {m.in_features * m.out_features:,}.")
-
-
-def per_module(m, options):
-    return options.n_frequency, f"{options.n_frequency} coefficients"
 
 
 def products(m, options):

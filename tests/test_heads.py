@@ -209,7 +209,7 @@ def test_browser_trains_a_classifier_head_and_shows_the_confusion_matrix(app_url
     page.get_by_role("combobox", name="Method").first.click()
     page.get_by_role("option", name="Feature extraction (head only)").click()
     page.get_by_text("Advanced: every method option and training setting").click()  # the method's options
-    page.locator("#ft-head-head_type input").click()
+    page.get_by_role("combobox", name="head_type").click()
     page.get_by_role("option", name="classifier", exact=True).click()
     page.wait_for_function("() => document.querySelector('#ft-dataset input').value.includes('topics')",
                            timeout=30_000)

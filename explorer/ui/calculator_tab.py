@@ -22,7 +22,8 @@ from ..train import track_record
 from . import calculator_view as view
 from .common import Latest, api_errors, shows_errors
 from .model_lists import PASTE, model_choices
-from .widgets import method_option_groups, option_key, show_only, widget_for
+from .method_options import MethodOptions, option_defaults
+from .widgets import option_key, widget_for
 
 
 SETTING_FIELDS = dataclasses.fields(memory.TrainSettings)
@@ -32,7 +33,7 @@ def calc_form(model: str, method: str = DEFAULT_METHOD, config: str = "", **valu
     """What the tab's widgets send, by name, every unnamed widget at its default ("lora.r" for LoRA's rank,
     "batch_size" for a training setting): the tests build requests with it."""
     form = {"model": model, "config": config, "method": method}
-    form.update({option_key(n, f.name): f.default for n, m in METHODS.items() for f in dataclasses.fields(m.options_type)})
+    form.update(option_defaults())
     form.update({f.name: f.default for f in SETTING_FIELDS})
     form.update(values)
     return form
@@ -141,7 +142,7 @@ def create_calculator_tab() -> dict:
         config_text = gr.Code(language="json", label="Paste a config.json, then choose 'Pasted or uploaded "
                               "config.json' as the base model", elem_id="calc-config")
         upload = gr.File(label="…or upload one", file_types=[".json"], type="filepath")
-    widget_keys, widgets, groups = method_option_groups("calc")
+    options = MethodOptions("calc", method)
     fields = dataclasses.fields(memory.TrainSettings)
     first_gpu_field = [f.name for f in fields].index("mixed_precision")
     with gr.Row():
@@ -173,13 +174,13 @@ def create_calculator_tab() -> dict:
 
     outputs = [headline, formula, flops, card, memory_plot, fits, family_plot, family, breakdown]
     named = {"model": model, "config": config_text, "method": method,
-             **{option_key(m, f): w for (m, f), w in zip(widget_keys, widgets)},
              **{f.name: w for f, w in zip(fields, settings_widgets)}}
-    inputs = set(named.values())
+    inputs = set(named.values()) | {options.values}
 
     def read(data: dict) -> dict:
-        """The widgets' values by name (gradio passes a set of inputs as one {component: value} dict)."""
-        return {name: data[widget] for name, widget in named.items()}
+        """The form by name (gradio passes a set of inputs as one {component: value} dict): the widgets' values
+        and every method's options."""
+        return {**data[options.values], **{name: data[widget] for name, widget in named.items()}}
 
     def on_update(data: dict, request: gr.Request):
         return update(read(data), request=request)
@@ -187,13 +188,13 @@ def create_calculator_tab() -> dict:
     def on_confirm(data: dict, request: gr.Request):
         return confirm_exact(read(data), request=request)
 
-    method.change(lambda m: show_only(groups, m), method, list(groups.values()), api_visibility="private")
     upload.upload(load_upload, upload, [model, config_text], api_visibility="private")
-    for component in named.values():
-        event = component.change(on_update, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
-                                 api_visibility="private")
-        event.then(on_confirm, inputs, headline, trigger_mode="always_last", show_progress="hidden",
-                   api_visibility="private")
+    # One listener for every control (a listener per control listed every input again, in the config every
+    # page load fetches); it also lets "always_last" coalesce changes across controls.
+    event = gr.on([*(component.change for component in named.values()), options.values.change], on_update, inputs,
+                  outputs, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    event.then(on_confirm, inputs, headline, trigger_mode="always_last", show_progress="hidden",
+               api_visibility="private")
     gr.api(calc, api_name="calc")
     return {"update": on_update, "confirm": on_confirm, "inputs": inputs, "outputs": outputs, "headline": headline,
             "model": model}

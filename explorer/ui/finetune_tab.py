@@ -28,7 +28,8 @@ from .common import Latest, error_message, jobs, shows_errors
 from .dataset_picker import (UPLOAD, dataset_choices, dataset_picker, dataset_value, describe_dataset, length_text,
                              read_upload, score_value)
 from .model_lists import model_choices
-from .widgets import method_option_groups, option_key, show_only, widget_for
+from .method_options import MethodOptions, option_defaults
+from .widgets import option_key, widget_for
 
 TRAIN_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "method", "dataset", "score")]
 # The first screen holds what a newcomer needs (data, method, steps, Start); every other setting is one click
@@ -40,6 +41,9 @@ CHAT_ONLY = ("grad_accum", "eval_examples", "eval_loss_examples", "max_new_token
              "watch_every", "watch_prompts")
 POLL_SECONDS = 1.0
 following = Latest()  # the run each browser session is watching: a newer pick ends the older live view
+# The method each browser session picked by hand: a recommendation then says its pick but leaves the method (one
+# computed for an earlier model or data change could otherwise arrive after the pick and undo it).
+picked_by_hand = Latest()
 
 
 def form_values(model: str = "", method: str = DEFAULT_METHOD, dataset: str = "pirate", **values) -> dict:
@@ -47,7 +51,7 @@ def form_values(model: str = "", method: str = DEFAULT_METHOD, dataset: str = "p
     requests with it (e.g. ``form_values(TINY, "lora", **{"lora.r": 4, "steps": 3})``)."""
     form = {"model": model, "method": method, "dataset": dataset, "upload": None, "pasted": "", "score": "",
             "pattern": "", "columns": ""}
-    form.update({option_key(n, f.name): f.default for n, m in METHODS.items() for f in dataclasses.fields(m.options_type)})
+    form.update(option_defaults())
     form.update({f.name: f.default for f in TRAIN_FIELDS})
     form.update(values)
     return form
@@ -199,11 +203,14 @@ def data_for_method(form: dict, current_kind: str):
     return gr.Dropdown(choices=choices, value=value), kind, text, group
 
 
-def method_changed(method_name: str, groups: dict):
+def remember_pick(method_name: str, request: gr.Request) -> None:
+    picked_by_hand.set(request, method_name)
+
+
+def method_changed(method_name: str):
     default = METHODS[method_name].default_lr
-    return [*show_only(groups, method_name),
-            gr.Number(info=f"0 = the default for {METHODS[method_name].title}: {default:g} (prompt, prefix "
-                           "and IA³ need far higher rates than LoRA)")]
+    return gr.Number(info=f"0 = the default for {METHODS[method_name].title}: {default:g} (prompt, prefix and IA³ "
+                          "need far higher rates than LoRA)")
 
 
 def rows_in(form: dict, kind: str) -> int | None:
@@ -265,7 +272,7 @@ def create_finetune_tab() -> dict:
         plot = gr.Plot(label="Loss", elem_id="ft-plot")
         metrics = gr.Markdown(elem_id="ft-metrics")
     with gr.Accordion("Advanced: every method option and training setting", open=False, elem_id="ft-advanced"):
-        keys, option_widgets, groups = method_option_groups("ft", sliders=False)
+        options = MethodOptions("ft", method, sliders=False)
         train_widgets = {"steps": steps}
         rest = [f for f in TRAIN_FIELDS if f.name not in FIRST_SCREEN]
         per_row = 5  # rows of five: at 1280 px every label and its help fit on its box
@@ -284,15 +291,15 @@ def create_finetune_tab() -> dict:
         to_compare = gr.Button("Compare this run", elem_id="ft-compare")
     home = take_home.create_take_home(run_id)
 
-    named_options = {option_key(m, f): w for (m, f), w in zip(keys, option_widgets)}
     widgets = {"model": model, "method": method, **dict(zip(("dataset", "upload", "pasted", "score", "pattern"),
                                                             picker.inputs)),
-               "columns": picker.columns, **named_options, **train_widgets}
-    inputs = set(widgets.values())
+               "columns": picker.columns, **train_widgets}
+    inputs = set(widgets.values()) | {options.values}
 
     def read(data: dict) -> dict:
-        """The widgets' values by name (gradio passes a set of inputs as one {component: value} dict)."""
-        return {name: data[widget] for name, widget in widgets.items()}
+        """The form by name (gradio passes a set of inputs as one {component: value} dict): the widgets' values
+        and every method's options."""
+        return {**data[options.values], **{name: data[widget] for name, widget in widgets.items()}}
 
     recipe_panel.create(run_id, lambda data: parse_request(read(data), save=True), inputs)
     live = [progress, plot, metrics, table, timeline]
@@ -300,27 +307,29 @@ def create_finetune_tab() -> dict:
     def start_handler(data: dict, request: gr.Request):
         return start_run(read(data), request=request)
 
-    def recommend_handler(data: dict):
-        method_name, options, sentence = recommendation(read(data), data[picker.kind])
+    def recommend_handler(data: dict, request: gr.Request):
+        method_name, recommended, sentence = recommendation(read(data), data[picker.kind])
         updates = {advice: sentence}
-        if method_name:
+        if method_name and picked_by_hand.get(request) is None:
             updates[method] = method_name
-            updates.update({named_options[option_key(method_name, k)]: v for k, v in options.items()
-                            if option_key(method_name, k) in named_options})
+            values = {**data[options.values], **{option_key(method_name, k): v for k, v in recommended.items()}}
+            updates[options.values] = values
+            updates.update(zip(options.outputs, options.show(method_name, values)))  # the widgets show them
         return updates
 
-    gr.on([method.change, *[w.change for w in option_widgets]],
+    gr.on([method.change, options.values.change],
           lambda data: data_for_method(read(data), data[picker.kind]), inputs | {picker.kind},
           [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
     gr.on([picker.dataset.change, picker.upload.change, picker.columns.change, model.change], recommend_handler,
-          inputs | {picker.kind}, [advice, method, *option_widgets], api_visibility="private",
+          inputs | {picker.kind}, [advice, method, options.values, *options.outputs], api_visibility="private",
           show_progress="hidden", trigger_mode="always_last")
     chat_only = [train_widgets[name] for name in CHAT_ONLY]
     picker.kind.change(lambda k: [gr.update(visible=k == "chat")] * len(chat_only), picker.kind, chat_only,
                        api_visibility="private", show_progress="hidden")
-    method.change(lambda m: method_changed(m, groups), method, [*groups.values(), train_widgets["learning_rate"]],
-                  api_visibility="private")
-    gr.on([c.change for c in widgets.values() if hasattr(c, "change")], lambda data: preview_cost(read(data)),
+    method.change(method_changed, method, train_widgets["learning_rate"], api_visibility="private")
+    method.input(remember_pick, method, None, api_visibility="private", queue=False)
+    gr.on([*(c.change for c in widgets.values() if hasattr(c, "change")), options.values.change],
+          lambda data: preview_cost(read(data)),
           inputs, cost, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
     # When the live view ends (the run finished), the take-home panel says what it can now build.
     start.click(start_handler, inputs, [run_id, progress], api_name="train").then(

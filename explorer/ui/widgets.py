@@ -6,7 +6,6 @@ import dataclasses
 
 import gradio as gr
 
-from ..methods import DEFAULT_METHOD, METHODS
 
 SLIDERS = {"r": (1, 256), "num_virtual_tokens": (1, 200), "bottleneck_dim": (1, 512), "batch_size": (1, 64),
            "encoder_hidden_size": (1, 4096), "lora_alpha": (1, 512), "steps": (1, 500)}
@@ -33,48 +32,40 @@ def named_slider(minimum, maximum, **kwargs) -> gr.Slider:
     return slider
 
 
-def widget_for(f: dataclasses.Field, elem_id: str, sliders: bool = True):
+def widget_for(f: dataclasses.Field, elem_id: str, sliders: bool = True, value=dataclasses.MISSING):
     """A widget for one option field; its help text is shown as the widget's info line.
 
     ``sliders=False``: whole numbers get a plain number box instead of a slider. A slider's box snaps a typed
     value into its range without a word; where a run is started from the values (Fine-tune), an
     out-of-range value must be refused with a message instead (explorer.options.coerce says which)."""
     meta, label, default = f.metadata, f.name, f.default
+    value = default if value is dataclasses.MISSING else value
     info = meta.get("help", "")
+    kind = kind_of(f, sliders)
+    if kind == "slider":
+        lo, hi = SLIDERS[f.name]
+        return named_slider(lo, hi, value=value, step=1, label=label, info=info, elem_id=elem_id)
+    extra = {"choices": list(meta["choices"])} if kind == "dropdown" else {}
+    return KINDS[kind](**extra, value=value, label=label, info=info, elem_id=elem_id)
+
+
+KINDS = {"number": gr.Number, "dropdown": gr.Dropdown, "checkbox": gr.Checkbox, "textbox": gr.Textbox}
+
+
+def kind_of(f: dataclasses.Field, sliders: bool = True) -> str:
+    """Which widget shows an option field: "slider", or one of KINDS."""
+    default = f.default
     if isinstance(default, bool):
-        return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
+        return "checkbox"
     lo, hi = SLIDERS.get(f.name, (0, 0))
     if isinstance(default, int) and f.name in SLIDERS and sliders and lo <= default <= hi:  # OFT's r: 0 = unset
-        return named_slider(lo, hi, value=default, step=1, label=label, info=info, elem_id=elem_id)
+        return "slider"
     if isinstance(default, (int, float)):
-        return gr.Number(value=default, label=label, info=info, elem_id=elem_id)
-    if meta.get("choices"):
-        return gr.Dropdown(list(meta["choices"]), value=default, label=label, info=info, elem_id=elem_id)
-    return gr.Textbox(value=default, label=label, info=info, elem_id=elem_id)
-
-
-def method_option_groups(prefix: str, selected: str = DEFAULT_METHOD, sliders: bool = True):
-    """One group of option widgets per method, only the selected one visible.
-
-    Returns (keys, widgets, groups): keys[i] = (method, field) of widgets[i]."""
-    keys, widgets, groups = [], [], {}
-    for name, m in METHODS.items():
-        with gr.Group(visible=(name == selected)) as group:
-            fields = dataclasses.fields(m.options_type)
-            if not fields:
-                gr.Markdown(f"{m.title} has no options.")
-            with gr.Row():
-                for f in fields:
-                    widgets.append(widget_for(f, f"{prefix}-{name}-{f.name}", sliders))
-                    keys.append((name, f.name))
-        groups[name] = group
-    return keys, widgets, groups
+        return "number"
+    return "dropdown" if f.metadata.get("choices") else "textbox"
 
 
 def option_key(method: str, field: str) -> str:
-    """A method option's name among a tab's inputs ("lora.r"): every method's widgets are on the page."""
+    """A method option's name in a tab's form and option state ("lora.r")."""
     return f"{method}.{field}"
 
-
-def show_only(groups: dict, method: str):
-    return [gr.Group(visible=(name == method)) for name in groups]

@@ -5,7 +5,6 @@ Compare's per-text table, the CLI, and a browser run that shows the confusion ma
 import json
 import re
 
-import gradio as gr
 import pytest
 import torch
 from conftest import BUNDLED, TINY, train_run, wait_for_text
@@ -154,11 +153,14 @@ def test_the_fine_tune_tab_offers_the_data_the_method_needs(cache):
     def form(method, dataset):
         return finetune_tab.form_values(TINY, method, dataset, **{"head.head_type": "classifier"})
 
-    dropdown, kind, info, _ = finetune_tab.data_for_method(form("head", "pirate"), "chat")
-    assert kind == "labelled" and "sports, cooking, weather or technology" in info
-    dropdown, kind, info, _ = finetune_tab.data_for_method(form("lora", "topics"), "labelled")
-    assert kind == "chat" and info == dataset_picker.describe_dataset("pirate")[0]
-    assert finetune_tab.data_for_method(form("lora", "french"), "chat") == (gr.skip(),) * 4, "kind unchanged"
+    assert finetune_tab.kind_for_method(form("head", "pirate"), "chat") == "labelled"
+    _, info = finetune_tab.data_for_kind("labelled", "pirate")
+    assert "sports, cooking, weather or technology" in info
+    assert finetune_tab.kind_for_method(form("lora", "topics"), "labelled") == "chat"
+    _, info = finetune_tab.data_for_kind("chat", "topics")
+    assert info == dataset_picker.describe_dataset("pirate")
+    assert finetune_tab.kind_for_method(form("lora", "french"), "chat") == "chat"
+    assert finetune_tab.kind_for_method(form("head", "french") | {"head.head_type": "nonsense"}, "chat") == "chat"
     choices, value = dataset_picker.dataset_choices("labelled", "pirate")
     assert value == "topics" and [v for _, v in choices] == ["topics", dataset_picker.UPLOAD]
     assert dataset_picker.dataset_choices("chat", "french")[1] == "french"

@@ -22,9 +22,7 @@ def options(request):
 def shown_fields(options: MethodOptions, method: str, values: dict) -> dict:
     """{label: value} of the widgets ``show`` makes visible, and the values the widgets then hold."""
     updates = options.show(method, values)
-    note, rows, rest = updates[0], updates[1:1 + len(options.rows)], updates[1 + len(options.rows):]
-    kinds = {kind for kind, _, _ in placements(method, options.sliders)}
-    assert [row.visible for row in rows] == [bool(kinds & set(row_kinds)) for row_kinds in options.rows]
+    note, rest = updates[0], updates[1:]
     groups = rest[:len(options.slider_groups)]
     slider_values = rest[len(groups):len(groups) + len(options.slider_widgets)]
     slot_updates = rest[len(groups) + len(slider_values):]

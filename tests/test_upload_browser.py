@@ -65,3 +65,22 @@ def test_browser_upload_with_unfamiliar_columns_picks_them_and_shows_no_error(ap
     assert "Error" not in estimate and "Unknown dataset" not in estimate and "Nothing can start" not in estimate
     assert "sequence length" in estimate  # the data's health: how many rows the sequence length cuts
     screenshot("upload_unfamiliar_columns")
+
+
+def test_the_same_file_again_keeps_the_columns_picked_and_another_file_starts_afresh(tmp_path):
+    """The browser fires the upload's change again for the same file at times; that must not clear a pick."""
+    from types import SimpleNamespace
+
+    from explorer.ui import dataset_picker
+
+    session = SimpleNamespace(session_hash="one browser tab")
+    path = bakery_csv(tmp_path)
+    first = dataset_picker.new_file(path, "", "chat", session)
+    assert first[3] == "" and "Pick the columns" in first[-1]
+    picked = dataset_picker.on_column_pick("Frage", "Antwort", None, "", path, "", "chat", session)
+    assert picked[3] == "prompt=Frage,response=Antwort"
+    again = dataset_picker.new_file(path, "", "chat", session)
+    assert again[3] == "prompt=Frage,response=Antwort" and "12 valid rows" in again[-1]
+    (tmp_path / "other").mkdir()
+    other = dataset_picker.new_file(bakery_csv(tmp_path / "other"), "", "chat", session)
+    assert other[3] == "" and "Pick the columns" in other[-1]

@@ -18,7 +18,7 @@ from ..data.sources import KIND_NEEDS
 from ..data.tasks import TASKS
 from ..errors import ExplorerError
 from ..train import runs
-from .common import error_message, shows_errors
+from .common import Latest, error_message, shows_errors
 
 UPLOAD = "__upload__"
 SCORE_CHOICES = [("held-out loss only", ""), ("exact match", "exact"), ("contains the reference", "contains"),
@@ -42,7 +42,20 @@ def describe_dataset(name: str, kind: str = "chat"):
     else:
         text = (f"Upload or paste {KIND_NEEDS[kind].split(', e.g.')[0]}; invalid rows are listed with their line "
                 "numbers. The last fifth is held out.")
-    return text, gr.Group(visible=(name == UPLOAD))
+    return text
+
+
+def dataset_picked(name: str, kind: str, path, text: str):
+    """The dataset dropdown's change: its description (unless it is "Upload or paste" with data already there,
+    whose line, rows read or columns to pick, stays) and whether the upload widgets show.
+
+    The browser fires this change again whenever an update reaches a layout block, even an empty update (seen in
+    the browser tests, after a recommendation); the description then replaced "Pick the columns". So the upload
+    group's visibility goes through a state, whose change event fires only when the value changes: an update to
+    the group would re-mount the file widget, and its change event would read the file again and clear the
+    columns just picked."""
+    kept = name == UPLOAD and (path or (text or "").strip())
+    return (gr.skip() if kept else describe_dataset(name, kind)), name == UPLOAD
 
 
 def dataset_choices(kind: str, current: str | None = None) -> tuple[list, str]:
@@ -225,6 +238,35 @@ def dataset_value(dataset_name: str, path, text, save: bool, kind: str = "chat",
     return save_upload(path, text, kind, columns)[0]
 
 
+picked = Latest()  # (the file, the columns picked for it) of each browser session's picker
+
+
+def new_file(path, text, data_kind, request: gr.Request = None):
+    """The upload's change: another file's columns are picked afresh; the same file again keeps the columns picked.
+
+    The browser fires this change again for the same file at times (after updates to other widgets, seen in the
+    browser tests), sometimes before a column just picked has reached the columns box: the columns come from the
+    server's own record of the picks, not from the box."""
+    last = picked.get(request)
+    columns = last[1] if path and last and last[0] == path else ""
+    picked.set(request, (path, columns))
+    view = read_data(path, text, data_kind, columns)
+    return (*view[:3], columns, *view[4:])
+
+
+def on_column_pick(first, second, third, columns, path, text, kind="chat", request: gr.Request = None):
+    """pick_columns, recorded for new_file."""
+    view = pick_columns(first, second, third, columns, path, text, kind)
+    picked.set(request, (path, view[3]))
+    return view
+
+
+def on_columns_typed(path, text, kind="chat", columns="", request: gr.Request = None):
+    """read_data for columns typed in the box, recorded for new_file."""
+    picked.set(request, (path, columns))
+    return read_data(path, text, kind, columns)
+
+
 @dataclass
 class DatasetPicker:
     dataset: gr.Dropdown
@@ -251,7 +293,7 @@ def dataset_picker(prefix: str) -> DatasetPicker:
     and previewed as soon as it arrives; columns of no known shape are picked in three dropdowns."""
     dataset = gr.Dropdown([(f"{t.title} ({n})", n) for n, t in TASKS.items()] + [("Upload or paste", UPLOAD)],
                           value="pirate", label="Dataset", elem_id=f"{prefix}-dataset")
-    info = gr.Markdown(describe_dataset("pirate")[0], elem_id=f"{prefix}-dataset-info")
+    info = gr.Markdown(describe_dataset("pirate"), elem_id=f"{prefix}-dataset-info")
     kind = gr.State("chat")
     with gr.Group(visible=False) as group:
         upload = gr.File(label="Your data: a spreadsheet (CSV, TSV, Excel .xlsx), JSONL, JSON or Parquet; any column "
@@ -272,15 +314,14 @@ def dataset_picker(prefix: str) -> DatasetPicker:
         problems = gr.Dataframe(label="Rows that will be skipped", interactive=False, wrap=True,
                                 elem_id=f"{prefix}-problems")
     shown = [*pickers, columns, preview, problems, info]
-    dataset.change(describe_dataset, [dataset, kind], [info, group], api_visibility="private")
-
-    def new_file(path, text, data_kind):  # another file: the columns picked for the last one no longer apply
-        view = read_data(path, text, data_kind, "")
-        return (*view[:3], "", *view[4:])
+    upload_shown = gr.State(False)
+    dataset.change(dataset_picked, [dataset, kind, upload, pasted], [info, upload_shown], api_visibility="private")
+    upload_shown.change(lambda shown: gr.Group(visible=shown), upload_shown, group, api_visibility="private",
+                        show_progress="hidden")
 
     upload.change(new_file, [upload, pasted, kind], shown, api_visibility="private", show_progress="hidden")
     check.click(read_data, [upload, pasted, kind, columns], shown, api_name=f"{prefix}_read_data")
-    columns.submit(read_data, [upload, pasted, kind, columns], shown, api_visibility="private")
+    columns.submit(on_columns_typed, [upload, pasted, kind, columns], shown, api_visibility="private")
     for picker in pickers:
-        picker.input(pick_columns, [*pickers, columns, upload, pasted, kind], shown, api_visibility="private")
+        picker.input(on_column_pick, [*pickers, columns, upload, pasted, kind], shown, api_visibility="private")
     return DatasetPicker(dataset, upload, pasted, score, pattern, info, kind, group, columns, pickers)

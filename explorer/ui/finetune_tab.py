@@ -187,20 +187,25 @@ def discard_run(run_id: str):
     return "", f"Run `{run_id}` discarded.", run_view.runs_table()
 
 
-def data_for_method(form: dict, current_kind: str):
-    """The dataset choices for the kind of data the method (with these options) trains on: a classifier head
-    gets labelled text, an embedding head paraphrase pairs, every other method chat data. Nothing changes while
-    the kind stays the same."""
+def kind_for_method(form: dict, current_kind: str) -> str:
+    """The kind of data the method (with these options) trains on: a classifier head labelled text, an embedding
+    head paraphrase pairs, every other method chat data (the current kind while an option is being typed: the
+    cost line says what is wrong)."""
     try:
         method = METHODS[form["method"]]
-        kind = method.data_kind(method.parse_options(options_in(form, form["method"])))
-    except (ExplorerError, KeyError):  # an option being typed: the cost line says what is wrong
-        kind = current_kind
-    if kind == current_kind:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    choices, value = dataset_choices(kind, form["dataset"])
-    text, group = describe_dataset(value, kind)
-    return gr.Dropdown(choices=choices, value=value), kind, text, group
+        return method.data_kind(method.parse_options(options_in(form, form["method"])))
+    except (ExplorerError, KeyError):
+        return current_kind
+
+
+def data_for_kind(kind: str, dataset: str):
+    """The dataset choices for a new kind of data, the pick among them and its description.
+
+    Runs only when the kind state changes (a state's change event fires only on a new value): an update sent to
+    the dataset dropdown, even an empty one, makes the browser fire its change event, which re-read the upload
+    and asked for a recommendation again, in a loop that could undo a column just picked."""
+    choices, value = dataset_choices(kind, dataset)
+    return gr.Dropdown(choices=choices, value=value), describe_dataset(value, kind)
 
 
 def remember_pick(method_name: str, request: gr.Request) -> None:
@@ -310,18 +315,21 @@ def create_finetune_tab() -> dict:
     def recommend_handler(data: dict, request: gr.Request):
         method_name, recommended, sentence = recommendation(read(data), data[picker.kind])
         updates = {advice: sentence}
-        if method_name and picked_by_hand.get(request) is None:
+        values = {**data[options.values], **{option_key(method_name, k): v for k, v in recommended.items()}}
+        if method_name and picked_by_hand.get(request) is None and (method_name, values) != (data[method],
+                                                                                           data[options.values]):
             updates[method] = method_name
-            values = {**data[options.values], **{option_key(method_name, k): v for k, v in recommended.items()}}
             updates[options.values] = values
-            updates.update(zip(options.outputs, options.show(method_name, values)))  # the widgets show them
+            updates[options.requested] = (method_name, (data[options.requested] or (None, 0))[1] + 1)  # shown
         return updates
 
-    gr.on([method.change, options.values.change],
-          lambda data: data_for_method(read(data), data[picker.kind]), inputs | {picker.kind},
-          [picker.dataset, picker.kind, picker.info, picker.group], api_visibility="private", show_progress="hidden")
+    gr.on([method.change, options.values.change], lambda data: kind_for_method(read(data), data[picker.kind]),
+          inputs | {picker.kind}, picker.kind, api_visibility="private", show_progress="hidden")
+    picker.kind.change(data_for_kind, [picker.kind, picker.dataset], [picker.dataset, picker.info],
+                       api_visibility="private", show_progress="hidden")
     gr.on([picker.dataset.change, picker.upload.change, picker.columns.change, model.change], recommend_handler,
-          inputs | {picker.kind}, [advice, method, options.values, *options.outputs], api_visibility="private",
+          inputs | {picker.kind, options.requested}, [advice, method, options.values, options.requested],
+          api_visibility="private",
           show_progress="hidden", trigger_mode="always_last")
     chat_only = [train_widgets[name] for name in CHAT_ONLY]
     picker.kind.change(lambda k: [gr.update(visible=k == "chat")] * len(chat_only), picker.kind, chat_only,

@@ -55,11 +55,16 @@ class MethodOptions:
         plans = {name: placements(name, sliders) for name in METHODS}
         shown = {(kind, where): f for kind, where, f in plans[DEFAULT_METHOD]}
         self.values = gr.State(option_defaults())
+        # A handler that sets ``values`` (a recommendation) sets ``requested`` to the method whose values to show,
+        # with a new count: the widgets follow through this state's change event, so the handler's own outputs
+        # hold no widget (explorer.ui.finetune_tab.recommend_handler).
+        self.requested = gr.State(None)
         self.note = gr.Markdown(self.no_options(DEFAULT_METHOD), visible=not plans[DEFAULT_METHOD])
         self.slider_groups, self.slider_widgets, self.slots = {}, {}, {}
-        # Three rows, each hidden when the method has nothing for it (an empty row still takes a band of space).
-        self.rows = {}
-        with gr.Row(visible=any(k in ("slider", "number", "dropdown") for k, _ in shown)) as row:  # sizes, choices
+        # Rows stay shown when empty: an update reaching a layout block, even an empty one, makes the browser fire
+        # the change events of other widgets again (explorer.ui.dataset_picker.dataset_picked), so the listeners'
+        # outputs hold no layout block but the sliders' groups.
+        with gr.Row():  # sizes, rates and choices
             for name, plan in plans.items():
                 for kind, where, f in plan:
                     if kind == "slider" and where not in self.slider_widgets:
@@ -67,17 +72,16 @@ class MethodOptions:
                             self.slider_widgets[where] = widget_for(f, f"{prefix}-{name}-{f.name}", sliders)
                         self.slider_groups[where] = group
             self.add_slots(prefix, ("number", "dropdown"), plans, shown)
-        self.rows["slider", "number", "dropdown"] = row
-        with gr.Row(visible=any(k == "checkbox" for k, _ in shown)) as row:  # among boxes, gradio shrinks a checkbox
+        with gr.Row():  # switches in a row of their own: among boxes, gradio shrinks a checkbox to its tick
             self.add_slots(prefix, ("checkbox",), plans, shown)
-        self.rows["checkbox",] = row
-        with gr.Row(visible=any(k == "textbox" for k, _ in shown)) as row:  # layer names, free text
+        with gr.Row():  # layer names, free text
             self.add_slots(prefix, ("textbox",), plans, shown)
-        self.rows["textbox",] = row
-        self.outputs = [self.note, *self.rows.values(), *self.slider_groups.values(), *self.slider_widgets.values(), *self.slots.values()]
+        self.outputs = [self.note, *self.slider_groups.values(), *self.slider_widgets.values(), *self.slots.values()]
         self.inputs = [method, self.values, *self.slider_widgets.values(), *self.slots.values()]
         method.change(self.show, [method, self.values], self.outputs, api_visibility="private",
                       show_progress="hidden", queue=False)
+        self.requested.change(self.show_requested, [self.requested, self.values], self.outputs,
+                              api_visibility="private", show_progress="hidden")
         gr.on([w.change for w in (*self.slider_widgets.values(), *self.slots.values())], self.store, self.inputs,
               self.values, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
 
@@ -108,8 +112,10 @@ class MethodOptions:
             choices = {"choices": list(f.metadata["choices"])} if key[0] == "dropdown" else {}
             slots.append(gr.update(visible=True, label=f.name, info=f.metadata.get("help", ""), value=value[key],
                                    **choices))
-        rows = [gr.Row(visible=any(kind in kinds for kind, _ in plan)) for kinds in self.rows]
-        return [gr.Markdown(self.no_options(method), visible=not plan), *rows, *groups, *sliders, *slots]
+        return [gr.Markdown(self.no_options(method), visible=not plan), *groups, *sliders, *slots]
+
+    def show_requested(self, requested: tuple | None, values: dict) -> list:
+        return gr.skip() if not requested else self.show(requested[0], values)
 
     def store(self, method: str, values: dict, *shown_values) -> dict:
         """``values`` with ``method``'s options as its widgets show them."""

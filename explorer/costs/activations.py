@@ -262,7 +262,7 @@ def activation_bytes(arch: Arch, a: Adaptation, s: TrainSettings) -> float:
         extra += arch.layers * (int(a.adapter_after_attention) + int(a.adapter_after_ffn)) * (
             2 * a.adapter_dim + arch.hidden)
     extra += a.saved_per_token
-    prefix = masked_attention_bytes(arch, a, s)
+    prefix = masked_attention_bytes(arch, a, s) + s.batch_size * a.saved_per_sequence * act
     if s.gradient_checkpointing:  # one layer's activations (and its share of the per-step tensors) at a time
         one_layer = max(per_kind.values()) + extra / arch.layers
         return (tokens * (arch.layers * arch.hidden + one_layer) * act + a.saved_per_step / arch.layers * act + logits

@@ -62,6 +62,8 @@ class Adaptation:
     saved_per_token: int = 0                    # per token, over all its layers (a wider intermediate it keeps)
     saved_per_step: int = 0                     # once per forward, whatever the tokens: weight-sized tensors its
                                                 # forward builds (a copy of W with ΔW added, a rotation, a basis)
+    saved_per_sequence: int = 0                 # per sequence of the batch, whatever its length (LLaMA-Adapter's
+                                                # prompt keys and values, repeated to every sequence)
     training_state: int = 0                     # fp32 numbers it keeps across steps besides the optimizer's
                                                 # (AdaLoRA's importance scores)
 

@@ -49,11 +49,9 @@ def dataset_picked(name: str, kind: str, path, text: str):
     """The dataset dropdown's change: its description (unless it is "Upload or paste" with data already there,
     whose line, rows read or columns to pick, stays) and whether the upload widgets show.
 
-    The browser fires this change again whenever an update reaches a layout block, even an empty update (seen in
-    the browser tests, after a recommendation); the description then replaced "Pick the columns". So the upload
-    group's visibility goes through a state, whose change event fires only when the value changes: an update to
-    the group would re-mount the file widget, and its change event would read the file again and clear the
-    columns just picked."""
+    The browser tests saw this change fire again after other updates, empty ones included (why, in gradio's
+    frontend, was not found); the description then replaced "Pick the columns". The upload group's visibility goes
+    through a state, whose change event fires only on a new value, so a repeat sends the group no update."""
     kept = name == UPLOAD and (path or (text or "").strip())
     return (gr.skip() if kept else describe_dataset(name, kind)), name == UPLOAD
 

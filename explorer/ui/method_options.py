@@ -52,7 +52,7 @@ class MethodOptions:
 
     def __init__(self, prefix: str, method: gr.Dropdown, sliders: bool = True):
         self.sliders = sliders
-        plans = {name: placements(name, sliders) for name in METHODS}
+        self.plans = plans = {name: placements(name, sliders) for name in METHODS}
         shown = {(kind, where): f for kind, where, f in plans[DEFAULT_METHOD]}
         self.values = gr.State(option_defaults())
         # A handler that sets ``values`` (a recommendation) sets ``requested`` to the method whose values to show,
@@ -61,9 +61,8 @@ class MethodOptions:
         self.requested = gr.State(None)
         self.note = gr.Markdown(self.no_options(DEFAULT_METHOD), visible=not plans[DEFAULT_METHOD])
         self.slider_groups, self.slider_widgets, self.slots = {}, {}, {}
-        # Rows stay shown when empty: an update reaching a layout block, even an empty one, makes the browser fire
-        # the change events of other widgets again (explorer.ui.dataset_picker.dataset_picked), so the listeners'
-        # outputs hold no layout block but the sliders' groups.
+        # Rows stay shown when empty: the browser tests saw other widgets' change events fire again after updates,
+        # empty ones included (explorer.ui.dataset_picker.dataset_picked), so the listeners update few blocks.
         with gr.Row():  # sizes, rates and choices
             for name, plan in plans.items():
                 for kind, where, f in plan:
@@ -99,7 +98,7 @@ class MethodOptions:
 
     def show(self, method: str, values: dict) -> list:
         """The widgets for ``method``: its sliders shown, its slots relabelled, each at its value in ``values``."""
-        plan = {(kind, where): f for kind, where, f in placements(method, self.sliders)}
+        plan = {(kind, where): f for kind, where, f in self.plans[method]}
         value = {(kind, where): values.get(option_key(method, f.name), f.default) for (kind, where), f in plan.items()}
         groups = [gr.Group(visible=("slider", where) in plan) for where in self.slider_groups]
         sliders = [value.get(("slider", where), gr.skip()) for where in self.slider_widgets]
@@ -121,5 +120,5 @@ class MethodOptions:
         """``values`` with ``method``'s options as its widgets show them."""
         placed = dict(zip([("slider", where) for where in self.slider_widgets] + list(self.slots), shown_values))
         typed = {option_key(method, f.name): placed[kind, where]
-                 for kind, where, f in placements(method, self.sliders)}
+                 for kind, where, f in self.plans[method]}
         return values if all(values.get(k) == v for k, v in typed.items()) else {**values, **typed}

@@ -32,14 +32,13 @@ def named_slider(minimum, maximum, **kwargs) -> gr.Slider:
     return slider
 
 
-def widget_for(f: dataclasses.Field, elem_id: str, sliders: bool = True, value=dataclasses.MISSING):
+def widget_for(f: dataclasses.Field, elem_id: str, sliders: bool = True):
     """A widget for one option field; its help text is shown as the widget's info line.
 
     ``sliders=False``: whole numbers get a plain number box instead of a slider. A slider's box snaps a typed
     value into its range without a word; where a run is started from the values (Fine-tune), an
     out-of-range value must be refused with a message instead (explorer.options.coerce says which)."""
-    meta, label, default = f.metadata, f.name, f.default
-    value = default if value is dataclasses.MISSING else value
+    meta, label, value = f.metadata, f.name, f.default
     info = meta.get("help", "")
     kind = kind_of(f, sliders)
     if kind == "slider":

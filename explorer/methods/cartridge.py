@@ -46,6 +46,7 @@ def validate(spec, o) -> None:
     if o.num_frozen_tokens > o.num_virtual_tokens:
         raise ExplorerError(f"Cartridge: num_frozen_tokens ({o.num_frozen_tokens}) must be at most "
                             f"num_virtual_tokens ({o.num_virtual_tokens}).")
+    check_training(o)  # every token frozen: nothing to count either (the Calculator says so, not "0 trainable")
 
 
 def check_training(o) -> None:

@@ -57,6 +57,10 @@ def check(m, options):
     value = options.effective_rank
     if value > 1 and value != int(value):
         raise ExplorerError(f"OSF: effective_rank above 1 counts directions, so it is a whole number; got {value}.")
+    if trained_rank(m, options) <= 0:
+        raise ExplorerError(f"OSF: effective_rank {value:g} keeps all {min(m.in_features, m.out_features)} directions "
+                            f"of {m.name} frozen, so nothing would train; lower it below 1 (a fraction) or the "
+                            "layer's size.")
     if kept(m, options) <= 0:
         raise ExplorerError(f"PEFT: `effective_rank` should be a positive integer value: {value} of {m.name}'s "
                             f"{min(m.in_features, m.out_features)} directions rounds down to none.")
